@@ -1,0 +1,267 @@
+//! Ballot Leader Election (BLE): who should lead, resilient to partial connectivity.
+//!
+//! Every `election_tick_timeout` ticks a node ends a heartbeat round: it looks at the replies to
+//! the requests it sent at the start of the round (and only those), then starts the next round.
+//!
+//! * A node is **quorum-connected** when it heard from enough servers (itself included) to both
+//!   take over and decide.
+//! * A leader is **happy** while it is quorum-connected; a follower is happy while it hears its
+//!   leader and the leader says it is happy.
+//! * A node **takes over** (a ballot with a higher `n`) only when it is unhappy, every reply it got
+//!   is unhappy, and it is itself quorum-connected. Among such candidates that see each other, only
+//!   the one with the highest `(priority, pid)` does, so that a cold start elects one leader.
+//!
+//! So a node that still reaches a happy leader (or a happy follower of it) never disrupts it (the
+//! *chained* scenario), and a quorum-connected node takes over from a leader that lost its quorum
+//! even if it still reaches that leader (the *quorum-loss* and *constrained election* scenarios).
+
+use crate::{
+    ballot_leader_election::Ballot,
+    messages::ballot_leader_election::{
+        BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest,
+    },
+    quorum::Quorum,
+    util::{ConfigurationId, NodeId},
+};
+
+/// A reply received in the current round, with its sender.
+#[derive(Copy, Clone, Debug)]
+struct Reply {
+    from: NodeId,
+    r: HeartbeatReply,
+}
+
+pub(crate) struct Ble {
+    pid: NodeId,
+    config_id: ConfigurationId,
+    peers: Vec<NodeId>,
+    quorum: Quorum,
+    /// The priority of this node's next ballot.
+    priority: u32,
+    /// This node's ballot. Invariant: `current.n` is at least the `n` of every ballot this node
+    /// promised (so a takeover never reuses a ballot), and `current.pid == pid`.
+    current: Ballot,
+    /// The leader this node follows; `Ballot::default()` when none is known.
+    leader: Ballot,
+    happy: bool,
+    quorum_connected: bool,
+    round: u32,
+    /// Replies of the current round, at most one per peer.
+    replies: Vec<Reply>,
+    /// A ballot above ours that a peer promised (reported by Sequence Paxos); a happy leader
+    /// takes a ballot above it at the end of the round unless somebody happily follows it.
+    higher_promise: Option<Ballot>,
+    outgoing: Vec<BLEMessage>,
+}
+
+impl Ble {
+    /// A node that has promised `recovered_promise` before (if any) starts with no leader and a
+    /// ballot number at least as high as that promise.
+    pub(crate) fn new(
+        pid: NodeId,
+        config_id: ConfigurationId,
+        peers: Vec<NodeId>,
+        quorum: Quorum,
+        priority: u32,
+        recovered_promise: Option<Ballot>,
+    ) -> Self {
+        let n = recovered_promise.map_or(0, |b| b.n);
+        Ble {
+            pid,
+            config_id,
+            peers,
+            quorum,
+            priority,
+            current: Ballot::with(config_id, n, priority, pid),
+            leader: Ballot::default(),
+            happy: false,
+            // Optimistic until the first round is evaluated: at a cold start, peers then defer to
+            // the best candidate instead of all taking over at once.
+            quorum_connected: true,
+            round: 0,
+            replies: Vec::new(),
+            higher_promise: None,
+            outgoing: Vec::new(),
+        }
+    }
+
+    pub(crate) fn leader(&self) -> Ballot {
+        self.leader
+    }
+
+    pub(crate) fn current_ballot(&self) -> Ballot {
+        self.current
+    }
+
+    /// Sets the priority of this node's future ballots. A leader keeps the ballot it leads
+    /// with; the new priority is used from its next takeover on.
+    pub(crate) fn set_priority(&mut self, p: u32) {
+        self.priority = p;
+        if !self.is_leader() {
+            self.current.priority = p;
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader == self.current && self.leader.pid == self.pid
+    }
+
+    /// Sequence Paxos saw a peer that promised `b`, above our ballot.
+    pub(crate) fn report_higher_promise(&mut self, b: Ballot) {
+        if b > self.current && self.higher_promise.map_or(true, |h| b > h) {
+            self.higher_promise = Some(b);
+        }
+    }
+
+    /// A ballot above everything this node has seen, or `None` if `n` is exhausted.
+    fn next_ballot(&self, at_least_above: Ballot) -> Option<Ballot> {
+        let mut n = self.current.n.max(self.leader.n).max(at_least_above.n);
+        for rep in &self.replies {
+            n = n.max(rep.r.ballot.n).max(rep.r.leader.n);
+        }
+        let n = n.checked_add(1)?;
+        Some(Ballot::with(self.config_id, n, self.priority, self.pid))
+    }
+
+    fn become_leader(&mut self, b: Ballot) -> Ballot {
+        self.current = b;
+        self.leader = b;
+        self.happy = self.quorum_connected;
+        b
+    }
+
+    /// Takes over at once with a ballot above `promise` (`try_become_leader`).
+    pub(crate) fn force_takeover(&mut self, promise: Ballot) -> Option<Ballot> {
+        let b = self.next_ballot(promise)?;
+        Some(self.become_leader(b))
+    }
+
+    /// Ends the heartbeat round: decides who leads, then starts the next round. Returns the new
+    /// leader when it changed. `promise` is the ballot Sequence Paxos promised.
+    pub(crate) fn round_end(&mut self, promise: Ballot) -> Option<Ballot> {
+        // Our own ballot number never falls behind what we promised.
+        if promise.n > self.current.n && !self.is_leader() {
+            self.current.n = promise.n;
+        }
+        // Before the first round there were no requests, so there is nothing to evaluate.
+        let result = if self.round > 0 {
+            self.evaluate(promise)
+        } else {
+            None
+        };
+        self.start_round();
+        result
+    }
+
+    fn evaluate(&mut self, promise: Ballot) -> Option<Ballot> {
+        self.quorum_connected = self.quorum.is_connected_quorum(self.replies.len() + 1);
+        let old_leader = self.leader;
+        // Follow the highest leader that somebody is happy with.
+        for rep in &self.replies {
+            if rep.r.happy && rep.r.leader > self.leader {
+                self.leader = rep.r.leader;
+            }
+        }
+        self.happy = if self.is_leader() {
+            self.quorum_connected
+        } else {
+            let leader = self.leader;
+            self.replies
+                .iter()
+                .any(|rep| rep.from == leader.pid && rep.r.leader == leader && rep.r.happy)
+        };
+
+        if self.is_leader() && self.happy {
+            // A peer is stuck on a promise above our ballot (e.g. it crashed while taking over):
+            // unless somebody happily follows that ballot, take one above it so the peer can
+            // rejoin.
+            if let Some(h) = self.higher_promise.take() {
+                let followed = self
+                    .replies
+                    .iter()
+                    .any(|rep| rep.r.happy && rep.r.leader >= h);
+                if h > self.current && !followed {
+                    if let Some(b) = self.next_ballot(h) {
+                        return Some(self.become_leader(b));
+                    }
+                }
+            }
+            return (self.leader != old_leader).then_some(self.leader);
+        }
+        self.higher_promise = None;
+
+        let all_unhappy = self.replies.iter().all(|rep| !rep.r.happy);
+        if !self.happy && self.quorum_connected && all_unhappy {
+            let me = (self.priority, self.pid);
+            let better_candidate = self
+                .replies
+                .iter()
+                .any(|rep| rep.r.quorum_connected && (rep.r.ballot.priority, rep.from) > me);
+            if !better_candidate {
+                if let Some(b) = self.next_ballot(promise) {
+                    return Some(self.become_leader(b));
+                }
+            }
+        }
+        (self.leader != old_leader).then_some(self.leader)
+    }
+
+    fn start_round(&mut self) {
+        self.round = self.round.wrapping_add(1);
+        self.replies.clear();
+        let req = HeartbeatRequest {
+            config_id: self.config_id,
+            round: self.round,
+        };
+        for &to in &self.peers {
+            self.outgoing.push(BLEMessage {
+                from: self.pid,
+                to,
+                msg: HeartbeatMsg::Request(req),
+            });
+        }
+    }
+
+    fn valid_ballot(&self, b: &Ballot) -> bool {
+        *b == Ballot::default() || (b.config_id == self.config_id && b.pid != 0)
+    }
+
+    /// Handles a heartbeat message from `m.from` (already checked to be a peer).
+    pub(crate) fn handle(&mut self, m: BLEMessage) {
+        match m.msg {
+            HeartbeatMsg::Request(req) => {
+                if req.config_id != self.config_id {
+                    return;
+                }
+                let reply = HeartbeatReply {
+                    round: req.round,
+                    ballot: self.current,
+                    leader: self.leader,
+                    happy: self.happy,
+                    quorum_connected: self.quorum_connected,
+                };
+                self.outgoing.push(BLEMessage {
+                    from: self.pid,
+                    to: m.from,
+                    msg: HeartbeatMsg::Reply(reply),
+                });
+            }
+            HeartbeatMsg::Reply(r) => {
+                let well_formed = r.round == self.round
+                    && r.ballot.pid == m.from
+                    && self.valid_ballot(&r.ballot)
+                    && self.valid_ballot(&r.leader)
+                    && (r.leader == Ballot::default()
+                        || self.peers.contains(&r.leader.pid)
+                        || r.leader.pid == self.pid);
+                if well_formed && !self.replies.iter().any(|rep| rep.from == m.from) {
+                    self.replies.push(Reply { from: m.from, r });
+                }
+            }
+        }
+    }
+
+    pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, BLEMessage> {
+        self.outgoing.drain(..)
+    }
+}

@@ -1,0 +1,185 @@
+//! Loading an [`OmniPaxosConfig`] from TOML (feature `toml_config`).
+//!
+//! ```toml
+//! [cluster_config]
+//! configuration_id = 1
+//! nodes = [1, 2, 3]
+//! flexible_quorum = { read_quorum_size = 2, write_quorum_size = 2 }
+//!
+//! [server_config]
+//! pid = 2
+//! election_tick_timeout = 5
+//! ```
+//!
+//! Every key is optional and takes its default. An unknown key, or a value of the wrong type or
+//! out of range, is an error that names the key as `table.key`.
+
+use crate::{
+    errors::{ConfigError, TomlError},
+    util::FlexibleQuorum,
+    ClusterConfig, OmniPaxosConfig, ServerConfig,
+};
+use toml::{Table, Value};
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Parse(TomlError::new(Some(key.to_string()), message.into()))
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Integer(i) => format!("the integer {i}"),
+        Value::Float(f) => format!("the float {f}"),
+        Value::Boolean(b) => format!("the boolean {b}"),
+        Value::Datetime(d) => format!("the date {d}"),
+        Value::Array(_) => "an array".to_string(),
+        Value::Table(_) => "a table".to_string(),
+    }
+}
+
+/// Reads a non-negative integer that fits in `T`.
+fn int<T: TryFrom<i64>>(key: &str, v: &Value) -> Result<T, ConfigError> {
+    match v {
+        Value::Integer(i) => T::try_from(*i).map_err(|_| {
+            let ty = std::any::type_name::<T>();
+            err(
+                key,
+                format!("{i} is out of range (expected a non-negative integer that fits in {ty})"),
+            )
+        }),
+        other => Err(err(
+            key,
+            format!("expected a non-negative integer, found {}", describe(other)),
+        )),
+    }
+}
+
+fn table<'a>(key: &str, v: &'a Value) -> Result<&'a Table, ConfigError> {
+    v.as_table()
+        .ok_or_else(|| err(key, format!("expected a table, found {}", describe(v))))
+}
+
+fn unknown(key: &str, expected: &[&str]) -> ConfigError {
+    err(
+        key,
+        format!("unknown key (expected one of: {})", expected.join(", ")),
+    )
+}
+
+const CLUSTER_KEYS: &[&str] = &["configuration_id", "nodes", "flexible_quorum"];
+const SERVER_KEYS: &[&str] = &[
+    "pid",
+    "election_tick_timeout",
+    "resend_message_tick_timeout",
+    "buffer_size",
+    "batch_size",
+    "flush_batch_tick_timeout",
+    "leader_priority",
+    "logger_file_path",
+];
+
+fn cluster_config(t: &Table) -> Result<ClusterConfig, ConfigError> {
+    let mut c = ClusterConfig::default();
+    for (k, v) in t {
+        let key = format!("cluster_config.{k}");
+        match k.as_str() {
+            "configuration_id" => c.configuration_id = int(&key, v)?,
+            "nodes" => {
+                let arr = v.as_array().ok_or_else(|| {
+                    err(
+                        &key,
+                        format!("expected an array of pids, found {}", describe(v)),
+                    )
+                })?;
+                c.nodes = arr
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| int(&format!("{key}[{i}]"), p))
+                    .collect::<Result<_, _>>()?;
+            }
+            "flexible_quorum" => {
+                let q = table(&key, v)?;
+                let (mut read, mut write) = (None, None);
+                for (qk, qv) in q {
+                    let qkey = format!("{key}.{qk}");
+                    match qk.as_str() {
+                        "read_quorum_size" => read = Some(int(&qkey, qv)?),
+                        "write_quorum_size" => write = Some(int(&qkey, qv)?),
+                        _ => {
+                            return Err(unknown(&qkey, &["read_quorum_size", "write_quorum_size"]))
+                        }
+                    }
+                }
+                match (read, write) {
+                    (Some(read_quorum_size), Some(write_quorum_size)) => {
+                        c.flexible_quorum = Some(FlexibleQuorum {
+                            read_quorum_size,
+                            write_quorum_size,
+                        })
+                    }
+                    (None, _) => {
+                        return Err(err(&format!("{key}.read_quorum_size"), "missing key"))
+                    }
+                    (_, None) => {
+                        return Err(err(&format!("{key}.write_quorum_size"), "missing key"))
+                    }
+                }
+            }
+            _ => return Err(unknown(&key, CLUSTER_KEYS)),
+        }
+    }
+    Ok(c)
+}
+
+fn server_config(t: &Table) -> Result<ServerConfig, ConfigError> {
+    let mut s = ServerConfig::default();
+    for (k, v) in t {
+        let key = format!("server_config.{k}");
+        match k.as_str() {
+            "pid" => s.pid = int(&key, v)?,
+            "election_tick_timeout" => s.election_tick_timeout = int(&key, v)?,
+            "resend_message_tick_timeout" => s.resend_message_tick_timeout = int(&key, v)?,
+            "buffer_size" => s.buffer_size = int(&key, v)?,
+            "batch_size" => s.batch_size = int(&key, v)?,
+            "flush_batch_tick_timeout" => s.flush_batch_tick_timeout = int(&key, v)?,
+            "leader_priority" => s.leader_priority = int(&key, v)?,
+            "logger_file_path" => {
+                s.logger_file_path = Some(
+                    v.as_str()
+                        .ok_or_else(|| {
+                            err(&key, format!("expected a string, found {}", describe(v)))
+                        })?
+                        .to_string(),
+                )
+            }
+            _ => return Err(unknown(&key, SERVER_KEYS)),
+        }
+    }
+    Ok(s)
+}
+
+impl OmniPaxosConfig {
+    /// Reads, parses and validates a TOML configuration file (see the module docs for its
+    /// layout).
+    pub fn with_toml(file_path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file_path)?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parses and validates a TOML configuration held in a string.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let root: Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::Parse(TomlError::new(None, e.to_string()))
+        })?;
+        let mut cfg = OmniPaxosConfig::default();
+        for (k, v) in &root {
+            match k.as_str() {
+                "cluster_config" => cfg.cluster_config = cluster_config(table(k, v)?)?,
+                "server_config" => cfg.server_config = server_config(table(k, v)?)?,
+                _ => return Err(unknown(k, &["cluster_config", "server_config"])),
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

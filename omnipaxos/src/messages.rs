@@ -1,0 +1,403 @@
+//! The messages servers exchange. Route each one to [`Message::get_receiver`]; the contents are
+//! the library's business.
+//!
+//! Every message carries the configuration it belongs to (in its ballot or explicitly); a node
+//! ignores messages of other configurations, messages addressed to another pid, and messages from
+//! pids outside its configuration. Messages decoded from untrusted bytes are checked before use:
+//! a malformed one is dropped, it never panics a node.
+
+use crate::util::NodeId;
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+
+/// Messages of Sequence Paxos, the log replication protocol.
+pub mod sequence_paxos {
+    use crate::{
+        ballot_leader_election::Ballot,
+        storage::{Entry, SnapshotType, StopSign},
+        util::NodeId,
+    };
+    #[cfg(feature = "serde")]
+    use serde::{Deserialize, Serialize};
+
+    /// A node that lost track of the leader (recovery after a crash, a missed `Prepare`) asks
+    /// the leader of ballot `n` to prepare it again.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct PrepareReq {
+        /// The ballot of the leader asked.
+        pub n: Ballot,
+        /// The sender's promise, so that a leader with a lower ballot knows to take a higher one.
+        pub n_prom: Ballot,
+    }
+
+    /// The leader of ballot `n` asks for a promise, telling how far its own log goes.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct Prepare {
+        /// The new leader's ballot.
+        pub n: Ballot,
+        /// The leader's decided index.
+        pub decided_idx: usize,
+        /// The ballot in which the leader last accepted.
+        pub n_accepted: Ballot,
+        /// The end of the leader's log (absolute, including a stop sign).
+        pub accepted_idx: usize,
+    }
+
+    /// Part of a log: the receiver replaces everything from `sync_idx` on with `suffix`
+    /// (then the stop sign). With a snapshot, the snapshot covers the log up to `sync_idx`.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    pub struct LogSync<T: Entry> {
+        /// A snapshot of the decided prefix up to `sync_idx`, when the receiver is behind the
+        /// sender's compacted prefix.
+        pub decided_snapshot: Option<SnapshotType<T>>,
+        /// Entries from `sync_idx` on.
+        pub suffix: Vec<T>,
+        /// Absolute index where `suffix` starts.
+        pub sync_idx: usize,
+        /// The stop sign that ends the log, if any.
+        pub stopsign: Option<StopSign>,
+    }
+
+    /// A follower promises ballot `n` and reports its log beyond what the leader has.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    pub struct Promise<T: Entry> {
+        /// The promised ballot.
+        pub n: Ballot,
+        /// The ballot in which the follower last accepted.
+        pub n_accepted: Ballot,
+        /// The follower's decided index.
+        pub decided_idx: usize,
+        /// The end of the follower's log (absolute, including a stop sign).
+        pub accepted_idx: usize,
+        /// The follower's log beyond what the leader reported, if it may be more up to date.
+        pub log_sync: Option<LogSync<T>>,
+        /// The forwarding session the follower holds for this ballot (`None` after a restart).
+        pub forward_session: Option<u64>,
+    }
+
+    /// The leader sets the follower's log to its own, from `log_sync.sync_idx` on.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    pub struct AcceptSync<T: Entry> {
+        /// The leader's ballot.
+        pub n: Ballot,
+        /// The leader's decided index.
+        pub decided_idx: usize,
+        /// The leader's log from the sync point on.
+        pub log_sync: LogSync<T>,
+        /// The forwarding session the follower uses for proposals to this leader.
+        pub forward_session: u64,
+    }
+
+    /// The leader streams `entries`, which start at absolute index `start_idx`, and tells its
+    /// decided index.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    pub struct AcceptDecide<T: Entry> {
+        /// The leader's ballot.
+        pub n: Ballot,
+        /// The leader's decided index.
+        pub decided_idx: usize,
+        /// Absolute index of the first entry.
+        pub start_idx: usize,
+        /// The entries.
+        pub entries: Vec<T>,
+    }
+
+    /// The leader appends a stop sign at absolute index `idx`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct AcceptStopSign {
+        /// The leader's ballot.
+        pub n: Ballot,
+        /// Absolute index of the stop sign (the end of the log before it).
+        pub idx: usize,
+        /// The stop sign.
+        pub ss: StopSign,
+    }
+
+    /// A follower reports how far it has accepted and decided in ballot `n`.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct Accepted {
+        /// The leader's ballot.
+        pub n: Ballot,
+        /// The end of the follower's log (absolute, including a stop sign).
+        pub accepted_idx: usize,
+        /// The follower's decided index.
+        pub decided_idx: usize,
+    }
+
+    /// The leader tells its decided index.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct Decide {
+        /// The leader's ballot.
+        pub n: Ballot,
+        /// The leader's decided index.
+        pub decided_idx: usize,
+    }
+
+    /// The sender has promised a ballot higher than the one it was addressed in.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct NotAccepted {
+        /// The ballot the message was addressed in.
+        pub n: Ballot,
+        /// The sender's promise.
+        pub n_prom: Ballot,
+    }
+
+    /// A follower of ballot `n` missed part of the stream and asks to be synchronised again.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct ResyncReq {
+        /// The leader's ballot.
+        pub n: Ballot,
+        /// The ballot in which the follower last accepted.
+        pub n_accepted: Ballot,
+        /// The end of the follower's log.
+        pub accepted_idx: usize,
+        /// The follower's decided index.
+        pub decided_idx: usize,
+    }
+
+    /// Proposals appended at a follower, forwarded to the leader of ballot `n`.
+    ///
+    /// Numbered per forwarding session so that the leader appends each one once, however often
+    /// the message is resent or duplicated.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    pub struct ProposalForward<T: Entry> {
+        /// The ballot of the leader addressed.
+        pub n: Ballot,
+        /// The forwarding session the leader gave the follower.
+        pub session: u64,
+        /// Number of the first entry in the session.
+        pub first_seq: u64,
+        /// The proposals.
+        pub entries: Vec<T>,
+    }
+
+    /// The leader has appended the forwarded proposals numbered below `next_seq`.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct ForwardAck {
+        /// The leader's ballot.
+        pub n: Ballot,
+        /// The forwarding session.
+        pub session: u64,
+        /// All proposals of the session numbered below this are in the leader's log.
+        pub next_seq: u64,
+    }
+
+    /// A reconfiguration requested at a follower, forwarded to the leader of ballot `n`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct ForwardStopSign {
+        /// The ballot of the leader addressed.
+        pub n: Ballot,
+        /// The requested stop sign.
+        pub ss: StopSign,
+    }
+
+    /// A compaction requested by the leader (trim) or any node (snapshot).
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub enum Compaction {
+        /// Trim the log below this absolute index.
+        Trim(usize),
+        /// Snapshot the log below this absolute index (or the decided index).
+        Snapshot(Option<usize>),
+    }
+
+    /// A compaction request in the configuration of ballot `n`.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct CompactionReq {
+        /// The sender's promise (identifies the configuration and the leader).
+        pub n: Ballot,
+        /// What to compact.
+        pub compaction: Compaction,
+    }
+
+    /// The messages of Sequence Paxos.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    #[allow(missing_docs)]
+    pub enum PaxosMsg<T: Entry> {
+        PrepareReq(PrepareReq),
+        Prepare(Prepare),
+        Promise(Promise<T>),
+        AcceptSync(AcceptSync<T>),
+        AcceptDecide(AcceptDecide<T>),
+        AcceptStopSign(AcceptStopSign),
+        Accepted(Accepted),
+        Decide(Decide),
+        NotAccepted(NotAccepted),
+        ResyncReq(ResyncReq),
+        ProposalForward(ProposalForward<T>),
+        ForwardAck(ForwardAck),
+        ForwardStopSign(ForwardStopSign),
+        Compaction(CompactionReq),
+    }
+
+    impl<T: Entry> PaxosMsg<T> {
+        /// The ballot that identifies the message's configuration and round.
+        pub fn ballot(&self) -> Ballot {
+            match self {
+                PaxosMsg::PrepareReq(m) => m.n,
+                PaxosMsg::Prepare(m) => m.n,
+                PaxosMsg::Promise(m) => m.n,
+                PaxosMsg::AcceptSync(m) => m.n,
+                PaxosMsg::AcceptDecide(m) => m.n,
+                PaxosMsg::AcceptStopSign(m) => m.n,
+                PaxosMsg::Accepted(m) => m.n,
+                PaxosMsg::Decide(m) => m.n,
+                PaxosMsg::NotAccepted(m) => m.n,
+                PaxosMsg::ResyncReq(m) => m.n,
+                PaxosMsg::ProposalForward(m) => m.n,
+                PaxosMsg::ForwardAck(m) => m.n,
+                PaxosMsg::ForwardStopSign(m) => m.n,
+                PaxosMsg::Compaction(m) => m.n,
+            }
+        }
+    }
+
+    /// A Sequence Paxos message with its sender and receiver.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    pub struct PaxosMessage<T: Entry> {
+        /// Sender.
+        pub from: NodeId,
+        /// Receiver.
+        pub to: NodeId,
+        /// Content.
+        pub msg: PaxosMsg<T>,
+    }
+}
+
+/// Messages of Ballot Leader Election.
+pub mod ballot_leader_election {
+    use crate::{
+        ballot_leader_election::Ballot,
+        util::{ConfigurationId, NodeId},
+    };
+    #[cfg(feature = "serde")]
+    use serde::{Deserialize, Serialize};
+
+    /// Asks a peer for its state in heartbeat round `round`.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct HeartbeatRequest {
+        /// The configuration of the sender.
+        pub config_id: ConfigurationId,
+        /// The sender's heartbeat round.
+        pub round: u32,
+    }
+
+    /// A peer's state, in answer to a request of round `round`.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct HeartbeatReply {
+        /// The round of the request answered.
+        pub round: u32,
+        /// The replier's own ballot.
+        pub ballot: Ballot,
+        /// The leader the replier follows (`Ballot::default()` if none).
+        pub leader: Ballot,
+        /// Whether the replier is happy: a leader that reaches a quorum, or a follower of one.
+        pub happy: bool,
+        /// Whether the replier reached a quorum in its last round.
+        pub quorum_connected: bool,
+    }
+
+    /// A heartbeat request or reply.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[allow(missing_docs)]
+    pub enum HeartbeatMsg {
+        Request(HeartbeatRequest),
+        Reply(HeartbeatReply),
+    }
+
+    /// A heartbeat message with its sender and receiver.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct BLEMessage {
+        /// Sender.
+        pub from: NodeId,
+        /// Receiver.
+        pub to: NodeId,
+        /// Content.
+        pub msg: HeartbeatMsg,
+    }
+}
+
+use crate::storage::Entry;
+use ballot_leader_election::BLEMessage;
+use sequence_paxos::PaxosMessage;
+
+/// A message between two servers of a configuration.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+)]
+pub enum Message<T: Entry> {
+    /// Log replication.
+    SequencePaxos(PaxosMessage<T>),
+    /// Leader election.
+    BLE(BLEMessage),
+}
+
+impl<T: Entry> Message<T> {
+    /// The sender's pid.
+    pub fn get_sender(&self) -> NodeId {
+        match self {
+            Message::SequencePaxos(m) => m.from,
+            Message::BLE(m) => m.from,
+        }
+    }
+
+    /// The pid to deliver the message to.
+    pub fn get_receiver(&self) -> NodeId {
+        match self {
+            Message::SequencePaxos(m) => m.to,
+            Message::BLE(m) => m.to,
+        }
+    }
+}

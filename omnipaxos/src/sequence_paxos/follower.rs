@@ -1,0 +1,248 @@
+//! The follower's handlers: promise, synchronise, accept, decide.
+
+use super::{Phase, SequencePaxos};
+use crate::{
+    ballot_leader_election::Ballot,
+    messages::sequence_paxos::{
+        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, NotAccepted, PaxosMsg, Prepare,
+        PrepareReq, Promise, ResyncReq,
+    },
+    storage::{Entry, StopSign, Storage, StorageOp},
+    util::NodeId,
+};
+
+/// How a message's ballot relates to our promise.
+enum Standing {
+    /// Addressed in our promised ballot, whose log we accepted (`AcceptSync` applied).
+    Synced,
+    /// Our promised ballot, but we have not applied its `AcceptSync` yet.
+    Promised,
+    /// Not our ballot (answered already).
+    Other,
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    /// Classifies a leader's message in ballot `n` from `from`, answering one that is not for
+    /// our ballot: a lower ballot learns our promise; a higher one is asked for a `Prepare`.
+    fn standing(&mut self, from: NodeId, n: Ballot) -> Standing {
+        let prom = self.storage.promise();
+        if n.pid != from {
+            return Standing::Other;
+        }
+        if n < prom {
+            self.send(from, PaxosMsg::NotAccepted(NotAccepted { n, n_prom: prom }));
+            Standing::Other
+        } else if n > prom {
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n, n_prom: prom }));
+            Standing::Other
+        } else if self.storage.accepted_round() == n && self.phase == Phase::Accept {
+            Standing::Synced
+        } else {
+            Standing::Promised
+        }
+    }
+
+    pub(super) fn handle_prepare(&mut self, from: NodeId, p: Prepare) {
+        let prom = self.storage.promise();
+        if p.n.pid != from {
+            return;
+        }
+        if p.n < prom {
+            self.send(
+                from,
+                PaxosMsg::NotAccepted(NotAccepted {
+                    n: p.n,
+                    n_prom: prom,
+                }),
+            );
+            return;
+        }
+        if let Some(l) = self.leader.take() {
+            self.step_down(*l);
+        }
+        if p.n > prom {
+            self.storage.set_promise(p.n);
+        }
+        self.forwarder.follow(p.n);
+        self.phase = Phase::Prepare;
+        self.accepted_owed = false;
+        let na = self.storage.accepted_round();
+        let la = self.storage.accepted_idx();
+        // Report our log beyond the leader's only if it may be more up to date.
+        let log_sync = if na > p.n_accepted {
+            Some(self.log_sync_from(p.decided_idx))
+        } else if na == p.n_accepted && la > p.accepted_idx {
+            Some(self.log_sync_from(p.accepted_idx))
+        } else {
+            None
+        };
+        let promise = Promise {
+            n: p.n,
+            n_accepted: na,
+            decided_idx: self.storage.decided_idx(),
+            accepted_idx: la,
+            log_sync,
+            forward_session: self.forwarder.session_for(p.n),
+        };
+        self.send(from, PaxosMsg::Promise(promise));
+    }
+
+    /// We led, and a higher ballot took over: what we never sent goes to the new leader.
+    fn step_down(&mut self, l: super::leader::LeaderState<T>) {
+        let (unsent, stopsign) = l.into_unsent();
+        for e in unsent {
+            self.forwarder.push(e);
+        }
+        if self.storage.stopsign().is_none() && self.pending_stopsign.is_none() {
+            self.pending_stopsign = stopsign;
+        }
+    }
+
+    pub(super) fn handle_accept_sync(&mut self, from: NodeId, a: AcceptSync<T>) {
+        match self.standing(from, a.n) {
+            Standing::Other => return,
+            Standing::Synced => {
+                // A repeated or resent sync in the same ballot only extends our log.
+                let s = a.log_sync;
+                if !self.extend_in_ballot(s.sync_idx, s.suffix, s.stopsign, a.decided_idx) {
+                    return;
+                }
+            }
+            Standing::Promised => {
+                let Some((mut ops, new_accepted)) = self.log_sync_ops(a.log_sync) else {
+                    self.request_resync();
+                    return;
+                };
+                ops.push(StorageOp::SetAcceptedRound(a.n));
+                let new_decided = a.decided_idx.min(new_accepted);
+                if new_decided > self.storage.decided_idx() {
+                    ops.push(StorageOp::SetDecidedIndex(new_decided));
+                }
+                self.storage.write(ops, "accept_sync");
+                self.phase = Phase::Accept;
+            }
+        }
+        self.resync_requested = false;
+        self.accepted_owed = true;
+        self.forwarder.open_session(a.n, a.forward_session);
+        let batch = self.batch_size;
+        self.flush_forwards(batch, true);
+        self.forward_stopsign();
+    }
+
+    pub(super) fn handle_accept_decide(&mut self, from: NodeId, a: AcceptDecide<T>) {
+        match self.standing(from, a.n) {
+            Standing::Synced => {
+                if self.extend_in_ballot(a.start_idx, a.entries, None, a.decided_idx) {
+                    self.accepted_owed = true;
+                }
+            }
+            Standing::Promised => self.request_resync(),
+            Standing::Other => {}
+        }
+    }
+
+    pub(super) fn handle_accept_stopsign(&mut self, from: NodeId, a: AcceptStopSign) {
+        match self.standing(from, a.n) {
+            Standing::Synced => {
+                let decided = self.storage.decided_idx();
+                if self.extend_in_ballot(a.idx, Vec::new(), Some(a.ss), decided) {
+                    self.accepted_owed = true;
+                }
+            }
+            Standing::Promised => self.request_resync(),
+            Standing::Other => {}
+        }
+    }
+
+    pub(super) fn handle_decide(&mut self, from: NodeId, d: Decide) {
+        if let Standing::Synced = self.standing(from, d.n) {
+            let new_decided = d.decided_idx.min(self.storage.accepted_idx());
+            if new_decided > self.storage.decided_idx() {
+                self.storage.set_decided_idx(new_decided);
+            }
+        }
+    }
+
+    /// Extends our log, synchronised in the leader's ballot, with `entries` starting at `start`
+    /// (and a stop sign after them), and raises the decided index to `decided` as far as our log
+    /// goes. Within one ballot our log is a prefix of the leader's, so what overlaps is already
+    /// ours. Returns false on a gap (then a resync is requested).
+    fn extend_in_ballot(
+        &mut self,
+        start: usize,
+        mut entries: Vec<T>,
+        stopsign: Option<StopSign>,
+        decided: usize,
+    ) -> bool {
+        let log_end = self.storage.log_end();
+        if start > log_end {
+            self.request_resync();
+            return false;
+        }
+        let mut ops = Vec::with_capacity(3);
+        let mut new_end = log_end;
+        let end = start.saturating_add(entries.len());
+        if self.storage.stopsign().is_none() && end > log_end {
+            entries.drain(..log_end - start);
+            new_end = end;
+            ops.push(StorageOp::AppendEntries(entries));
+        }
+        let mut new_accepted = new_end + usize::from(self.storage.stopsign().is_some());
+        if let Some(ss) = stopsign {
+            if self.storage.stopsign().is_none() && end == new_end {
+                ops.push(StorageOp::SetStopsign(Some(ss)));
+                new_accepted = new_end + 1;
+            }
+        }
+        let new_decided = decided.min(new_accepted);
+        if new_decided > self.storage.decided_idx() {
+            ops.push(StorageOp::SetDecidedIndex(new_decided));
+        }
+        self.storage.write(ops, "accept_entries");
+        self.resync_requested = false;
+        true
+    }
+
+    /// Asks our leader to synchronise us again (once per resend period).
+    pub(super) fn request_resync(&mut self) {
+        let prom = self.storage.promise();
+        if self.resync_requested || prom.pid == self.pid || prom == Ballot::default() {
+            return;
+        }
+        self.resync_requested = true;
+        let req = ResyncReq {
+            n: prom,
+            n_accepted: self.storage.accepted_round(),
+            accepted_idx: self.storage.accepted_idx(),
+            decided_idx: self.storage.decided_idx(),
+        };
+        self.send(prom.pid, PaxosMsg::ResyncReq(req));
+    }
+
+    /// Resend timeout of a follower in the accept phase.
+    pub(super) fn follower_resend(&mut self) {
+        self.resync_requested = false;
+        if self.decided_reported < self.storage.decided_idx() {
+            // Tell the leader what we decided, so it stops resending decides.
+            self.accepted_owed = true;
+        }
+    }
+
+    /// Queues the coalesced `Accepted` owed to the leader.
+    pub(super) fn follower_build_outgoing(&mut self) {
+        if !self.accepted_owed || self.phase != Phase::Accept {
+            return;
+        }
+        self.accepted_owed = false;
+        let prom = self.storage.promise();
+        let decided_idx = self.storage.decided_idx();
+        self.decided_reported = decided_idx;
+        let acc = Accepted {
+            n: prom,
+            accepted_idx: self.storage.accepted_idx(),
+            decided_idx,
+        };
+        self.send(prom.pid, PaxosMsg::Accepted(acc));
+    }
+}

@@ -1,0 +1,640 @@
+//! The leader: take over a ballot, adopt the most up-to-date log of a read quorum, synchronise
+//! the followers, stream entries and decide.
+//!
+//! [`LeaderState`] exists only while this node leads; it is dropped when a higher ballot takes
+//! over, and what it held that was never sent is handed to the new leader.
+
+use super::{
+    forwarding::ForwardSessions,
+    progress::{Progress, PromiseInfo, Stream},
+    Phase, SequencePaxos,
+};
+use crate::{
+    ballot_leader_election::Ballot,
+    messages::sequence_paxos::{
+        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardStopSign, LogSync,
+        NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalForward,
+        ResyncReq,
+    },
+    quorum::quorum_index,
+    storage::{internal::InternalStorage, Entry, StopSign, Storage, StorageOp},
+    util::NodeId,
+};
+use std::collections::VecDeque;
+
+pub(crate) struct LeaderState<T: Entry> {
+    n: Ballot,
+    /// One per peer, in the order of `SequencePaxos::peers`.
+    progress: Vec<(NodeId, Progress)>,
+    /// Log syncs of the promises collected in the prepare phase.
+    promise_syncs: Vec<(NodeId, LogSync<T>)>,
+    /// The ballot in which the log adopted at the end of the prepare phase was accepted. Every
+    /// log accepted in that ballot is a prefix of ours.
+    adopted_round: Ballot,
+    /// Proposals appended in the prepare phase, proposed when the accept phase starts.
+    pending: Vec<T>,
+    /// Proposals of the accept phase that are not in the log yet.
+    batch: Vec<T>,
+    /// The newest entries of the log, `tail_start..tail_start + tail.len()`, kept to stream them
+    /// without reading storage. Invariant: `tail_start + tail.len() == log end` in accept phase.
+    tail: VecDeque<T>,
+    tail_start: usize,
+    /// A stop sign proposed here, appended after the batch.
+    pending_stopsign: Option<StopSign>,
+    forward_sessions: ForwardSessions,
+    /// Scratch space for the decided-index computation.
+    scratch: Vec<usize>,
+}
+
+impl<T: Entry> LeaderState<T> {
+    fn new(n: Ballot, peers: &[NodeId], log_end: usize) -> Self {
+        LeaderState {
+            n,
+            progress: peers.iter().map(|p| (*p, Progress::Unpromised)).collect(),
+            promise_syncs: Vec::new(),
+            adopted_round: Ballot::default(),
+            pending: Vec::new(),
+            batch: Vec::new(),
+            tail: VecDeque::new(),
+            tail_start: log_end,
+            pending_stopsign: None,
+            forward_sessions: ForwardSessions::default(),
+            scratch: Vec::with_capacity(peers.len() + 1),
+        }
+    }
+
+    pub(super) fn batched_len(&self) -> usize {
+        self.batch.len() + self.pending.len()
+    }
+
+    pub(super) fn has_pending_stopsign(&self) -> bool {
+        self.pending_stopsign.is_some()
+    }
+
+    /// What was appended here but never sent anywhere, for the next leader.
+    pub(super) fn into_unsent(self) -> (Vec<T>, Option<StopSign>) {
+        let mut v = self.pending;
+        v.extend(self.batch);
+        (v, self.pending_stopsign)
+    }
+
+    fn progress_mut(&mut self, pid: NodeId) -> Option<&mut Progress> {
+        self.progress
+            .iter_mut()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, pr)| pr)
+    }
+
+    /// Entries `from..to` of the log, from the tail when it has them.
+    pub(super) fn entries<B: Storage<T>>(
+        &self,
+        storage: &InternalStorage<T, B>,
+        from: usize,
+        to: usize,
+    ) -> Vec<T> {
+        if from >= self.tail_start && to <= self.tail_start + self.tail.len() {
+            self.tail
+                .range(from - self.tail_start..to - self.tail_start)
+                .cloned()
+                .collect()
+        } else {
+            storage.entries(from, to)
+        }
+    }
+
+    /// Drops tail entries that every streaming follower was sent, and keeps the tail within
+    /// `cap` entries (older ones are read from storage when needed).
+    fn trim_tail(&mut self, cap: usize) {
+        let min_next = self
+            .progress
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Progress::Streaming(s) => Some(s.next_idx),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(usize::MAX);
+        let end = self.tail_start + self.tail.len();
+        let keep_from = min_next.min(end).max(end.saturating_sub(cap));
+        while self.tail_start < keep_from {
+            self.tail.pop_front();
+            self.tail_start += 1;
+        }
+    }
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    /// Takes over with ballot `n` (from the leader election): promise it, ask for promises.
+    pub(super) fn become_leader(&mut self, n: Ballot) {
+        let previous = self.leader.take();
+        self.storage.set_promise(n);
+        let mut st = LeaderState::new(n, &self.peers, self.storage.log_end());
+        if let Some(prev) = previous {
+            let (unsent, ss) = prev.into_unsent();
+            st.pending = unsent;
+            st.pending_stopsign = ss;
+        }
+        st.pending.extend(self.forwarder.take_for_leader());
+        if st.pending_stopsign.is_none() && self.storage.stopsign().is_none() {
+            st.pending_stopsign = self.pending_stopsign.take();
+        }
+        self.pending_stopsign = None;
+        self.leader = Some(Box::new(st));
+        self.phase = Phase::Prepare;
+        self.accepted_owed = false;
+        let prep = self.prepare_msg(n);
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(to, PaxosMsg::Prepare(prep));
+        }
+        self.check_prepare_quorum();
+    }
+
+    fn prepare_msg(&self, n: Ballot) -> Prepare {
+        Prepare {
+            n,
+            decided_idx: self.storage.decided_idx(),
+            n_accepted: self.storage.accepted_round(),
+            accepted_idx: self.storage.accepted_idx(),
+        }
+    }
+
+    pub(super) fn handle_promise(&mut self, from: NodeId, p: Promise<T>) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if p.n != l.n {
+            return;
+        }
+        let info = PromiseInfo {
+            n_accepted: p.n_accepted,
+            decided_idx: p.decided_idx,
+            accepted_idx: p.accepted_idx,
+            forward_session: p.forward_session,
+        };
+        match self.phase {
+            Phase::Prepare => {
+                if let Some(pr) = l.progress_mut(from) {
+                    *pr = Progress::Promised(info);
+                }
+                l.promise_syncs.retain(|(pid, _)| *pid != from);
+                if let Some(sync) = p.log_sync {
+                    l.promise_syncs.push((from, sync));
+                }
+                self.check_prepare_quorum();
+            }
+            Phase::Accept => self.sync_follower(from, info),
+            Phase::Idle | Phase::Recover => {}
+        }
+    }
+
+    fn check_prepare_quorum(&mut self) {
+        let Some(l) = self.leader.as_ref() else {
+            return;
+        };
+        if self.phase != Phase::Prepare {
+            return;
+        }
+        let promised = l.progress.iter().filter(|(_, p)| p.is_promised()).count();
+        if self.quorum.is_prepare_quorum(promised + 1) {
+            self.adopt_and_accept();
+        }
+    }
+
+    /// End of the prepare phase: adopt the most up-to-date log among the promises (highest
+    /// accepted round, then longest), synchronise the followers, and start accepting.
+    fn adopt_and_accept(&mut self) {
+        let Some(mut l) = self.leader.take() else {
+            return;
+        };
+        let own_round = self.storage.accepted_round();
+        let mut best_key = (own_round, self.storage.accepted_idx());
+        let mut best: Option<NodeId> = None;
+        let mut max_decided = self.storage.decided_idx();
+        for (pid, pr) in &l.progress {
+            if let Progress::Promised(info) = pr {
+                max_decided = max_decided.max(info.decided_idx);
+                if (info.n_accepted, info.accepted_idx) > best_key {
+                    best_key = (info.n_accepted, info.accepted_idx);
+                    best = Some(*pid);
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        let mut accepted = self.storage.accepted_idx();
+        l.adopted_round = own_round;
+        if let Some(best) = best {
+            let sync = l
+                .promise_syncs
+                .iter()
+                .position(|(pid, _)| *pid == best)
+                .map(|i| l.promise_syncs.swap_remove(i).1);
+            if let Some((sync_ops, acc)) = sync.and_then(|s| self.log_sync_ops(s)) {
+                ops = sync_ops;
+                accepted = acc;
+                l.adopted_round = best_key.0;
+            }
+        }
+        l.promise_syncs.clear();
+        ops.push(StorageOp::SetAcceptedRound(l.n));
+        let decided = max_decided.min(accepted);
+        if decided > self.storage.decided_idx() {
+            ops.push(StorageOp::SetDecidedIndex(decided));
+        }
+        self.storage.write(ops, "adopt_log");
+        self.phase = Phase::Accept;
+        l.tail.clear();
+        l.tail_start = self.storage.log_end();
+        let promised: Vec<(NodeId, PromiseInfo)> = l
+            .progress
+            .iter()
+            .filter_map(|(pid, pr)| match pr {
+                Progress::Promised(info) => Some((*pid, *info)),
+                _ => None,
+            })
+            .collect();
+        let pending = std::mem::take(&mut l.pending);
+        self.leader = Some(l);
+        for (pid, info) in promised {
+            self.sync_follower(pid, info);
+        }
+        if self.storage.stopsign().is_none() {
+            for e in pending {
+                self.leader_append(e);
+            }
+        }
+        self.leader_flush_batch();
+        self.try_decide();
+    }
+
+    /// Sends `AcceptSync` to a follower that promised, from the point where its log surely
+    /// agrees with ours, and starts streaming to it.
+    fn sync_follower(&mut self, pid: NodeId, info: PromiseInfo) {
+        let Some(l) = self.leader.as_ref() else {
+            return;
+        };
+        let log_end = self.storage.log_end();
+        let same_log_lineage = info.n_accepted == l.n || info.n_accepted == l.adopted_round;
+        let sync_idx = if same_log_lineage {
+            info.accepted_idx
+        } else {
+            info.decided_idx
+        }
+        .min(log_end);
+        self.start_stream(pid, sync_idx, info.forward_session);
+    }
+
+    /// Sends `AcceptSync` from `sync_idx` to `pid` and (re)starts streaming after it.
+    fn start_stream(&mut self, pid: NodeId, sync_idx: usize, held_session: Option<u64>) {
+        let log_sync = self.log_sync_from(sync_idx);
+        let decided_idx = self.storage.decided_idx();
+        let log_end = self.storage.log_end();
+        let has_ss = self.storage.stopsign().is_some();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let n = l.n;
+        let session = l.forward_sessions.session_for_promise(pid, held_session);
+        let Some(pr) = l.progress_mut(pid) else {
+            return;
+        };
+        let (accepted, decided_known) = match pr {
+            Progress::Streaming(s) => (s.accepted, s.decided_known),
+            _ => (None, 0),
+        };
+        *pr = Progress::Streaming(Stream {
+            next_idx: log_end,
+            stopsign_sent: has_ss,
+            accepted,
+            decided_known,
+            decided_sent: decided_idx,
+            accepted_at_last_check: None,
+            sync_idx: log_sync.sync_idx,
+            forward_session: session,
+        });
+        self.send(
+            pid,
+            PaxosMsg::AcceptSync(AcceptSync {
+                n,
+                decided_idx,
+                log_sync,
+                forward_session: session,
+            }),
+        );
+    }
+
+    pub(super) fn handle_accepted(&mut self, from: NodeId, a: Accepted) {
+        let accepted_idx = self.storage.accepted_idx();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if a.n != l.n || self.phase != Phase::Accept {
+            return;
+        }
+        let Some(s) = l.progress_mut(from).and_then(Progress::stream_mut) else {
+            return;
+        };
+        let acc = a.accepted_idx.min(accepted_idx);
+        s.accepted = Some(s.accepted.map_or(acc, |old| old.max(acc)));
+        s.decided_known = s.decided_known.max(a.decided_idx);
+        self.try_decide();
+    }
+
+    /// Raises the decided index to the highest index a write quorum accepted in our ballot.
+    pub(super) fn try_decide(&mut self) {
+        let accepted_idx = self.storage.accepted_idx();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if self.phase != Phase::Accept {
+            return;
+        }
+        l.scratch.clear();
+        l.scratch.push(accepted_idx);
+        for (_, p) in &l.progress {
+            if let Progress::Streaming(Stream {
+                accepted: Some(a), ..
+            }) = p
+            {
+                l.scratch.push(*a);
+            }
+        }
+        let idx = quorum_index(&mut l.scratch, self.quorum.write_size());
+        if idx > self.storage.decided_idx() {
+            self.storage.set_decided_idx(idx);
+        }
+    }
+
+    pub(super) fn leader_append(&mut self, entry: T) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if self.phase != Phase::Accept {
+            l.pending.push(entry);
+            return;
+        }
+        l.batch.push(entry);
+        if l.batch.len() >= self.batch_size {
+            self.leader_flush_batch();
+        }
+    }
+
+    pub(super) fn leader_propose_stopsign(&mut self, ss: StopSign) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        l.pending_stopsign = Some(ss);
+        self.leader_flush_batch();
+    }
+
+    /// Appends the batch (then a proposed stop sign) to our log.
+    pub(super) fn leader_flush_batch(&mut self) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if self.phase != Phase::Accept {
+            return;
+        }
+        if !l.batch.is_empty() {
+            let entries = std::mem::take(&mut l.batch);
+            self.storage.write(
+                vec![StorageOp::AppendEntries(entries.clone())],
+                "append_entries",
+            );
+            l.tail.extend(entries);
+        }
+        if self.storage.stopsign().is_none() {
+            if let Some(ss) = l.pending_stopsign.take() {
+                self.storage
+                    .write(vec![StorageOp::SetStopsign(Some(ss))], "set_stopsign");
+            }
+        }
+        self.try_decide();
+    }
+
+    /// Builds the coalesced replication messages: for each follower, one `AcceptDecide` with
+    /// everything it was not sent yet (within its flow-control window), the stop sign, or a
+    /// `Decide` when only the decided index moved.
+    pub(super) fn leader_build_outgoing(&mut self) {
+        let Self {
+            leader,
+            storage,
+            outgoing,
+            pid,
+            phase,
+            buffer_size,
+            ..
+        } = self;
+        let Some(l) = leader.as_mut() else { return };
+        if *phase != Phase::Accept {
+            return;
+        }
+        let n = l.n;
+        let log_end = storage.log_end();
+        let decided_idx = storage.decided_idx();
+        let window = *buffer_size;
+        for i in 0..l.progress.len() {
+            let Progress::Streaming(s) = &l.progress[i].1 else {
+                continue;
+            };
+            let to = l.progress[i].0;
+            let confirmed = s.accepted.unwrap_or(s.sync_idx);
+            let window_end = confirmed.saturating_add(window).min(log_end);
+            let mut next_idx = s.next_idx;
+            let mut carried_decided = false;
+            if next_idx < window_end {
+                let end = window_end.min(next_idx.saturating_add(window));
+                let entries = l.entries(storage, next_idx, end);
+                outgoing.push(PaxosMessage {
+                    from: *pid,
+                    to,
+                    msg: PaxosMsg::AcceptDecide(AcceptDecide {
+                        n,
+                        decided_idx,
+                        start_idx: next_idx,
+                        entries,
+                    }),
+                });
+                next_idx = end;
+                carried_decided = true;
+            }
+            let mut stopsign_sent = s.stopsign_sent;
+            if !stopsign_sent && next_idx == log_end {
+                if let Some(ss) = storage.stopsign() {
+                    outgoing.push(PaxosMessage {
+                        from: *pid,
+                        to,
+                        msg: PaxosMsg::AcceptStopSign(AcceptStopSign {
+                            n,
+                            idx: log_end,
+                            ss: ss.clone(),
+                        }),
+                    });
+                    stopsign_sent = true;
+                }
+            }
+            let decided_sent = s.decided_sent;
+            if !carried_decided && decided_sent < decided_idx {
+                outgoing.push(PaxosMessage {
+                    from: *pid,
+                    to,
+                    msg: PaxosMsg::Decide(Decide { n, decided_idx }),
+                });
+            }
+            if let Progress::Streaming(s) = &mut l.progress[i].1 {
+                s.next_idx = next_idx;
+                s.stopsign_sent = stopsign_sent;
+                s.decided_sent = decided_idx;
+            }
+        }
+        l.trim_tail(window.saturating_mul(2));
+    }
+
+    /// Resend timeout of the leader: repeat `Prepare` to those that did not promise, repair
+    /// followers that made no progress, and repeat `Decide` to those that did not report it.
+    pub(super) fn leader_resend(&mut self) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let n = l.n;
+        let accepted_idx = self.storage.accepted_idx();
+        let decided_idx = self.storage.decided_idx();
+        let mut prepare_to = Vec::new();
+        let mut resync = Vec::new();
+        let mut decide_to = Vec::new();
+        for (pid, pr) in &mut l.progress {
+            match pr {
+                Progress::Unpromised => prepare_to.push(*pid),
+                Progress::Promised(_) => {}
+                Progress::Streaming(s) => {
+                    match s.accepted {
+                        None => resync.push((*pid, s.sync_idx, s.forward_session)),
+                        Some(a) if a < accepted_idx && s.accepted_at_last_check == Some(a) => {
+                            resync.push((*pid, a, s.forward_session))
+                        }
+                        _ => {
+                            if s.decided_known < decided_idx {
+                                decide_to.push(*pid);
+                            }
+                        }
+                    }
+                    s.accepted_at_last_check = s.accepted;
+                }
+            }
+        }
+        let prep = self.prepare_msg(n);
+        for pid in prepare_to {
+            self.send(pid, PaxosMsg::Prepare(prep));
+        }
+        if self.phase != Phase::Accept {
+            return;
+        }
+        for (pid, from, session) in resync {
+            self.start_stream(pid, from, Some(session));
+        }
+        for pid in decide_to {
+            self.send(pid, PaxosMsg::Decide(Decide { n, decided_idx }));
+        }
+    }
+
+    pub(super) fn handle_resync_req(&mut self, from: NodeId, r: ResyncReq) {
+        let log_end = self.storage.log_end();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if r.n != l.n || self.phase != Phase::Accept {
+            return;
+        }
+        let n = l.n;
+        match l.progress_mut(from) {
+            Some(Progress::Streaming(s)) => {
+                let session = s.forward_session;
+                let sync_idx = if r.n_accepted == n {
+                    r.accepted_idx
+                } else {
+                    r.decided_idx
+                }
+                .min(log_end);
+                self.start_stream(from, sync_idx, Some(session));
+            }
+            Some(_) => {
+                let prep = self.prepare_msg(n);
+                self.send(from, PaxosMsg::Prepare(prep));
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn handle_prepare_req(&mut self, from: NodeId, r: PrepareReq) {
+        self.note_higher_promise(r.n_prom);
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let n = l.n;
+        // The peer lost its place (it restarted, or missed our Prepare): it must promise again.
+        if let Some(pr) = l.progress_mut(from) {
+            *pr = Progress::Unpromised;
+        }
+        let prep = self.prepare_msg(n);
+        self.send(from, PaxosMsg::Prepare(prep));
+    }
+
+    pub(super) fn handle_not_accepted(&mut self, na: NotAccepted) {
+        if self.leader.as_ref().is_some_and(|l| l.n == na.n) {
+            self.note_higher_promise(na.n_prom);
+        }
+    }
+
+    pub(super) fn handle_proposal_forward(&mut self, from: NodeId, f: ProposalForward<T>) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if f.n != l.n || self.phase != Phase::Accept {
+            return;
+        }
+        let received = l
+            .forward_sessions
+            .receive(from, f.session, f.first_seq, f.entries.len());
+        if let Some((skip, _)) = received {
+            // A stopped configuration takes nothing more; the proposals are dropped.
+            if !self.is_stopped() {
+                for e in f.entries.into_iter().skip(skip) {
+                    self.leader_append(e);
+                }
+            }
+        }
+        if let Some(l) = self.leader.as_ref() {
+            if let Some(ack) = l.forward_sessions.ack(l.n, from, f.session) {
+                self.send(from, PaxosMsg::ForwardAck(ack));
+            }
+        }
+    }
+
+    pub(super) fn handle_forward_stopsign(&mut self, f: ForwardStopSign) {
+        let is_ours = self.leader.as_ref().is_some_and(|l| l.n == f.n);
+        if is_ours && !self.is_stopped() {
+            self.leader_propose_stopsign(f.ss);
+        }
+    }
+
+    pub(super) fn leader_reconnected(&mut self, pid: NodeId) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let n = l.n;
+        match l.progress_mut(pid) {
+            Some(Progress::Streaming(s)) => {
+                let from = s.accepted.unwrap_or(s.sync_idx);
+                let session = s.forward_session;
+                if self.phase == Phase::Accept {
+                    self.start_stream(pid, from, Some(session));
+                }
+            }
+            Some(_) => {
+                let prep = self.prepare_msg(n);
+                self.send(pid, PaxosMsg::Prepare(prep));
+            }
+            None => {}
+        }
+    }
+}

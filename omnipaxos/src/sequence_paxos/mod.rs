@@ -1,0 +1,459 @@
+//! Sequence Paxos: the replicated log.
+//!
+//! A node is the leader of its promised ballot (state in [`leader::LeaderState`], which exists
+//! only while it leads) or a follower. Phases:
+//!
+//! * `Idle`: a fresh follower that has promised nothing yet.
+//! * `Prepare`: the leader collects promises / the follower promised and awaits `AcceptSync`.
+//! * `Accept`: entries stream from the leader; followers accept and report; the leader decides.
+//! * `Recover`: a node rebuilt from storage that held a promise; it asks its peers for a
+//!   `Prepare` until the leader answers.
+//!
+//! Streams are index-based: `AcceptDecide` says where its entries start, and a follower applies
+//! only what extends its log in the same ballot (within one ballot, a follower's log is always a
+//! prefix of the leader's). Duplicated, reordered or stale messages are therefore harmless, and a
+//! gap is noticed and repaired with a `ResyncReq`. A leader also repairs a follower that made no
+//! progress for a resend timeout, so losing the last message of a burst is repaired too.
+//!
+//! Storage is always written before the messages that depend on it are queued.
+
+mod follower;
+mod forwarding;
+mod leader;
+mod progress;
+
+use crate::{
+    ballot_leader_election::Ballot,
+    messages::sequence_paxos::{LogSync, PaxosMessage, PaxosMsg},
+    quorum::Quorum,
+    storage::{
+        internal::InternalStorage, Entry, Snapshot, SnapshotType, StopSign, Storage, StorageOp,
+    },
+    util::{ConfigurationId, LogEntry, NodeId},
+    OmniPaxosConfig,
+};
+use forwarding::Forwarder;
+use leader::LeaderState;
+use std::ops::RangeBounds;
+
+/// The phase of a node in its current ballot.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Idle,
+    Prepare,
+    Accept,
+    Recover,
+}
+
+pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
+    pid: NodeId,
+    config_id: ConfigurationId,
+    nodes: Vec<NodeId>,
+    peers: Vec<NodeId>,
+    quorum: Quorum,
+    storage: InternalStorage<T, B>,
+    phase: Phase,
+    /// Some exactly while this node leads its promised ballot.
+    /// Invariant: `leader.is_some()` implies `storage.promise().pid == pid`.
+    leader: Option<Box<LeaderState<T>>>,
+    forwarder: Forwarder<T>,
+    /// A reconfiguration requested here that is not in the log yet.
+    pending_stopsign: Option<StopSign>,
+    batch_size: usize,
+    buffer_size: usize,
+    outgoing: Vec<PaxosMessage<T>>,
+    /// Follower: an `Accepted` is owed to the leader; sent (once, coalesced) at the next take.
+    accepted_owed: bool,
+    /// Follower: the decided index in the last `Accepted` sent.
+    decided_reported: usize,
+    /// Follower: a `ResyncReq` was sent in this resend period.
+    resync_requested: bool,
+    /// A peer promised a ballot above ours; the leader election takes it into account.
+    higher_promise: Option<Ballot>,
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    pub(crate) fn new(cfg: &OmniPaxosConfig, storage: B) -> (Self, Option<Ballot>) {
+        let pid = cfg.server_config.pid;
+        let nodes = cfg.cluster_config.nodes.clone();
+        let peers: Vec<NodeId> = nodes.iter().copied().filter(|p| *p != pid).collect();
+        let quorum = Quorum::new(nodes.len(), cfg.cluster_config.flexible_quorum);
+        let (storage, recovered) = InternalStorage::load(storage);
+        let mut sp = SequencePaxos {
+            pid,
+            config_id: cfg.cluster_config.configuration_id,
+            nodes,
+            peers,
+            quorum,
+            storage,
+            phase: Phase::Idle,
+            leader: None,
+            forwarder: Forwarder::new(),
+            pending_stopsign: None,
+            batch_size: cfg.server_config.batch_size,
+            buffer_size: cfg.server_config.buffer_size,
+            outgoing: Vec::new(),
+            accepted_owed: false,
+            decided_reported: 0,
+            resync_requested: false,
+            higher_promise: None,
+        };
+        if recovered.is_some() {
+            sp.start_recovery();
+        }
+        (sp, recovered)
+    }
+
+    // ----- getters -----
+
+    pub(crate) fn pid(&self) -> NodeId {
+        self.pid
+    }
+    pub(crate) fn promise(&self) -> Ballot {
+        self.storage.promise()
+    }
+    pub(crate) fn is_member(&self, pid: NodeId) -> bool {
+        self.nodes.contains(&pid)
+    }
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub(crate) fn is_leader(&self) -> bool {
+        self.leader.is_some()
+    }
+    pub(crate) fn decided_idx(&self) -> usize {
+        self.storage.decided_idx()
+    }
+    pub(crate) fn accepted_idx(&self) -> usize {
+        self.storage.accepted_idx()
+    }
+    pub(crate) fn compacted_idx(&self) -> usize {
+        self.storage.compacted_idx()
+    }
+    pub(crate) fn read<R: RangeBounds<usize>>(&self, r: R) -> Option<Vec<LogEntry<T>>> {
+        self.storage.read(r)
+    }
+    pub(crate) fn read_decided_suffix(&self, from: usize) -> Option<Vec<LogEntry<T>>> {
+        self.storage.read_decided_suffix(from)
+    }
+    pub(crate) fn decided_stopsign(&self) -> Option<StopSign> {
+        if self.storage.stopsign_decided() {
+            self.storage.stopsign().cloned()
+        } else {
+            None
+        }
+    }
+    /// Entries collected in the current batch, not yet in the log.
+    pub(crate) fn batched_len(&self) -> usize {
+        self.leader.as_ref().map_or(0, |l| l.batched_len()) + self.forwarder.unsent_len()
+    }
+    pub(crate) fn abandoned_forwards(&self) -> u64 {
+        self.forwarder.abandoned()
+    }
+    pub(crate) fn storage(&self) -> &B {
+        self.storage.backend()
+    }
+    /// A ballot above ours that a peer promised, reported once.
+    pub(crate) fn take_higher_promise(&mut self) -> Option<Ballot> {
+        self.higher_promise.take()
+    }
+
+    // ----- helpers -----
+
+    fn send(&mut self, to: NodeId, msg: PaxosMsg<T>) {
+        self.outgoing.push(PaxosMessage {
+            from: self.pid,
+            to,
+            msg,
+        });
+    }
+
+    fn note_higher_promise(&mut self, b: Ballot) {
+        if b > self.storage.promise() && self.higher_promise.map_or(true, |h| b > h) {
+            self.higher_promise = Some(b);
+        }
+    }
+
+    /// Whether the configuration is stopped (a stop sign is in the log or proposed here).
+    fn is_stopped(&self) -> bool {
+        self.storage.stopsign().is_some()
+            || self.pending_stopsign.is_some()
+            || self
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.has_pending_stopsign())
+    }
+
+    /// Whether `b` is a ballot of this configuration that a node of it could own.
+    fn valid_ballot(&self, b: &Ballot) -> bool {
+        b.config_id == self.config_id && self.nodes.contains(&b.pid)
+    }
+
+    fn start_recovery(&mut self) {
+        self.phase = Phase::Recover;
+        self.send_prepare_req_to_all();
+    }
+
+    fn send_prepare_req_to_all(&mut self) {
+        let prom = self.storage.promise();
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(
+                to,
+                PaxosMsg::PrepareReq(crate::messages::sequence_paxos::PrepareReq {
+                    n: Ballot {
+                        config_id: self.config_id,
+                        ..prom
+                    },
+                    n_prom: prom,
+                }),
+            );
+        }
+    }
+
+    /// The log from `sync_idx` on, to bring a node whose log agrees with ours below `sync_idx`
+    /// up to ours. If we compacted below `sync_idx`, the compacted part goes as our snapshot.
+    fn log_sync_from(&self, sync_idx: usize) -> LogSync<T> {
+        let log_end = self.storage.log_end();
+        let compacted = self.storage.compacted_idx();
+        let sync_idx = sync_idx.min(log_end);
+        let (from, decided_snapshot) = if sync_idx < compacted {
+            let snap = if T::Snapshot::use_snapshots() {
+                self.storage.snapshot().map(SnapshotType::Complete)
+            } else {
+                None
+            };
+            (compacted, snap)
+        } else {
+            (sync_idx, None)
+        };
+        let suffix = match &self.leader {
+            Some(l) => l.entries(&self.storage, from, log_end),
+            None => self.storage.entries(from, log_end),
+        };
+        LogSync {
+            decided_snapshot,
+            suffix,
+            sync_idx: from,
+            stopsign: self.storage.stopsign().cloned(),
+        }
+    }
+
+    /// Storage operations that make our log `log[..sync.sync_idx] ++ sync.suffix (+ stop sign)`,
+    /// never touching decided entries, and the accepted index that results. `None` if the sync
+    /// does not fit our log (it starts beyond our end, or below what we compacted without a
+    /// snapshot to cover it).
+    fn log_sync_ops(&self, sync: LogSync<T>) -> Option<(Vec<StorageOp<T>>, usize)> {
+        let LogSync {
+            decided_snapshot,
+            mut suffix,
+            sync_idx,
+            stopsign,
+        } = sync;
+        let decided = self.storage.decided_idx();
+        let mut ops = Vec::with_capacity(4);
+        let mut start = sync_idx;
+        match decided_snapshot {
+            Some(SnapshotType::Complete(s)) if sync_idx > self.storage.log_end() => {
+                // We are behind the sender's compacted prefix: its snapshot replaces our log.
+                ops.push(StorageOp::SetSnapshot(Some(s)));
+                let accepted = sync_idx + suffix.len() + usize::from(stopsign.is_some());
+                ops.push(StorageOp::Trim(sync_idx));
+                ops.push(StorageOp::SetCompactedIdx(sync_idx));
+                ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
+                ops.push(StorageOp::SetStopsign(stopsign));
+                if decided < sync_idx {
+                    ops.push(StorageOp::SetDecidedIndex(sync_idx));
+                }
+                return Some((ops, accepted));
+            }
+            _ => {}
+        }
+        if start > self.storage.log_end() || start < self.storage.compacted_idx() {
+            return None;
+        }
+        if start < decided {
+            // Our decided entries are the sender's too: keep ours, take only what follows.
+            let skip = decided - start;
+            if skip > suffix.len() {
+                return None;
+            }
+            suffix.drain(..skip);
+            start = decided;
+        }
+        let accepted = start + suffix.len() + usize::from(stopsign.is_some());
+        ops.push(StorageOp::AppendOnPrefix(start, suffix));
+        ops.push(StorageOp::SetStopsign(stopsign));
+        Some((ops, accepted))
+    }
+
+    // ----- inputs -----
+
+    /// Handles a message addressed to this node.
+    pub(crate) fn handle(&mut self, m: PaxosMessage<T>) {
+        let from = m.from;
+        if !self.peers.contains(&from) {
+            return;
+        }
+        let b = m.msg.ballot();
+        // A PrepareReq may come from a node that promised nobody yet.
+        let ballot_ok = self.valid_ballot(&b)
+            || (matches!(m.msg, PaxosMsg::PrepareReq(_)) && b.config_id == self.config_id);
+        if !ballot_ok {
+            return;
+        }
+        match m.msg {
+            PaxosMsg::PrepareReq(r) => self.handle_prepare_req(from, r),
+            PaxosMsg::Prepare(p) => self.handle_prepare(from, p),
+            PaxosMsg::Promise(p) => self.handle_promise(from, p),
+            PaxosMsg::AcceptSync(a) => self.handle_accept_sync(from, a),
+            PaxosMsg::AcceptDecide(a) => self.handle_accept_decide(from, a),
+            PaxosMsg::AcceptStopSign(a) => self.handle_accept_stopsign(from, a),
+            PaxosMsg::Accepted(a) => self.handle_accepted(from, a),
+            PaxosMsg::Decide(d) => self.handle_decide(from, d),
+            PaxosMsg::NotAccepted(na) => self.handle_not_accepted(na),
+            PaxosMsg::ResyncReq(r) => self.handle_resync_req(from, r),
+            PaxosMsg::ProposalForward(f) => self.handle_proposal_forward(from, f),
+            PaxosMsg::ForwardAck(a) => self.forwarder.handle_ack(&a),
+            PaxosMsg::ForwardStopSign(f) => self.handle_forward_stopsign(f),
+            PaxosMsg::Compaction(_) => {}
+        }
+    }
+
+    /// The leader election chose `b`.
+    pub(crate) fn handle_leader(&mut self, b: Ballot) {
+        if b.pid == self.pid {
+            if b > self.storage.promise() {
+                self.become_leader(b);
+            }
+        } else if self.phase == Phase::Recover
+            || (b > self.storage.promise() && self.phase != Phase::Accept)
+        {
+            // Ask the new leader to prepare us, in case its Prepare was lost.
+            let prom = self.storage.promise();
+            self.send(
+                b.pid,
+                PaxosMsg::PrepareReq(crate::messages::sequence_paxos::PrepareReq {
+                    n: b,
+                    n_prom: prom,
+                }),
+            );
+        }
+    }
+
+    /// Appends `entry` (or hands it back if the configuration is stopped).
+    pub(crate) fn append(&mut self, entry: T) -> Result<(), T> {
+        if self.is_stopped() {
+            return Err(entry);
+        }
+        match &mut self.leader {
+            Some(_) => self.leader_append(entry),
+            None => {
+                self.forwarder.push(entry);
+                let batch = self.batch_size;
+                self.flush_forwards(batch, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes a stop sign. Errors if the configuration is already stopped.
+    pub(crate) fn reconfigure(&mut self, ss: StopSign) -> Result<(), StopSign> {
+        if self.is_stopped() {
+            return Err(ss);
+        }
+        if self.leader.is_some() {
+            self.leader_propose_stopsign(ss);
+        } else {
+            self.pending_stopsign = Some(ss);
+            self.forward_stopsign();
+        }
+        Ok(())
+    }
+
+    fn forward_stopsign(&mut self) {
+        let prom = self.storage.promise();
+        if let Some(ss) = self.pending_stopsign.clone() {
+            if prom.pid != 0 && prom.pid != self.pid && self.phase == Phase::Accept {
+                self.send(
+                    prom.pid,
+                    PaxosMsg::ForwardStopSign(crate::messages::sequence_paxos::ForwardStopSign {
+                        n: prom,
+                        ss,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn flush_forwards(&mut self, batch: usize, force: bool) {
+        let pid = self.pid;
+        let out = &mut self.outgoing;
+        self.forwarder.flush(batch, force, &mut |to, msg| {
+            out.push(PaxosMessage { from: pid, to, msg })
+        });
+    }
+
+    /// Every `resend_message_tick_timeout` ticks: resend what may have been lost.
+    pub(crate) fn resend_timeout(&mut self) {
+        if self.leader.is_some() {
+            self.leader_resend();
+        } else {
+            match self.phase {
+                Phase::Recover => self.send_prepare_req_to_all(),
+                Phase::Accept => self.follower_resend(),
+                Phase::Idle | Phase::Prepare => {}
+            }
+            let pid = self.pid;
+            let max = self.buffer_size;
+            let out = &mut self.outgoing;
+            self.forwarder.resend(max, &mut |to, msg| {
+                out.push(PaxosMessage { from: pid, to, msg })
+            });
+            if self.storage.stopsign().is_none() {
+                self.forward_stopsign();
+            } else {
+                self.pending_stopsign = None;
+            }
+        }
+    }
+
+    /// Every `flush_batch_tick_timeout` ticks: replicate a partial batch.
+    pub(crate) fn flush_batch_timeout(&mut self) {
+        if self.leader.is_some() {
+            self.leader_flush_batch();
+        } else {
+            let batch = self.batch_size;
+            self.flush_forwards(batch, true);
+        }
+    }
+
+    /// The transport reconnected to `pid`: resynchronise with it.
+    pub(crate) fn reconnected(&mut self, pid: NodeId) {
+        if !self.peers.contains(&pid) {
+            return;
+        }
+        if self.leader.is_some() {
+            self.leader_reconnected(pid);
+        } else if self.storage.promise().pid == pid {
+            self.request_resync();
+        }
+    }
+
+    /// Re-enter recovery: ask the leader to synchronise us again. Harmless at any time.
+    pub(crate) fn fail_recovery(&mut self) {
+        if self.leader.is_none() && self.storage.promise() != Ballot::default() {
+            self.start_recovery();
+        }
+    }
+
+    /// Drains the queued messages, building the coalesced replication messages first.
+    pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, PaxosMessage<T>> {
+        if self.leader.is_some() {
+            self.leader_build_outgoing();
+        } else {
+            self.follower_build_outgoing();
+        }
+        self.outgoing.drain(..)
+    }
+}

@@ -1,0 +1,197 @@
+//! What the log holds ([`Entry`], [`Snapshot`], [`StopSign`]) and where it is kept ([`Storage`]).
+//!
+//! A node keeps everything it promised, accepted and decided in a [`Storage`] backend that you
+//! choose: `omnipaxos_storage::MemoryStorage` for tests and volatile setups,
+//! `omnipaxos_storage::PersistentStorage` (commitlog + sled) to survive crashes, or your own.
+//!
+//! # Contract of a backend
+//!
+//! * **Absolute indices.** Entry `i` is the `i`-th entry ever appended to the log, whatever was
+//!   trimmed before it. `get_entries(from, to)` takes absolute indices.
+//! * **Fresh is empty.** A new backend returns `None` for promise and accepted round, 0 for the
+//!   decided and compacted index, no stop sign, no snapshot.
+//! * **Atomic writes.** [`Storage::write_atomically`] applies all operations or none, also when
+//!   the process crashes in the middle; when it returns `Ok`, the data is as durable as the
+//!   backend promises (the node sends messages that depend on it right after).
+//! * **Errors are values.** A failed operation returns `Err`; the node then stops with a panic
+//!   that names the operation rather than let its memory run ahead of its storage.
+//!
+//! `omnipaxos_storage::conformance` has a test suite every backend should pass.
+
+pub(crate) mod internal;
+
+use crate::{ballot_leader_election::Ballot, ClusterConfig};
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+use std::{error::Error, fmt::Debug};
+
+/// The type of the entries in the replicated log.
+///
+/// Usually derived: `#[derive(Clone, Debug, Entry)]` (feature `macros`), with
+/// `#[snapshot(MySnapshot)]` when the log can be compacted into snapshots.
+pub trait Entry: Clone + Debug {
+    /// How a prefix of the log is compacted. [`NoSnapshot`] when snapshots are not used.
+    #[cfg(not(feature = "serde"))]
+    type Snapshot: Snapshot<Self>;
+    /// How a prefix of the log is compacted. [`NoSnapshot`] when snapshots are not used.
+    #[cfg(feature = "serde")]
+    type Snapshot: Snapshot<Self> + Serialize + for<'a> Deserialize<'a>;
+}
+
+/// A compact replacement for a prefix of decided entries, e.g. the state of a key-value map.
+pub trait Snapshot<T: Entry>: Clone + Debug {
+    /// Folds `entries` (in log order) into a snapshot.
+    fn create(entries: &[T]) -> Self;
+    /// Applies `delta`, a snapshot of the entries that directly follow the ones in `self`.
+    fn merge(&mut self, delta: Self);
+    /// Whether snapshots are used. When `false`, compaction only trims, and lagging servers are
+    /// synchronised with log entries.
+    fn use_snapshots() -> bool;
+}
+
+/// The snapshot type for entries that do not use snapshots (`use_snapshots() == false`).
+#[derive(Copy, Clone, Debug, Default, Eq, PartialEq, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct NoSnapshot;
+
+impl<T: Entry> Snapshot<T> for NoSnapshot {
+    /// Never called for `NoSnapshot` (snapshots are off); returns the unit value.
+    fn create(_entries: &[T]) -> Self {
+        NoSnapshot
+    }
+
+    /// Never called for `NoSnapshot` (snapshots are off); does nothing.
+    fn merge(&mut self, _delta: Self) {}
+
+    fn use_snapshots() -> bool {
+        false
+    }
+}
+
+/// A snapshot sent to a lagging server.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(bound = ""))]
+pub enum SnapshotType<T: Entry> {
+    /// The whole prefix up to the sync point: replaces what the receiver has.
+    Complete(T::Snapshot),
+    /// Only what follows the receiver's own snapshot: merged into it.
+    Delta(T::Snapshot),
+}
+
+/// Marks the end of a configuration. Once decided, nothing more is decided in this
+/// configuration, and the servers of `next_config` continue the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct StopSign {
+    /// The configuration that continues the log.
+    pub next_config: ClusterConfig,
+    /// Application data decided together with the stop sign.
+    pub metadata: Option<Vec<u8>>,
+}
+
+impl StopSign {
+    /// A stop sign that hands over to `next_config`.
+    pub fn with(next_config: ClusterConfig, metadata: Option<Vec<u8>>) -> Self {
+        StopSign {
+            next_config,
+            metadata,
+        }
+    }
+}
+
+/// The result type of storage operations.
+pub type StorageResult<T> = Result<T, Box<dyn Error>>;
+
+/// One write in a [`Storage::write_atomically`] batch; each mirrors a `Storage` setter.
+#[derive(Debug)]
+pub enum StorageOp<T: Entry> {
+    /// Appends an entry at the end of the log.
+    AppendEntry(T),
+    /// Appends entries at the end of the log.
+    AppendEntries(Vec<T>),
+    /// Removes the entries from the absolute index on, then appends.
+    AppendOnPrefix(usize, Vec<T>),
+    /// Sets the promised ballot.
+    SetPromise(Ballot),
+    /// Sets the decided index (absolute, exclusive).
+    SetDecidedIndex(usize),
+    /// Sets the ballot in which the log was last accepted.
+    SetAcceptedRound(Ballot),
+    /// Sets the compacted index (absolute, exclusive).
+    SetCompactedIdx(usize),
+    /// Removes the entries below the absolute index.
+    Trim(usize),
+    /// Sets or clears the stop sign.
+    SetStopsign(Option<StopSign>),
+    /// Sets or clears the snapshot.
+    SetSnapshot(Option<T::Snapshot>),
+}
+
+/// Where a node keeps its log and its Paxos state.
+///
+/// See the [module documentation](self) for the contract. All indices are absolute.
+pub trait Storage<T: Entry> {
+    /// Applies all `ops` in order, or none of them: on `Err`, the storage must be as it was
+    /// before the call (also after a crash in the middle of it).
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()>;
+
+    /// Appends an entry at the end of the log.
+    fn append_entry(&mut self, entry: T) -> StorageResult<()>;
+
+    /// Appends entries at the end of the log.
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()>;
+
+    /// Removes the entries at absolute index `from_idx` and after, then appends `entries`.
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()>;
+
+    /// Sets the promised ballot.
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()>;
+
+    /// Sets the decided index: entries below it are decided.
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()>;
+
+    /// The decided index (0 when fresh).
+    fn get_decided_idx(&self) -> StorageResult<usize>;
+
+    /// Sets the ballot in which the log was last accepted.
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()>;
+
+    /// The ballot in which the log was last accepted; `None` when fresh.
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>>;
+
+    /// The entries at absolute indices `from..to`. If any of them is not stored (compacted or
+    /// beyond the end), returns an empty vector.
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>>;
+
+    /// The number of entries stored, i.e. after the compacted prefix. The absolute end of the
+    /// log is `get_compacted_idx() + get_log_len()`.
+    fn get_log_len(&self) -> StorageResult<usize>;
+
+    /// The entries from absolute index `from` to the end; empty if `from` is not stored.
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>>;
+
+    /// The promised ballot; `None` when fresh.
+    fn get_promise(&self) -> StorageResult<Option<Ballot>>;
+
+    /// Sets or clears the stop sign.
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()>;
+
+    /// The stop sign, if any.
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>>;
+
+    /// Removes the entries below absolute index `idx`.
+    fn trim(&mut self, idx: usize) -> StorageResult<()>;
+
+    /// Sets the compacted index: the entries below it are trimmed or in the snapshot.
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()>;
+
+    /// The compacted index (0 when fresh).
+    fn get_compacted_idx(&self) -> StorageResult<usize>;
+
+    /// Sets or clears the snapshot.
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()>;
+
+    /// The snapshot, if any.
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>>;
+}
