@@ -48,6 +48,9 @@ pub(crate) struct Ble {
     round: u32,
     /// Replies of the current round, at most one per peer.
     replies: Vec<Reply>,
+    /// The leader was adopted during the current round (from a promise): the round's replies
+    /// say nothing about it yet, so the round cannot justify a takeover.
+    leader_is_new: bool,
     /// A ballot above ours that a peer promised (reported by Sequence Paxos); a happy leader
     /// takes a ballot above it at the end of the round unless somebody happily follows it.
     higher_promise: Option<Ballot>,
@@ -80,6 +83,7 @@ impl Ble {
             quorum_connected: true,
             round: 0,
             replies: Vec::new(),
+            leader_is_new: false,
             higher_promise: None,
             outgoing: Vec::new(),
         }
@@ -104,6 +108,21 @@ impl Ble {
 
     fn is_leader(&self) -> bool {
         self.leader == self.current && self.leader.pid == self.pid
+    }
+
+    /// Sequence Paxos promised `b`: if it is above the leader we follow, follow it (the election
+    /// must not keep claiming a leader that Sequence Paxos already left).
+    ///
+    /// Our own ballots are never adopted this way: a promise of our own ballot may be from
+    /// before a crash, and we lead only after a takeover of this incarnation.
+    pub(crate) fn observe_promise(&mut self, b: Ballot) {
+        if b > self.leader && b.pid != self.pid {
+            self.leader = b;
+            // We follow someone else now; a leader we were is no more. The replies of this round
+            // predate the new leader, so it gets a round to show it is happy.
+            self.happy = false;
+            self.leader_is_new = true;
+        }
     }
 
     /// Sequence Paxos saw a peer that promised `b`, above our ballot.
@@ -143,6 +162,7 @@ impl Ble {
         if promise.n > self.current.n && !self.is_leader() {
             self.current.n = promise.n;
         }
+        self.observe_promise(promise);
         // Before the first round there were no requests, so there is nothing to evaluate.
         let result = if self.round > 0 {
             self.evaluate(promise)
@@ -156,19 +176,17 @@ impl Ble {
     fn evaluate(&mut self, promise: Ballot) -> Option<Ballot> {
         self.quorum_connected = self.quorum.is_connected_quorum(self.replies.len() + 1);
         let old_leader = self.leader;
-        // Follow the highest leader that somebody is happy with.
+        // Follow the highest leader that somebody is happy with. A ballot of our own is not
+        // adopted: it is from before a crash (we lead only after a takeover of our own).
         for rep in &self.replies {
-            if rep.r.happy && rep.r.leader > self.leader {
+            if rep.r.happy && rep.r.leader > self.leader && rep.r.leader.pid != self.pid {
                 self.leader = rep.r.leader;
             }
         }
         self.happy = if self.is_leader() {
             self.quorum_connected
         } else {
-            let leader = self.leader;
-            self.replies
-                .iter()
-                .any(|rep| rep.from == leader.pid && rep.r.leader == leader && rep.r.happy)
+            self.hears_happy_leader()
         };
 
         if self.is_leader() && self.happy {
@@ -191,7 +209,7 @@ impl Ble {
         self.higher_promise = None;
 
         let all_unhappy = self.replies.iter().all(|rep| !rep.r.happy);
-        if !self.happy && self.quorum_connected && all_unhappy {
+        if !self.happy && self.quorum_connected && all_unhappy && !self.leader_is_new {
             let me = (self.priority, self.pid);
             let better_candidate = self
                 .replies
@@ -206,7 +224,16 @@ impl Ble {
         (self.leader != old_leader).then_some(self.leader)
     }
 
+    /// Whether this round's replies include our leader saying it is happy.
+    fn hears_happy_leader(&self) -> bool {
+        let leader = self.leader;
+        self.replies
+            .iter()
+            .any(|rep| rep.from == leader.pid && rep.r.leader == leader && rep.r.happy)
+    }
+
     fn start_round(&mut self) {
+        self.leader_is_new = false;
         self.round = self.round.wrapping_add(1);
         self.replies.clear();
         let req = HeartbeatRequest {
@@ -233,12 +260,20 @@ impl Ble {
                 if req.config_id != self.config_id {
                     return;
                 }
+                // Report the freshest view: happy or connected at the end of the last round, or
+                // already in this round's replies (a healed leader need not wait a round).
+                let connected_now = self.quorum.is_connected_quorum(self.replies.len() + 1);
+                let happy_now = if self.is_leader() {
+                    connected_now
+                } else {
+                    self.hears_happy_leader()
+                };
                 let reply = HeartbeatReply {
                     round: req.round,
                     ballot: self.current,
                     leader: self.leader,
-                    happy: self.happy,
-                    quorum_connected: self.quorum_connected,
+                    happy: self.happy || happy_now,
+                    quorum_connected: self.quorum_connected || connected_now,
                 };
                 self.outgoing.push(BLEMessage {
                     from: self.pid,

@@ -168,7 +168,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             return;
         }
         match m {
-            Message::SequencePaxos(p) => self.sp.handle(p),
+            Message::SequencePaxos(p) => {
+                self.sp.handle(p);
+                self.ble.observe_promise(self.sp.promise());
+            }
             Message::BLE(b) => {
                 if b.from != self.sp.pid() && self.is_member(b.from) {
                     self.ble.handle(b)

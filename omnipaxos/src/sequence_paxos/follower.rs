@@ -13,7 +13,9 @@ use crate::{
 
 /// How a message's ballot relates to our promise.
 enum Standing {
-    /// Addressed in our promised ballot, whose log we accepted (`AcceptSync` applied).
+    /// Addressed in our promised ballot, in which we accepted already (an `AcceptSync` of it was
+    /// applied). Our log is then a prefix of the leader's and is only ever extended: never cut,
+    /// whatever the order in which the leader's messages arrive.
     Synced,
     /// Our promised ballot, but we have not applied its `AcceptSync` yet.
     Promised,
@@ -35,7 +37,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         } else if n > prom {
             self.send(from, PaxosMsg::PrepareReq(PrepareReq { n, n_prom: prom }));
             Standing::Other
-        } else if self.storage.accepted_round() == n && self.phase == Phase::Accept {
+        } else if self.storage.accepted_round() == n {
+            self.phase = Phase::Accept;
             Standing::Synced
         } else {
             Standing::Promised
@@ -64,9 +67,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             self.storage.set_promise(p.n);
         }
         self.forwarder.follow(p.n);
-        self.phase = Phase::Prepare;
-        self.accepted_owed = false;
         let na = self.storage.accepted_round();
+        // Having accepted in this ballot already (the leader re-prepares us), we stay in its
+        // accept phase: our log can only be extended in it.
+        self.phase = if na == p.n {
+            Phase::Accept
+        } else {
+            Phase::Prepare
+        };
         let la = self.storage.accepted_idx();
         // Report our log beyond the leader's only if it may be more up to date.
         let log_sync = if na > p.n_accepted {

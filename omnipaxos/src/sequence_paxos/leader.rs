@@ -28,9 +28,12 @@ pub(crate) struct LeaderState<T: Entry> {
     progress: Vec<(NodeId, Progress)>,
     /// Log syncs of the promises collected in the prepare phase.
     promise_syncs: Vec<(NodeId, LogSync<T>)>,
-    /// The ballot in which the log adopted at the end of the prepare phase was accepted. Every
-    /// log accepted in that ballot is a prefix of ours.
+    /// The ballot in which the log adopted at the end of the prepare phase was accepted, and
+    /// where that log's entries ended. A log accepted in that ballot agrees with ours up to the
+    /// shorter of the two (both are prefixes of that ballot's leader's log), but not beyond:
+    /// it may be longer than the adopted one, and we appended our own entries after it.
     adopted_round: Ballot,
+    adopted_end: usize,
     /// Proposals appended in the prepare phase, proposed when the accept phase starts.
     pending: Vec<T>,
     /// Proposals of the accept phase that are not in the log yet.
@@ -53,6 +56,7 @@ impl<T: Entry> LeaderState<T> {
             progress: peers.iter().map(|p| (*p, Progress::Unpromised)).collect(),
             promise_syncs: Vec::new(),
             adopted_round: Ballot::default(),
+            adopted_end: 0,
             pending: Vec::new(),
             batch: Vec::new(),
             tail: VecDeque::new(),
@@ -243,6 +247,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         self.storage.write(ops, "adopt_log");
         self.phase = Phase::Accept;
+        l.adopted_end = self.storage.log_end();
         l.tail.clear();
         l.tail_start = self.storage.log_end();
         let promised: Vec<(NodeId, PromiseInfo)> = l
@@ -274,13 +279,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return;
         };
         let log_end = self.storage.log_end();
-        let same_log_lineage = info.n_accepted == l.n || info.n_accepted == l.adopted_round;
-        let sync_idx = if same_log_lineage {
-            info.accepted_idx
+        let sync_idx = if info.n_accepted == l.n {
+            // It accepted in our ballot before: its log is a prefix of ours.
+            info.accepted_idx.min(log_end)
+        } else if info.n_accepted == l.adopted_round {
+            info.accepted_idx.min(l.adopted_end)
         } else {
-            info.decided_idx
-        }
-        .min(log_end);
+            info.decided_idx.min(log_end)
+        };
         self.start_stream(pid, sync_idx, info.forward_session);
     }
 

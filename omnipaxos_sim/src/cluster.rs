@@ -1,0 +1,532 @@
+//! The simulated cluster: nodes on virtual ticks, a faulty network, crash and restart on the
+//! node's own storage, and the safety checks after every step.
+
+use crate::{
+    checker::Checker,
+    entry::Tagged,
+    network::{Faults, Filter, NetStats, Network},
+    rng::Rng,
+};
+use omnipaxos::{
+    ballot_leader_election::Ballot,
+    messages::Message,
+    storage::{Entry, StopSign, Storage, StorageOp, StorageResult},
+    util::{FlexibleQuorum, NodeId},
+    ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
+};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
+
+/// Where the simulated nodes keep their storage, so that a crashed node restarts on what it
+/// durably wrote.
+pub trait Backend<T: Entry> {
+    /// The storage a node runs on.
+    type S: Storage<T>;
+    /// Opens node `pid`'s storage: fresh the first time, what it durably holds afterwards. The
+    /// previous instance of the node has been dropped.
+    fn open(&mut self, pid: NodeId) -> Self::S;
+}
+
+/// A storage handle shared between the simulator and a node, so that it outlives the node.
+pub struct Shared<S>(Rc<RefCell<S>>);
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared(Rc::clone(&self.0))
+    }
+}
+
+impl<T: Entry, S: Storage<T>> Storage<T> for Shared<S> {
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        self.0.borrow_mut().write_atomically(ops)
+    }
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.0.borrow_mut().append_entry(entry)
+    }
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        self.0.borrow_mut().append_entries(entries)
+    }
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        self.0.borrow_mut().append_on_prefix(from_idx, entries)
+    }
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.0.borrow_mut().set_promise(n_prom)
+    }
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        self.0.borrow_mut().set_decided_idx(ld)
+    }
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        self.0.borrow().get_decided_idx()
+    }
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.0.borrow_mut().set_accepted_round(na)
+    }
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        self.0.borrow().get_accepted_round()
+    }
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        self.0.borrow().get_entries(from, to)
+    }
+    fn get_log_len(&self) -> StorageResult<usize> {
+        self.0.borrow().get_log_len()
+    }
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
+        self.0.borrow().get_suffix(from)
+    }
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        self.0.borrow().get_promise()
+    }
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.0.borrow_mut().set_stopsign(s)
+    }
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        self.0.borrow().get_stopsign()
+    }
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        self.0.borrow_mut().trim(idx)
+    }
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        self.0.borrow_mut().set_compacted_idx(idx)
+    }
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        self.0.borrow().get_compacted_idx()
+    }
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        self.0.borrow_mut().set_snapshot(snapshot)
+    }
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        self.0.borrow().get_snapshot()
+    }
+}
+
+/// In-memory storage that survives a simulated crash (every write counts as durable).
+pub struct MemoryBackend<T: Entry> {
+    stores: BTreeMap<NodeId, Shared<MemoryStorage<T>>>,
+}
+
+impl<T: Entry> Default for MemoryBackend<T> {
+    fn default() -> Self {
+        MemoryBackend {
+            stores: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Entry> Backend<T> for MemoryBackend<T> {
+    type S = Shared<MemoryStorage<T>>;
+    fn open(&mut self, pid: NodeId) -> Self::S {
+        self.stores
+            .entry(pid)
+            .or_insert_with(|| Shared(Rc::new(RefCell::new(MemoryStorage::default()))))
+            .clone()
+    }
+}
+
+/// How to set up a simulated cluster.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of nodes; their pids are `1..=nodes`.
+    pub nodes: usize,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Settings every node gets (its pid is set per node).
+    pub server: ServerConfig,
+    /// Quorum sizes (majorities if `None`).
+    pub flexible_quorum: Option<FlexibleQuorum>,
+    /// Per-message faults.
+    pub faults: Faults,
+    /// Leader priority per node (pid `i` gets entry `i - 1`); missing entries mean 0.
+    pub priorities: Vec<u32>,
+}
+
+impl SimConfig {
+    /// `nodes` nodes on a perfect network, election timeout 10 ticks, resend 20.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        SimConfig {
+            nodes,
+            seed,
+            server: ServerConfig {
+                election_tick_timeout: 10,
+                resend_message_tick_timeout: 20,
+                flush_batch_tick_timeout: 5,
+                ..Default::default()
+            },
+            flexible_quorum: None,
+            faults: Faults::NONE,
+            priorities: Vec::new(),
+        }
+    }
+
+    /// The cluster configuration of the simulated nodes.
+    pub fn cluster_config(&self) -> ClusterConfig {
+        ClusterConfig {
+            configuration_id: 1,
+            nodes: (1..=self.nodes as NodeId).collect(),
+            flexible_quorum: self.flexible_quorum,
+        }
+    }
+}
+
+/// Counters that show a run exercised what it should (non-vacuity).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Ticks simulated.
+    pub ticks: u64,
+    /// Appends made.
+    pub appends: u64,
+    /// Entries decided (the length of the decided log).
+    pub decided: u64,
+    /// Distinct ballots that served as leader, minus the first.
+    pub leader_changes: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Crashes of a leader in its accept phase.
+    pub leader_crashes_in_accept: u64,
+    /// The network's counts.
+    pub net: NetStats,
+}
+
+struct SimNode<T: Entry, S: Storage<T>> {
+    op: Option<OmniPaxos<T, S>>,
+    /// Ticks per step (1.0: the nominal rate).
+    skew: f64,
+    clock: f64,
+    paused_until: u64,
+    restarted: bool,
+}
+
+/// A deterministic simulated cluster. All randomness comes from the seed.
+pub struct Sim<T: Entry + Tagged + PartialEq, B: Backend<T>> {
+    cfg: SimConfig,
+    rng: Rng,
+    now: u64,
+    nodes: Vec<SimNode<T, B::S>>,
+    net: Network<T>,
+    backend: B,
+    checker: Checker<T>,
+    buf: Vec<Message<T>>,
+    trace: u64,
+    stats: SimStats,
+    /// Print every delivery and decision (`OMNIPAXOS_SIM_VERBOSE=1`).
+    verbose: bool,
+}
+
+fn fnv(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x0000_0100_0000_01B3)
+}
+
+impl<T: Entry + Tagged + PartialEq> Sim<T, MemoryBackend<T>> {
+    /// A cluster on in-memory storage.
+    pub fn new(cfg: SimConfig) -> Self {
+        Sim::with_backend(cfg, MemoryBackend::default())
+    }
+}
+
+impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
+    /// A cluster whose nodes run on storage from `backend`.
+    pub fn with_backend(cfg: SimConfig, backend: B) -> Self {
+        let rng = Rng::new(cfg.seed);
+        let net = Network::new(cfg.nodes, cfg.faults);
+        let mut sim = Sim {
+            nodes: Vec::with_capacity(cfg.nodes),
+            cfg,
+            rng,
+            now: 0,
+            net,
+            backend,
+            checker: Checker::default(),
+            buf: Vec::new(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            stats: SimStats::default(),
+            verbose: std::env::var_os("OMNIPAXOS_SIM_VERBOSE").is_some(),
+        };
+        for pid in 1..=sim.cfg.nodes as NodeId {
+            let op = sim.build(pid);
+            sim.nodes.push(SimNode {
+                op: Some(op),
+                skew: 1.0,
+                clock: 0.0,
+                paused_until: 0,
+                restarted: false,
+            });
+        }
+        sim
+    }
+
+    fn build(&mut self, pid: NodeId) -> OmniPaxos<T, B::S> {
+        let storage = self.backend.open(pid);
+        let server = ServerConfig {
+            pid,
+            leader_priority: self
+                .cfg
+                .priorities
+                .get(pid as usize - 1)
+                .copied()
+                .unwrap_or(0),
+            ..self.cfg.server.clone()
+        };
+        OmniPaxosConfig {
+            cluster_config: self.cfg.cluster_config(),
+            server_config: server,
+        }
+        .build(storage)
+        .expect("simulator configuration is valid")
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "simulation failed at tick {} (seed {}, {} nodes): {what}\n  replay: OMNIPAXOS_SIM_SEED={} OMNIPAXOS_SIM_NODES={} cargo test -p omnipaxos_sim --test randomized replay -- --nocapture",
+            self.now, self.cfg.seed, self.cfg.nodes, self.cfg.seed, self.cfg.nodes
+        )
+    }
+
+    // ----- inspection -----
+
+    /// The current tick.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+    /// The pids of all nodes.
+    pub fn pids(&self) -> impl Iterator<Item = NodeId> {
+        1..=self.cfg.nodes as NodeId
+    }
+    /// Node `pid`, unless it is crashed.
+    pub fn node(&self, pid: NodeId) -> Option<&OmniPaxos<T, B::S>> {
+        self.nodes.get(pid as usize - 1)?.op.as_ref()
+    }
+    /// Node `pid` for direct calls (its outgoing messages are collected at the next step).
+    pub fn node_mut(&mut self, pid: NodeId) -> Option<&mut OmniPaxos<T, B::S>> {
+        self.nodes.get_mut(pid as usize - 1)?.op.as_mut()
+    }
+    /// Whether `pid` is running.
+    pub fn is_up(&self, pid: NodeId) -> bool {
+        self.node(pid).is_some()
+    }
+    /// The network (to cut links, set faults, install filters).
+    pub fn net(&mut self) -> &mut Network<T> {
+        &mut self.net
+    }
+    /// The invariant checker (the decided log so far).
+    pub fn checker(&self) -> &Checker<T> {
+        &self.checker
+    }
+    /// A generator for test decisions, derived from the seed.
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+    /// A hash of everything that happened: equal for equal seeds.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+    /// Non-vacuity counters.
+    pub fn stats(&self) -> SimStats {
+        SimStats {
+            ticks: self.now,
+            decided: self.checker.decided_log().len() as u64,
+            leader_changes: self.checker.leader_ballots().saturating_sub(1) as u64,
+            net: self.net.stats(),
+            ..self.stats
+        }
+    }
+
+    /// The node serving as leader (in its accept phase) with the highest ballot, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.pids()
+            .filter_map(|p| {
+                let op = self.node(p)?;
+                (op.get_current_leader() == Some((p, true))).then(|| (op.get_promise(), p))
+            })
+            .max()
+            .map(|(_, p)| p)
+    }
+
+    /// The decided index of `pid` (0 if crashed).
+    pub fn decided(&self, pid: NodeId) -> usize {
+        self.node(pid).map_or(0, |o| o.get_decided_idx())
+    }
+
+    // ----- control -----
+
+    /// Sets how many ticks node `pid` makes per step (1.0 nominal).
+    pub fn set_skew(&mut self, pid: NodeId, skew: f64) {
+        self.nodes[pid as usize - 1].skew = skew;
+    }
+
+    /// Pauses node `pid` (no ticks, messages wait) for `ticks` steps.
+    pub fn pause(&mut self, pid: NodeId, ticks: u64) {
+        self.nodes[pid as usize - 1].paused_until = self.now + ticks;
+    }
+
+    /// Installs a filter on every message sent.
+    pub fn set_filter(&mut self, f: Option<Filter<T>>) {
+        self.net.set_filter(f);
+    }
+
+    /// Appends `entry` at node `pid` (recorded as appended for the validity check). Errors if
+    /// the node is down or refuses.
+    pub fn append(&mut self, pid: NodeId, entry: T) -> Result<(), String> {
+        self.checker.appended(entry.tag());
+        let Some(op) = self.node_mut(pid) else {
+            return Err(format!("node {pid} is down"));
+        };
+        op.append(entry).map_err(|e| e.to_string())?;
+        self.stats.appends += 1;
+        self.collect(pid);
+        Ok(())
+    }
+
+    /// Crashes node `pid`: it stops, messages to it are lost, its storage stays.
+    pub fn crash(&mut self, pid: NodeId) {
+        let idx = pid as usize - 1;
+        if let Some(op) = self.nodes[idx].op.take() {
+            self.stats.crashes += 1;
+            if op.get_current_leader() == Some((pid, true)) {
+                self.stats.leader_crashes_in_accept += 1;
+            }
+            self.trace = fnv(self.trace, 0xC0 ^ pid);
+            if self.verbose {
+                eprintln!("t={} crash node {pid}", self.now);
+            }
+        }
+    }
+
+    /// Restarts a crashed node on its storage (calling `fail_recovery`, as the seeds do).
+    pub fn restart(&mut self, pid: NodeId) {
+        let idx = pid as usize - 1;
+        if self.nodes[idx].op.is_some() {
+            return;
+        }
+        let mut op = self.build(pid);
+        op.fail_recovery();
+        if self.verbose {
+            eprintln!("t={} restart node {pid}", self.now);
+        }
+        self.nodes[idx].op = Some(op);
+        self.nodes[idx].restarted = true;
+        self.nodes[idx].clock = 0.0;
+        self.trace = fnv(self.trace, 0x5E ^ pid);
+        self.collect(pid);
+    }
+
+    /// Collects `pid`'s outgoing messages into the network.
+    fn collect(&mut self, pid: NodeId) {
+        let idx = pid as usize - 1;
+        let Some(op) = self.nodes[idx].op.as_mut() else {
+            return;
+        };
+        op.take_outgoing_messages(&mut self.buf);
+        let now = self.now;
+        for m in self.buf.drain(..) {
+            self.net.send(now, m, &mut self.rng);
+        }
+    }
+
+    /// One tick of simulated time: nodes tick (at their skew), due messages are delivered, and
+    /// the invariants are checked.
+    pub fn step(&mut self) {
+        self.now += 1;
+        let now = self.now;
+        for idx in 0..self.nodes.len() {
+            let pid = idx as NodeId + 1;
+            let node = &mut self.nodes[idx];
+            if node.paused_until > now {
+                continue;
+            }
+            let Some(op) = node.op.as_mut() else { continue };
+            node.clock += node.skew;
+            while node.clock >= 1.0 {
+                node.clock -= 1.0;
+                op.tick();
+            }
+            self.collect(pid);
+        }
+        while let Some(m) = self.net.next_due(now) {
+            let to = m.get_receiver();
+            let Some(node) = self.nodes.get_mut(to as usize - 1) else {
+                continue;
+            };
+            if node.paused_until > now && node.op.is_some() {
+                self.net.defer(node.paused_until, m);
+                continue;
+            }
+            let Some(op) = node.op.as_mut() else { continue };
+            self.trace = fnv(fnv(self.trace, now), m.get_sender() << 8 | to);
+            if self.verbose {
+                eprintln!("t={now} deliver {m:?}");
+            }
+            op.handle_incoming(m);
+            if self.verbose {
+                eprintln!(
+                    "t={now}   node {to}: promise {:?} leader {:?} decided {} accepted {}",
+                    op.get_promise(),
+                    op.get_current_leader(),
+                    op.get_decided_idx(),
+                    op.get_accepted_idx()
+                );
+            }
+            self.net.note_delivered();
+            self.collect(to);
+        }
+        self.check();
+    }
+
+    /// Runs the safety checks on every running node.
+    pub fn check(&mut self) {
+        for idx in 0..self.nodes.len() {
+            let pid = idx as NodeId + 1;
+            let restarted = std::mem::take(&mut self.nodes[idx].restarted);
+            let Some(op) = self.nodes[idx].op.as_ref() else {
+                continue;
+            };
+            if let Err(e) = self.checker.observe(pid, op, restarted) {
+                self.fail(&e);
+            }
+            self.trace = fnv(self.trace, op.get_decided_idx() as u64);
+        }
+    }
+
+    /// Runs `ticks` steps.
+    pub fn run(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            self.step();
+        }
+    }
+
+    /// Steps until `cond` holds (checked before each step), at most `max_ticks` steps. Returns
+    /// the number of steps taken, or `None` if `cond` never held.
+    pub fn run_until(
+        &mut self,
+        max_ticks: u64,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) -> Option<u64> {
+        for i in 0..=max_ticks {
+            if cond(self) {
+                return Some(i);
+            }
+            if i < max_ticks {
+                self.step();
+            }
+        }
+        None
+    }
+
+    /// Restores all links, restarts crashed nodes, ends pauses and skews.
+    pub fn heal(&mut self) {
+        self.net.heal();
+        for pid in 1..=self.cfg.nodes as NodeId {
+            self.restart(pid);
+            let n = &mut self.nodes[pid as usize - 1];
+            n.paused_until = 0;
+            n.skew = 1.0;
+        }
+    }
+
+    /// Reports a liveness failure with the replay command.
+    pub fn liveness_failure(&self, what: &str) -> ! {
+        self.fail(&format!("liveness: {what}"))
+    }
+}

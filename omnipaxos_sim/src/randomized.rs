@@ -1,0 +1,303 @@
+//! The randomized tier: per seed, draw faults, topology changes, crashes, pauses and a workload;
+//! run with the safety checks after every step; then heal and check liveness.
+
+use crate::{
+    cluster::{Sim, SimConfig, SimStats},
+    entry::SimEntry,
+    network::Faults,
+    rng::Rng,
+};
+use omnipaxos::{
+    util::{FlexibleQuorum, NodeId},
+    ServerConfig,
+};
+
+/// What one seed did, and how fast the cluster recovered after healing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Counters of the run.
+    pub stats: SimStats,
+    /// Hash of the whole run; equal for equal seeds.
+    pub trace: u64,
+    /// Ticks after healing until one leader was agreed and every decided entry was decided
+    /// everywhere.
+    pub heal_ticks: u64,
+    /// Ticks a fresh append then took to be decided.
+    pub fresh_decide_ticks: u64,
+    /// The election timeout drawn for the seed.
+    pub election_timeout: u64,
+}
+
+/// The shape of the network for a while.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Topology {
+    Full,
+    Split,
+    OneWay,
+    Clog,
+    QuorumLoss,
+    Chained,
+    IsolateLeader,
+}
+
+const TOPOLOGIES: [Topology; 7] = [
+    Topology::Full,
+    Topology::Split,
+    Topology::OneWay,
+    Topology::Clog,
+    Topology::QuorumLoss,
+    Topology::Chained,
+    Topology::IsolateLeader,
+];
+
+fn random_pid(rng: &mut Rng, n: usize) -> NodeId {
+    rng.index(n) as NodeId + 1
+}
+
+fn apply_topology(
+    sim: &mut Sim<SimEntry, crate::cluster::MemoryBackend<SimEntry>>,
+    t: Topology,
+    rng: &mut Rng,
+) {
+    let n = sim.config().nodes;
+    let leader = sim.leader().unwrap_or_else(|| random_pid(rng, n));
+    let net = sim.net();
+    net.heal();
+    match t {
+        Topology::Full => {}
+        Topology::Split => {
+            let side: Vec<bool> = (0..n).map(|_| rng.chance(0.5)).collect();
+            for a in 1..=n {
+                for b in 1..=n {
+                    if side[a - 1] != side[b - 1] {
+                        net.set_link(a as NodeId, b as NodeId, false);
+                    }
+                }
+            }
+        }
+        Topology::OneWay => {
+            for _ in 0..rng.range(1, n as u64) {
+                let (a, b) = (random_pid(rng, n), random_pid(rng, n));
+                net.set_link(a, b, false);
+            }
+        }
+        Topology::Clog => {
+            let p = 0.2 + rng.unit() * 0.3;
+            for a in 1..=n as NodeId {
+                for b in 1..=n as NodeId {
+                    if rng.chance(p) {
+                        net.set_link(a, b, false);
+                    }
+                }
+            }
+        }
+        Topology::QuorumLoss => {
+            // One hub stays connected to all; all links among the others are cut.
+            let hub = loop {
+                let h = random_pid(rng, n);
+                if h != leader || n == 1 {
+                    break h;
+                }
+            };
+            for a in 1..=n as NodeId {
+                for b in 1..=n as NodeId {
+                    if a != hub && b != hub {
+                        net.set_link(a, b, false);
+                    }
+                }
+            }
+        }
+        Topology::Chained => {
+            let other = random_pid(rng, n);
+            net.set_both(leader, other, false);
+        }
+        Topology::IsolateLeader => {
+            for p in 1..=n as NodeId {
+                net.set_both(leader, p, false);
+            }
+        }
+    }
+}
+
+/// Runs seed `seed` on `nodes` nodes for `ticks` ticks of faults, then heals and checks that
+/// the cluster agrees on a leader, decides everything decided anywhere on every node, and decides
+/// a fresh append. Panics (with the replay command) on any violation.
+pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
+    let mut rng = Rng::new(seed ^ 0x5EED_0F_5EED);
+    let max_delay = if rng.chance(0.2) { 0 } else { rng.range(1, 20) };
+    let faults = Faults {
+        drop: if rng.chance(0.2) {
+            0.0
+        } else {
+            rng.unit() * 0.3
+        },
+        duplicate: if rng.chance(0.3) {
+            0.0
+        } else {
+            rng.unit() * 0.1
+        },
+        max_delay,
+    };
+    let election_timeout = 2 * max_delay + rng.range(4, 12);
+    let resend = 2 * max_delay + rng.range(6, 30);
+    let batch_size = [1, 1, 1, 2, 5, 20][rng.index(6)];
+    let flexible_quorum = if rng.chance(0.25) && nodes >= 3 {
+        let read = rng.range(nodes as u64 / 2 + 1, nodes as u64) as usize;
+        let write = nodes + 1 - read;
+        Some(FlexibleQuorum {
+            read_quorum_size: read,
+            write_quorum_size: write,
+        })
+    } else {
+        None
+    };
+    let priorities = if rng.chance(0.2) {
+        (0..nodes).map(|_| rng.range(0, 3) as u32).collect()
+    } else {
+        Vec::new()
+    };
+    let cfg = SimConfig {
+        nodes,
+        seed,
+        server: ServerConfig {
+            election_tick_timeout: election_timeout,
+            resend_message_tick_timeout: resend,
+            batch_size,
+            flush_batch_tick_timeout: rng.range(1, 10),
+            buffer_size: [100, 1_000, 100_000][rng.index(3)],
+            ..Default::default()
+        },
+        flexible_quorum,
+        faults,
+        priorities,
+    };
+    let mut sim: Sim<SimEntry, _> = Sim::new(cfg);
+    if rng.chance(0.3) {
+        for pid in 1..=nodes as NodeId {
+            let skew = 0.75 + rng.unit() * 0.5;
+            sim.set_skew(pid, skew);
+        }
+    }
+    let p_append = 0.02 + rng.unit() * 0.3;
+    let p_crash = [0.0, 0.001, 0.003, 0.01][rng.index(4)];
+    let max_down = (nodes - 1) / 2;
+    let mut down: Vec<(NodeId, u64)> = Vec::new();
+    let mut next_topology = rng.range(50, 400);
+    let mut next_tag: u64 = 1;
+
+    for t in 0..ticks {
+        if t == next_topology {
+            let topo = TOPOLOGIES[rng.index(TOPOLOGIES.len())];
+            apply_topology(&mut sim, topo, &mut rng);
+            next_topology += rng.range(50, 400);
+        }
+        if rng.chance(p_append) {
+            let pid = random_pid(&mut rng, nodes);
+            for _ in 0..rng.range(1, 3) {
+                let _ = sim.append(pid, SimEntry { id: next_tag });
+                next_tag += 1;
+            }
+        }
+        if rng.chance(p_crash) && down.len() < max_down {
+            let pid = random_pid(&mut rng, nodes);
+            if sim.is_up(pid) {
+                sim.crash(pid);
+                down.push((pid, t + rng.range(10, 300)));
+            }
+        }
+        down.retain(|&(pid, at)| {
+            if at <= t {
+                sim.restart(pid);
+                false
+            } else {
+                true
+            }
+        });
+        if rng.chance(0.001) {
+            let pid = random_pid(&mut rng, nodes);
+            let ticks = rng.range(5, 3 * election_timeout);
+            sim.pause(pid, ticks);
+        }
+        if rng.chance(0.0005) {
+            let pid = random_pid(&mut rng, nodes);
+            if let Some(op) = sim.node_mut(pid) {
+                op.try_become_leader();
+            }
+        }
+        if rng.chance(0.0005) {
+            let pid = random_pid(&mut rng, nodes);
+            let p = rng.range(0, 3) as u32;
+            if let Some(op) = sim.node_mut(pid) {
+                op.set_priority(p);
+            }
+        }
+        sim.step();
+    }
+
+    // Heal: all links up, no loss, every node running.
+    sim.heal();
+    sim.net().set_faults(Faults {
+        drop: 0.0,
+        duplicate: 0.0,
+        max_delay,
+    });
+    let target = sim.checker().decided_log().len();
+    let bound = 10 * election_timeout + 2 * resend;
+    // Converged: one leader that every node follows, every decided entry decided everywhere,
+    // and this holds for two election timeouts (the election has settled, not just passed by).
+    let settle = 2 * election_timeout;
+    let mut since: Option<u64> = None;
+    let heal_ticks = sim
+        .run_until(bound + settle, |s| {
+            let agreed = s.leader().is_some_and(|l| {
+                s.pids().all(|p| {
+                    s.node(p)
+                        .is_some_and(|o| o.get_current_leader().map(|x| x.0) == Some(l))
+                        && s.decided(p) >= target
+                })
+            });
+            match (agreed, since) {
+                (false, _) => {
+                    since = None;
+                    false
+                }
+                (true, None) => {
+                    since = Some(s.now());
+                    false
+                }
+                (true, Some(t)) => s.now() - t >= settle,
+            }
+        })
+        .map(|t| t - settle)
+        .unwrap_or_else(|| {
+            sim.liveness_failure(&format!(
+                "no agreed leader with every decided entry everywhere within {bound} ticks of healing \
+                 (leader {:?}, decided {:?}, target {target})",
+                sim.leader(),
+                sim.pids().map(|p| sim.decided(p)).collect::<Vec<_>>()
+            ))
+        });
+    let leader = sim.leader().expect("a leader after healing");
+    let tag = next_tag;
+    if let Err(e) = sim.append(leader, SimEntry { id: tag }) {
+        sim.liveness_failure(&format!("append at the leader after healing failed: {e}"));
+    }
+    let fresh_bound = 2 * election_timeout + sim.config().server.flush_batch_tick_timeout;
+    let fresh_decide_ticks = sim
+        .run_until(fresh_bound, |s| s.checker().is_decided(tag))
+        .unwrap_or_else(|| {
+            sim.liveness_failure(&format!(
+                "a fresh append at leader {leader} was not decided within {fresh_bound} ticks"
+            ))
+        });
+    RunReport {
+        seed,
+        stats: sim.stats(),
+        trace: sim.trace_hash(),
+        heal_ticks,
+        fresh_decide_ticks,
+        election_timeout,
+    }
+}
