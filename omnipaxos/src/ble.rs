@@ -234,6 +234,10 @@ impl Ble {
 
     fn start_round(&mut self) {
         self.leader_is_new = false;
+        if !self.is_leader() {
+            // A former leader's ballot takes the priority set while it led.
+            self.current.priority = self.priority;
+        }
         self.round = self.round.wrapping_add(1);
         self.replies.clear();
         let req = HeartbeatRequest {

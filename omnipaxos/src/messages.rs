@@ -45,6 +45,42 @@ pub mod sequence_paxos {
         pub accepted_idx: usize,
     }
 
+    /// A run of forwarded proposals in the log: entries `idx..idx + len` are the proposals
+    /// numbered `seq..seq + len` that node `origin` forwarded in session `session` to the leader
+    /// of ballot `n`. Nodes keep these with their logs so that a new leader can tell whether a
+    /// proposal whose forward was never acknowledged is already in the log.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct ForwardRun {
+        /// Absolute index of the first entry of the run.
+        pub idx: usize,
+        /// Number of entries.
+        pub len: u64,
+        /// The node that forwarded them.
+        pub origin: NodeId,
+        /// The ballot of the leader they were forwarded to.
+        pub n: Ballot,
+        /// The forwarding session.
+        pub session: u64,
+        /// Number of the first proposal in the session.
+        pub seq: u64,
+    }
+
+    /// Proposals forwarded earlier to another leader that never acknowledged them: the leader
+    /// appends each only if its log does not hold it already.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct PreviousForward {
+        /// The ballot of the leader they were forwarded to.
+        pub n: Ballot,
+        /// The forwarding session there.
+        pub session: u64,
+        /// Number of the first proposal in that session.
+        pub first_seq: u64,
+        /// The lowest index at which that leader could have appended them.
+        pub min_idx: usize,
+    }
+
     /// Part of a log: the receiver replaces everything from `sync_idx` on with `suffix`
     /// (then the stop sign). With a snapshot, the snapshot covers the log up to `sync_idx`.
     #[derive(Clone, Debug)]
@@ -63,6 +99,8 @@ pub mod sequence_paxos {
         pub sync_idx: usize,
         /// The stop sign that ends the log, if any.
         pub stopsign: Option<StopSign>,
+        /// The forwarded runs in `suffix`, or `None` if the sender does not know them all.
+        pub forwarded: Option<Vec<ForwardRun>>,
     }
 
     /// A follower promises ballot `n` and reports its log beyond what the leader has.
@@ -122,6 +160,8 @@ pub mod sequence_paxos {
         pub start_idx: usize,
         /// The entries.
         pub entries: Vec<T>,
+        /// The forwarded runs among the entries, or `None` if the leader does not know them all.
+        pub forwarded: Option<Vec<ForwardRun>>,
     }
 
     /// The leader appends a stop sign at absolute index `idx`.
@@ -201,9 +241,12 @@ pub mod sequence_paxos {
         pub first_seq: u64,
         /// The proposals.
         pub entries: Vec<T>,
+        /// Set when these proposals were forwarded before to a leader that never acknowledged
+        /// them.
+        pub previous: Option<PreviousForward>,
     }
 
-    /// The leader has appended the forwarded proposals numbered below `next_seq`.
+    /// The leader has appended (to its log) the forwarded proposals numbered below `next_seq`.
     #[derive(Copy, Clone, Debug, PartialEq, Eq)]
     #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
     pub struct ForwardAck {

@@ -187,6 +187,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Advances the node's clock by one tick: ends election rounds, resends what may have been
     /// lost, and flushes a partial batch, each at its configured period.
     pub fn tick(&mut self) {
+        self.sp.tick();
         if self.election_clock.tick() {
             if let Some(h) = self.sp.take_higher_promise() {
                 self.ble.report_higher_promise(h);

@@ -140,7 +140,8 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// `nodes` nodes on a perfect network, election timeout 10 ticks, resend 20.
+    /// `nodes` nodes on a perfect network (messages arrive in the tick they are sent), election
+    /// timeout 10 ticks, resend 20.
     pub fn new(nodes: usize, seed: u64) -> Self {
         SimConfig {
             nodes,

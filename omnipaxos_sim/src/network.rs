@@ -12,12 +12,13 @@ pub struct Faults {
     pub drop: f64,
     /// Probability that a message is delivered twice.
     pub duplicate: f64,
-    /// A message is delivered 1 + `0..=max_delay` ticks after it is sent.
+    /// A message is delivered `0..=max_delay` ticks after it is sent (0: in the same tick, once
+    /// the sender's step is done).
     pub max_delay: u64,
 }
 
 impl Faults {
-    /// A perfect network: everything delivered once, on the next tick.
+    /// A perfect network: everything delivered once, in the tick it was sent.
     pub const NONE: Faults = Faults {
         drop: 0.0,
         duplicate: 0.0,
@@ -149,7 +150,7 @@ impl<T: Entry> Network<T> {
             1
         };
         for i in 0..copies {
-            let at = now + 1 + rng.range(0, self.faults.max_delay);
+            let at = now + rng.range(0, self.faults.max_delay);
             self.seq += 1;
             if i + 1 < copies {
                 self.in_flight.insert((at, self.seq), m.clone());

@@ -4,8 +4,8 @@ use super::{Phase, SequencePaxos};
 use crate::{
     ballot_leader_election::Ballot,
     messages::sequence_paxos::{
-        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, NotAccepted, PaxosMsg, Prepare,
-        PrepareReq, Promise, ResyncReq,
+        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardRun, NotAccepted,
+        PaxosMsg, Prepare, PrepareReq, Promise, ResyncReq,
     },
     storage::{Entry, StopSign, Storage, StorageOp},
     util::NodeId,
@@ -97,10 +97,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// We led, and a higher ballot took over: what we never sent goes to the new leader.
     fn step_down(&mut self, l: super::leader::LeaderState<T>) {
-        let (unsent, stopsign) = l.into_unsent();
+        let (unsent, orphans, stopsign) = l.into_unsent();
         for e in unsent {
             self.forwarder.push(e);
         }
+        self.forwarder.adopt_orphans(orphans);
         if self.storage.stopsign().is_none() && self.pending_stopsign.is_none() {
             self.pending_stopsign = stopsign;
         }
@@ -112,25 +113,32 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             Standing::Synced => {
                 // A repeated or resent sync in the same ballot only extends our log.
                 let s = a.log_sync;
-                if !self.extend_in_ballot(s.sync_idx, s.suffix, s.stopsign, a.decided_idx) {
+                let extended = self.extend_in_ballot(
+                    s.sync_idx,
+                    s.suffix,
+                    s.stopsign,
+                    a.decided_idx,
+                    s.forwarded,
+                );
+                if !extended {
                     return;
                 }
             }
             Standing::Promised => {
-                let Some((mut ops, new_accepted)) = self.log_sync_ops(a.log_sync) else {
+                let Some(plan) = self.plan_log_sync(a.log_sync) else {
                     self.request_resync();
                     return;
                 };
-                ops.push(StorageOp::SetAcceptedRound(a.n));
-                let new_decided = a.decided_idx.min(new_accepted);
+                let mut extra = vec![StorageOp::SetAcceptedRound(a.n)];
+                let new_decided = a.decided_idx.min(plan.accepted);
                 if new_decided > self.storage.decided_idx() {
-                    ops.push(StorageOp::SetDecidedIndex(new_decided));
+                    extra.push(StorageOp::SetDecidedIndex(new_decided));
                 }
-                self.storage.write(ops, "accept_sync");
+                self.apply_log_sync(plan, extra, "accept_sync");
                 self.phase = Phase::Accept;
             }
         }
-        self.resync_requested = false;
+        self.resync_sent_at = None;
         self.accepted_owed = true;
         self.forwarder.open_session(a.n, a.forward_session);
         let batch = self.batch_size;
@@ -141,7 +149,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(super) fn handle_accept_decide(&mut self, from: NodeId, a: AcceptDecide<T>) {
         match self.standing(from, a.n) {
             Standing::Synced => {
-                if self.extend_in_ballot(a.start_idx, a.entries, None, a.decided_idx) {
+                if self.extend_in_ballot(a.start_idx, a.entries, None, a.decided_idx, a.forwarded) {
                     self.accepted_owed = true;
                 }
             }
@@ -154,7 +162,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         match self.standing(from, a.n) {
             Standing::Synced => {
                 let decided = self.storage.decided_idx();
-                if self.extend_in_ballot(a.idx, Vec::new(), Some(a.ss), decided) {
+                if self.extend_in_ballot(a.idx, Vec::new(), Some(a.ss), decided, Some(Vec::new())) {
                     self.accepted_owed = true;
                 }
             }
@@ -182,6 +190,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         mut entries: Vec<T>,
         stopsign: Option<StopSign>,
         decided: usize,
+        forwarded: Option<Vec<ForwardRun>>,
     ) -> bool {
         let log_end = self.storage.log_end();
         if start > log_end {
@@ -208,17 +217,22 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             ops.push(StorageOp::SetDecidedIndex(new_decided));
         }
         self.storage.write(ops, "accept_entries");
-        self.resync_requested = false;
+        if new_end > log_end {
+            self.origins.appended(log_end, new_end, forwarded);
+        }
         true
     }
 
-    /// Asks our leader to synchronise us again (once per resend period).
+    /// Asks our leader to synchronise us again (at most once per election timeout).
     pub(super) fn request_resync(&mut self) {
         let prom = self.storage.promise();
-        if self.resync_requested || prom.pid == self.pid || prom == Ballot::default() {
+        let recently = self
+            .resync_sent_at
+            .is_some_and(|t| self.now < t + self.election_timeout);
+        if recently || prom.pid == self.pid || prom == Ballot::default() {
             return;
         }
-        self.resync_requested = true;
+        self.resync_sent_at = Some(self.now);
         let req = ResyncReq {
             n: prom,
             n_accepted: self.storage.accepted_round(),
@@ -230,7 +244,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Resend timeout of a follower in the accept phase.
     pub(super) fn follower_resend(&mut self) {
-        self.resync_requested = false;
         if self.decided_reported < self.storage.decided_idx() {
             // Tell the leader what we decided, so it stops resending decides.
             self.accepted_owed = true;

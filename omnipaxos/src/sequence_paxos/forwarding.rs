@@ -1,25 +1,28 @@
 //! Proposals appended at a node that is not the leader in its accept phase.
 //!
 //! A follower forwards its proposals to the leader in a *forwarding session* the leader opened
-//! for it (given in `AcceptSync`). Proposals are numbered within the session; the leader appends
-//! number `k` only if it has appended `0..k` and not `k` itself, and acknowledges the number it
-//! expects next. So a forward that is lost is resent until acknowledged, and one that is
-//! duplicated, reordered or resent is appended once.
+//! for it (given in `AcceptSync`). Proposals are numbered within the session; the leader takes
+//! number `k` only if it took `0..k` and not `k` itself, and acknowledges once they are in its
+//! log. So a forward that is lost is resent until acknowledged, and one that is duplicated,
+//! reordered or resent is appended once.
 //!
 //! ```text
-//!  append ──> unsent ──(session with leader L; batch full or flush tick)──> in flight to L
-//!                                                                    │
-//!                          ForwardAck from L ──> dropped (L has them) ┘
+//!  append ─> unsent ─(session with leader L; batch full or flush tick)─> in flight to L
+//!                                                                          │   │
+//!                           ForwardAck from L (they are in L's log) <──────┘   │ L replaced
+//!                                                                               v
+//!             re-forwarded to the next leader, tagged with their old identity: orphans
 //! ```
 //!
 //! When the leader changes before acknowledging, proposals in flight may or may not be in the
-//! old leader's log. Sending them to the new leader could decide them twice, so they are given up
-//! (counted in `abandoned`); proposals never sent go to the new leader. A restarted node gets a
-//! new session, so numbers from before its crash never collide with new ones.
+//! old leader's log. They are re-forwarded with the identity of their first forward, and the new
+//! leader appends each only if the runs of its log (see [`super::origins`]) show it is not there
+//! already. A leader always records a forwarded proposal under the identity of its first
+//! forward, so one check finds it however many leaders it went through.
 
 use crate::{
     ballot_leader_election::Ballot,
-    messages::sequence_paxos::{ForwardAck, PaxosMsg, ProposalForward},
+    messages::sequence_paxos::{ForwardAck, PaxosMsg, PreviousForward, ProposalForward},
     storage::Entry,
     util::NodeId,
 };
@@ -29,17 +32,31 @@ use std::collections::{HashMap, VecDeque};
 struct Session {
     leader: Ballot,
     id: u64,
+    next_seq: u64,
 }
 
-/// The follower side: proposals waiting to reach the leader.
+/// Proposals sent in the current session and not acknowledged.
+struct Batch<T> {
+    first_seq: u64,
+    entries: Vec<T>,
+    previous: Option<PreviousForward>,
+    /// Our decided index when the batch was sent: the leader's log was at least that long, so
+    /// that is the lowest index where it can have appended them.
+    min_idx: usize,
+}
+
+/// Proposals sent to a leader that was replaced before it acknowledged them.
+pub(crate) struct Orphan<T> {
+    pub(crate) previous: PreviousForward,
+    pub(crate) entries: Vec<T>,
+}
+
+/// The follower side: proposals waiting to reach the leader's log.
 pub(crate) struct Forwarder<T> {
     unsent: Vec<T>,
     session: Option<Session>,
-    /// Sent in `session` and not acknowledged, numbered from `in_flight_first`.
-    in_flight: VecDeque<T>,
-    in_flight_first: u64,
-    /// Proposals in flight to a leader that was replaced before it acknowledged them.
-    abandoned: u64,
+    in_flight: VecDeque<Batch<T>>,
+    orphans: Vec<Orphan<T>>,
 }
 
 impl<T: Entry> Forwarder<T> {
@@ -48,8 +65,7 @@ impl<T: Entry> Forwarder<T> {
             unsent: Vec::new(),
             session: None,
             in_flight: VecDeque::new(),
-            in_flight_first: 0,
-            abandoned: 0,
+            orphans: Vec::new(),
         }
     }
 
@@ -66,21 +82,27 @@ impl<T: Entry> Forwarder<T> {
         self.session.filter(|s| s.leader == leader).map(|s| s.id)
     }
 
-    pub(crate) fn abandoned(&self) -> u64 {
-        self.abandoned
-    }
-
-    fn abandon_in_flight(&mut self) {
-        self.abandoned += self.in_flight.len() as u64;
-        self.in_flight.clear();
-        self.in_flight_first = 0;
-    }
-
-    /// This node now follows `leader` (it promised it): a session with any other leader ends.
+    /// This node now follows `leader` (it promised it): a session with another leader ends, and
+    /// what is in flight in it becomes orphaned.
     pub(crate) fn follow(&mut self, leader: Ballot) {
-        if self.session.is_some_and(|s| s.leader != leader) {
-            self.abandon_in_flight();
-            self.session = None;
+        let Some(s) = self.session else { return };
+        if s.leader == leader {
+            return;
+        }
+        self.session = None;
+        for b in self.in_flight.drain(..) {
+            // A proposal keeps the identity of its first forward: that is the one a leader
+            // records when it appends it, whichever leader that is.
+            let previous = b.previous.unwrap_or(PreviousForward {
+                n: s.leader,
+                session: s.id,
+                first_seq: b.first_seq,
+                min_idx: b.min_idx,
+            });
+            self.orphans.push(Orphan {
+                previous,
+                entries: b.entries,
+            });
         }
     }
 
@@ -91,58 +113,118 @@ impl<T: Entry> Forwarder<T> {
             Some(s) if s.leader == leader => {}
             _ => {
                 self.follow(leader);
-                self.session = Some(Session { leader, id });
+                self.session = Some(Session {
+                    leader,
+                    id,
+                    next_seq: 0,
+                });
             }
         }
     }
 
-    /// This node becomes leader: what it never sent is its own to propose.
-    pub(crate) fn take_for_leader(&mut self) -> Vec<T> {
-        self.abandon_in_flight();
-        self.session = None;
-        std::mem::take(&mut self.unsent)
+    /// Orphans handed back by a leader state that never got to check them.
+    pub(crate) fn adopt_orphans(&mut self, orphans: Vec<Orphan<T>>) {
+        self.orphans.extend(orphans);
     }
 
-    /// Sends the unsent proposals if there is a session and (`force` or) a full batch.
+    /// This node becomes leader: its never-sent proposals, and its orphans for it to check.
+    pub(crate) fn take_for_leader(&mut self) -> (Vec<T>, Vec<Orphan<T>>) {
+        self.follow(Ballot::default());
+        self.session = None;
+        (
+            std::mem::take(&mut self.unsent),
+            std::mem::take(&mut self.orphans),
+        )
+    }
+
+    fn send_batch(
+        s: &mut Session,
+        batch: Batch<T>,
+        out: &mut impl FnMut(NodeId, PaxosMsg<T>),
+    ) -> Batch<T> {
+        out(
+            s.leader.pid,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: s.leader,
+                session: s.id,
+                first_seq: batch.first_seq,
+                entries: batch.entries.clone(),
+                previous: batch.previous,
+            }),
+        );
+        batch
+    }
+
+    /// Sends orphans (tagged with their old identity) and, on `force` or a full batch, the
+    /// unsent proposals, if there is a session. At most `max` proposals go in one message.
+    /// `decided_idx` is ours now.
     pub(crate) fn flush(
         &mut self,
         batch_size: usize,
+        max: usize,
         force: bool,
+        decided_idx: usize,
         out: &mut impl FnMut(NodeId, PaxosMsg<T>),
     ) {
-        let Some(s) = self.session else { return };
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        for o in self.orphans.drain(..) {
+            let first_seq = s.next_seq;
+            s.next_seq += o.entries.len() as u64;
+            let b = Batch {
+                first_seq,
+                entries: o.entries,
+                previous: Some(o.previous),
+                min_idx: decided_idx,
+            };
+            let b = Self::send_batch(s, b, out);
+            self.in_flight.push_back(b);
+        }
         if self.unsent.is_empty() || (!force && self.unsent.len() < batch_size) {
             return;
         }
-        let first_seq = self.in_flight_first + self.in_flight.len() as u64;
-        let entries = std::mem::take(&mut self.unsent);
-        self.in_flight.extend(entries.iter().cloned());
-        out(
-            s.leader.pid,
-            PaxosMsg::ProposalForward(ProposalForward {
-                n: s.leader,
-                session: s.id,
-                first_seq,
-                entries,
-            }),
-        );
+        let mut entries = std::mem::take(&mut self.unsent);
+        while !entries.is_empty() {
+            let rest = if entries.len() > max {
+                entries.split_off(max)
+            } else {
+                Vec::new()
+            };
+            let first_seq = s.next_seq;
+            s.next_seq += entries.len() as u64;
+            let b = Self::send_batch(
+                s,
+                Batch {
+                    first_seq,
+                    entries,
+                    previous: None,
+                    min_idx: decided_idx,
+                },
+                out,
+            );
+            self.in_flight.push_back(b);
+            entries = rest;
+        }
     }
 
-    /// Sends again what is in flight (at most `max` proposals per message).
-    pub(crate) fn resend(&mut self, max: usize, out: &mut impl FnMut(NodeId, PaxosMsg<T>)) {
-        let Some(s) = self.session else { return };
-        if self.in_flight.is_empty() {
+    /// Sends again what is in flight.
+    pub(crate) fn resend(&mut self, out: &mut impl FnMut(NodeId, PaxosMsg<T>)) {
+        let Some(s) = self.session.as_mut() else {
             return;
+        };
+        for b in self.in_flight.iter() {
+            out(
+                s.leader.pid,
+                PaxosMsg::ProposalForward(ProposalForward {
+                    n: s.leader,
+                    session: s.id,
+                    first_seq: b.first_seq,
+                    entries: b.entries.clone(),
+                    previous: b.previous,
+                }),
+            );
         }
-        out(
-            s.leader.pid,
-            PaxosMsg::ProposalForward(ProposalForward {
-                n: s.leader,
-                session: s.id,
-                first_seq: self.in_flight_first,
-                entries: self.in_flight.iter().take(max).cloned().collect(),
-            }),
-        );
     }
 
     pub(crate) fn handle_ack(&mut self, ack: &ForwardAck) {
@@ -150,11 +232,21 @@ impl<T: Entry> Forwarder<T> {
         if s.leader != ack.n || s.id != ack.session {
             return;
         }
-        let sent_end = self.in_flight_first + self.in_flight.len() as u64;
-        let upto = ack.next_seq.min(sent_end);
-        while self.in_flight_first < upto {
-            self.in_flight.pop_front();
-            self.in_flight_first += 1;
+        while let Some(b) = self.in_flight.front_mut() {
+            let end = b.first_seq + b.entries.len() as u64;
+            if end <= ack.next_seq {
+                self.in_flight.pop_front();
+            } else {
+                if ack.next_seq > b.first_seq {
+                    let k = (ack.next_seq - b.first_seq) as usize;
+                    b.entries.drain(..k);
+                    b.first_seq += k as u64;
+                    if let Some(p) = &mut b.previous {
+                        p.first_seq += k as u64;
+                    }
+                }
+                break;
+            }
         }
     }
 }
@@ -163,12 +255,22 @@ impl<T: Entry> Forwarder<T> {
 /// that crashed).
 const SESSIONS_PER_PEER: usize = 4;
 
-/// The leader side: which forwarded proposals each session already delivered.
+/// A follower's session at the leader.
+#[derive(Copy, Clone, Debug)]
+struct PeerSession {
+    id: u64,
+    /// Proposals numbered below this were taken (appended to the batch, or found or given up).
+    next_seq: u64,
+    /// The first proposal taken into the batch and not yet in the log, if any.
+    unflushed_from: Option<u64>,
+}
+
+/// The leader side: which forwarded proposals each session delivered.
 #[derive(Default)]
 pub(crate) struct ForwardSessions {
     next_id: u64,
-    /// Per peer: `(session id, number expected next)`, oldest first.
-    by_peer: HashMap<NodeId, Vec<(u64, u64)>>,
+    /// Per peer, oldest first.
+    by_peer: HashMap<NodeId, Vec<PeerSession>>,
 }
 
 impl ForwardSessions {
@@ -176,7 +278,7 @@ impl ForwardSessions {
     pub(crate) fn session_for_promise(&mut self, peer: NodeId, held: Option<u64>) -> u64 {
         let sessions = self.by_peer.entry(peer).or_default();
         if let Some(id) = held {
-            if sessions.iter().any(|(s, _)| *s == id) {
+            if sessions.iter().any(|s| s.id == id) {
                 return id;
             }
         }
@@ -185,43 +287,62 @@ impl ForwardSessions {
         if sessions.len() >= SESSIONS_PER_PEER {
             sessions.remove(0);
         }
-        sessions.push((id, 0));
+        sessions.push(PeerSession {
+            id,
+            next_seq: 0,
+            unflushed_from: None,
+        });
         id
     }
 
-    /// The session `id` of `peer` sent `len` proposals numbered from `first_seq`. Returns how many
-    /// leading ones to skip (already appended) and the number expected next, or `None` for an
-    /// unknown session or a gap (earlier proposals missing: they will be resent).
+    fn get(&mut self, peer: NodeId, id: u64) -> Option<&mut PeerSession> {
+        self.by_peer.get_mut(&peer)?.iter_mut().find(|s| s.id == id)
+    }
+
+    /// Session `id` of `peer` sent `len` proposals numbered from `first_seq`. Returns how many
+    /// leading ones were taken before, or `None` for an unknown session or a gap (earlier
+    /// proposals missing: they will be resent). The caller takes the rest.
     pub(crate) fn receive(
         &mut self,
         peer: NodeId,
         id: u64,
         first_seq: u64,
         len: usize,
-    ) -> Option<(usize, u64)> {
-        let sessions = self.by_peer.get_mut(&peer)?;
-        let (_, next) = sessions.iter_mut().find(|(s, _)| *s == id)?;
-        if first_seq > *next {
+    ) -> Option<usize> {
+        let s = self.get(peer, id)?;
+        if first_seq > s.next_seq {
             return None;
         }
         let end = first_seq.checked_add(len as u64)?;
-        let skip = (*next - first_seq).min(len as u64) as usize;
-        *next = (*next).max(end);
-        Some((skip, *next))
+        let skip = (s.next_seq - first_seq).min(len as u64) as usize;
+        s.next_seq = s.next_seq.max(end);
+        Some(skip)
     }
 
-    /// The acknowledgement for session `id` of `peer`.
-    pub(crate) fn ack(&self, n: Ballot, peer: NodeId, id: u64) -> Option<ForwardAck> {
-        let next = self
-            .by_peer
-            .get(&peer)?
-            .iter()
-            .find(|(s, _)| *s == id)
-            .map(|(_, next)| *next)?;
+    /// Proposal `seq` of the session went into the batch (not yet into the log).
+    pub(crate) fn batched(&mut self, peer: NodeId, id: u64, seq: u64) {
+        if let Some(s) = self.get(peer, id) {
+            if s.unflushed_from.is_none() {
+                s.unflushed_from = Some(seq);
+            }
+        }
+    }
+
+    /// The batch went into the log.
+    pub(crate) fn flushed(&mut self) {
+        for s in self.by_peer.values_mut().flat_map(|v| v.iter_mut()) {
+            s.unflushed_from = None;
+        }
+    }
+
+    /// The acknowledgement for session `id` of `peer`: everything below it is in our log (or was
+    /// found there, or given up).
+    pub(crate) fn ack(&mut self, n: Ballot, peer: NodeId, id: u64) -> Option<ForwardAck> {
+        let s = self.get(peer, id)?;
         Some(ForwardAck {
             n,
             session: id,
-            next_seq: next,
+            next_seq: s.unflushed_from.unwrap_or(s.next_seq),
         })
     }
 }

@@ -5,16 +5,16 @@
 //! over, and what it held that was never sent is handed to the new leader.
 
 use super::{
-    forwarding::ForwardSessions,
+    forwarding::{ForwardSessions, Orphan},
     progress::{Progress, PromiseInfo, Stream},
     Phase, SequencePaxos,
 };
 use crate::{
     ballot_leader_election::Ballot,
     messages::sequence_paxos::{
-        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardStopSign, LogSync,
-        NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalForward,
-        ResyncReq,
+        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardRun, ForwardStopSign,
+        LogSync, NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise,
+        ProposalForward, ResyncReq,
     },
     quorum::quorum_index,
     storage::{internal::InternalStorage, Entry, StopSign, Storage, StorageOp},
@@ -38,6 +38,14 @@ pub(crate) struct LeaderState<T: Entry> {
     pending: Vec<T>,
     /// Proposals of the accept phase that are not in the log yet.
     batch: Vec<T>,
+    /// Which entries of `batch` are forwarded proposals (`idx` is the offset into `batch`),
+    /// under the identity of their first forward.
+    batch_runs: Vec<ForwardRun>,
+    /// Forwarding sessions to acknowledge when the batch is in the log.
+    acks_due: Vec<(NodeId, u64)>,
+    /// Proposals this node forwarded to an earlier leader that never acknowledged them; checked
+    /// against the adopted log when the accept phase starts.
+    orphans: Vec<Orphan<T>>,
     /// The newest entries of the log, `tail_start..tail_start + tail.len()`, kept to stream them
     /// without reading storage. Invariant: `tail_start + tail.len() == log end` in accept phase.
     tail: VecDeque<T>,
@@ -59,6 +67,9 @@ impl<T: Entry> LeaderState<T> {
             adopted_end: 0,
             pending: Vec::new(),
             batch: Vec::new(),
+            batch_runs: Vec::new(),
+            acks_due: Vec::new(),
+            orphans: Vec::new(),
             tail: VecDeque::new(),
             tail_start: log_end,
             pending_stopsign: None,
@@ -75,11 +86,22 @@ impl<T: Entry> LeaderState<T> {
         self.pending_stopsign.is_some()
     }
 
-    /// What was appended here but never sent anywhere, for the next leader.
-    pub(super) fn into_unsent(self) -> (Vec<T>, Option<StopSign>) {
-        let mut v = self.pending;
-        v.extend(self.batch);
-        (v, self.pending_stopsign)
+    /// What was appended here and never sent anywhere, our orphans, and our proposed stop sign,
+    /// for the next leader. Forwarded proposals still in the batch are dropped: they are not
+    /// acknowledged, so their forwarders send them again.
+    pub(super) fn into_unsent(self) -> (Vec<T>, Vec<Orphan<T>>, Option<StopSign>) {
+        let mut own = self.pending;
+        let mut runs = self.batch_runs.iter().peekable();
+        for (i, e) in self.batch.into_iter().enumerate() {
+            while runs.peek().is_some_and(|r| r.idx + r.len as usize <= i) {
+                runs.next();
+            }
+            let forwarded = runs.peek().is_some_and(|r| r.idx <= i);
+            if !forwarded {
+                own.push(e);
+            }
+        }
+        (own, self.orphans, self.pending_stopsign)
     }
 
     fn progress_mut(&mut self, pid: NodeId) -> Option<&mut Progress> {
@@ -134,11 +156,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.storage.set_promise(n);
         let mut st = LeaderState::new(n, &self.peers, self.storage.log_end());
         if let Some(prev) = previous {
-            let (unsent, ss) = prev.into_unsent();
+            let (unsent, orphans, ss) = prev.into_unsent();
             st.pending = unsent;
+            st.orphans = orphans;
             st.pending_stopsign = ss;
         }
-        st.pending.extend(self.forwarder.take_for_leader());
+        let (unsent, orphans) = self.forwarder.take_for_leader();
+        st.pending.extend(unsent);
+        st.orphans.extend(orphans);
         if st.pending_stopsign.is_none() && self.storage.stopsign().is_none() {
             st.pending_stopsign = self.pending_stopsign.take();
         }
@@ -224,8 +249,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 }
             }
         }
-        let mut ops = Vec::new();
-        let mut accepted = self.storage.accepted_idx();
+        let mut plan = None;
         l.adopted_round = own_round;
         if let Some(best) = best {
             let sync = l
@@ -233,19 +257,24 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 .iter()
                 .position(|(pid, _)| *pid == best)
                 .map(|i| l.promise_syncs.swap_remove(i).1);
-            if let Some((sync_ops, acc)) = sync.and_then(|s| self.log_sync_ops(s)) {
-                ops = sync_ops;
-                accepted = acc;
+            plan = sync.and_then(|s| self.plan_log_sync(s));
+            if plan.is_some() {
                 l.adopted_round = best_key.0;
             }
         }
         l.promise_syncs.clear();
-        ops.push(StorageOp::SetAcceptedRound(l.n));
+        let accepted = plan
+            .as_ref()
+            .map_or(self.storage.accepted_idx(), |p| p.accepted);
+        let mut extra = vec![StorageOp::SetAcceptedRound(l.n)];
         let decided = max_decided.min(accepted);
         if decided > self.storage.decided_idx() {
-            ops.push(StorageOp::SetDecidedIndex(decided));
+            extra.push(StorageOp::SetDecidedIndex(decided));
         }
-        self.storage.write(ops, "adopt_log");
+        match plan {
+            Some(plan) => self.apply_log_sync(plan, extra, "adopt_log"),
+            None => self.storage.write(extra, "adopt_log"),
+        }
         self.phase = Phase::Accept;
         l.adopted_end = self.storage.log_end();
         l.tail.clear();
@@ -259,6 +288,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             })
             .collect();
         let pending = std::mem::take(&mut l.pending);
+        let orphans = std::mem::take(&mut l.orphans);
         self.leader = Some(l);
         for (pid, info) in promised {
             self.sync_follower(pid, info);
@@ -267,6 +297,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             for e in pending {
                 self.leader_append(e);
             }
+            self.place_own_orphans(orphans);
+        } else {
+            self.abandoned += orphans.iter().map(|o| o.entries.len() as u64).sum::<u64>();
         }
         self.leader_flush_batch();
         self.try_decide();
@@ -385,6 +418,53 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
     }
 
+    /// Our own forwards that an earlier leader never acknowledged: append those our (adopted)
+    /// log does not hold. Where our knowledge of the log is partial, give them up rather than
+    /// risk deciding one twice.
+    fn place_own_orphans(&mut self, orphans: Vec<Orphan<T>>) {
+        for o in orphans {
+            let p = o.previous;
+            for (k, e) in o.entries.into_iter().enumerate() {
+                let seq = p.first_seq + k as u64;
+                match self.origins.holds(self.pid, p.n, p.session, seq, p.min_idx) {
+                    Some(true) => {}
+                    Some(false) => self.leader_append(e),
+                    None => self.abandoned += 1,
+                }
+            }
+        }
+    }
+
+    /// Appends a forwarded proposal: number `seq` of our forwarding session `session` with
+    /// `origin`, recorded in the log's runs under `identity` (that of its first forward).
+    fn leader_append_forwarded(&mut self, entry: T, identity: ForwardRun, session: u64, seq: u64) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let offset = l.batch.len();
+        match l.batch_runs.last_mut() {
+            Some(r)
+                if r.origin == identity.origin
+                    && r.n == identity.n
+                    && r.session == identity.session
+                    && r.seq + r.len == identity.seq
+                    && r.idx + r.len as usize == offset =>
+            {
+                r.len += 1
+            }
+            _ => l.batch_runs.push(ForwardRun {
+                idx: offset,
+                len: 1,
+                ..identity
+            }),
+        }
+        l.forward_sessions.batched(identity.origin, session, seq);
+        if !l.acks_due.contains(&(identity.origin, session)) {
+            l.acks_due.push((identity.origin, session));
+        }
+        self.leader_append(entry);
+    }
+
     pub(super) fn leader_propose_stopsign(&mut self, ss: StopSign) {
         let Some(l) = self.leader.as_mut() else {
             return;
@@ -402,12 +482,32 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return;
         }
         if !l.batch.is_empty() {
+            let base = self.storage.log_end();
             let entries = std::mem::take(&mut l.batch);
             self.storage.write(
                 vec![StorageOp::AppendEntries(entries.clone())],
                 "append_entries",
             );
             l.tail.extend(entries);
+            if !l.batch_runs.is_empty() {
+                // The forwarded proposals are in our log now: remember their runs, and tell
+                // their forwarders.
+                l.forward_sessions.flushed();
+                let n = l.n;
+                for mut r in l.batch_runs.drain(..) {
+                    r.idx += base;
+                    self.origins.record(r);
+                }
+                for (peer, session) in std::mem::take(&mut l.acks_due) {
+                    if let Some(ack) = l.forward_sessions.ack(n, peer, session) {
+                        self.outgoing.push(PaxosMessage {
+                            from: self.pid,
+                            to: peer,
+                            msg: PaxosMsg::ForwardAck(ack),
+                        });
+                    }
+                }
+            }
         }
         if self.storage.stopsign().is_none() {
             if let Some(ss) = l.pending_stopsign.take() {
@@ -429,6 +529,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             pid,
             phase,
             buffer_size,
+            origins,
             ..
         } = self;
         let Some(l) = leader.as_mut() else { return };
@@ -459,6 +560,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                         decided_idx,
                         start_idx: next_idx,
                         entries,
+                        forwarded: origins.runs_in(next_idx, end),
                     }),
                 });
                 next_idx = end;
@@ -601,18 +703,55 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let received = l
             .forward_sessions
             .receive(from, f.session, f.first_seq, f.entries.len());
-        if let Some((skip, _)) = received {
-            // A stopped configuration takes nothing more; the proposals are dropped.
-            if !self.is_stopped() {
-                for e in f.entries.into_iter().skip(skip) {
-                    self.leader_append(e);
+        if let Some(skip) = received {
+            let stopped = self.is_stopped();
+            for (k, e) in f.entries.into_iter().enumerate().skip(skip) {
+                let take = if stopped {
+                    // A stopped configuration takes nothing more.
+                    false
+                } else if let Some(p) = f.previous {
+                    // Forwarded before to a leader that never acknowledged: take it only if our
+                    // log does not hold it.
+                    let old_seq = p.first_seq + k as u64;
+                    match self.origins.holds(from, p.n, p.session, old_seq, p.min_idx) {
+                        Some(true) => continue,
+                        Some(false) => true,
+                        None => false,
+                    }
+                } else {
+                    true
+                };
+                if take {
+                    let seq = f.first_seq + k as u64;
+                    let identity = match f.previous {
+                        Some(p) => ForwardRun {
+                            idx: 0,
+                            len: 1,
+                            origin: from,
+                            n: p.n,
+                            session: p.session,
+                            seq: p.first_seq + k as u64,
+                        },
+                        None => ForwardRun {
+                            idx: 0,
+                            len: 1,
+                            origin: from,
+                            n: f.n,
+                            session: f.session,
+                            seq,
+                        },
+                    };
+                    self.leader_append_forwarded(e, identity, f.session, seq);
+                } else {
+                    self.abandoned += 1;
                 }
             }
         }
-        if let Some(l) = self.leader.as_ref() {
-            if let Some(ack) = l.forward_sessions.ack(l.n, from, f.session) {
-                self.send(from, PaxosMsg::ForwardAck(ack));
-            }
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if let Some(ack) = l.forward_sessions.ack(l.n, from, f.session) {
+            self.send(from, PaxosMsg::ForwardAck(ack));
         }
     }
 

@@ -20,8 +20,10 @@
 mod follower;
 mod forwarding;
 mod leader;
+mod origins;
 mod progress;
 
+use crate::messages::sequence_paxos::ForwardRun;
 use crate::{
     ballot_leader_election::Ballot,
     messages::sequence_paxos::{LogSync, PaxosMessage, PaxosMsg},
@@ -34,7 +36,19 @@ use crate::{
 };
 use forwarding::Forwarder;
 use leader::LeaderState;
+use origins::Origins;
 use std::ops::RangeBounds;
+
+/// A log sync checked against our log, ready to be written.
+struct SyncPlan<T: Entry> {
+    ops: Vec<StorageOp<T>>,
+    /// Where our log is replaced from, and where its entries end after.
+    start: usize,
+    end: usize,
+    /// Our accepted index after (the stop sign counted).
+    accepted: usize,
+    forwarded: Option<Vec<ForwardRun>>,
+}
 
 /// The phase of a node in its current ballot.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -57,6 +71,11 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     /// Invariant: `leader.is_some()` implies `storage.promise().pid == pid`.
     leader: Option<Box<LeaderState<T>>>,
     forwarder: Forwarder<T>,
+    /// The runs of forwarded entries in our log.
+    origins: Origins,
+    /// Forwarded proposals this node, as leader, had to give up: it could not tell whether they
+    /// were in its log already, or the configuration was stopped.
+    abandoned: u64,
     /// A reconfiguration requested here that is not in the log yet.
     pending_stopsign: Option<StopSign>,
     batch_size: usize,
@@ -66,8 +85,13 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     accepted_owed: bool,
     /// Follower: the decided index in the last `Accepted` sent.
     decided_reported: usize,
-    /// Follower: a `ResyncReq` was sent in this resend period.
-    resync_requested: bool,
+    /// Ticks since the node was built.
+    now: u64,
+    /// Follower: when the last `ResyncReq` was sent. One is sent at most every
+    /// `election_tick_timeout` ticks (a round trip takes less than that, or the leader election
+    /// would not work either), so a burst of out-of-order messages costs one resync.
+    resync_sent_at: Option<u64>,
+    election_timeout: u64,
     /// A peer promised a ballot above ours; the leader election takes it into account.
     higher_promise: Option<Ballot>,
 }
@@ -79,6 +103,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let peers: Vec<NodeId> = nodes.iter().copied().filter(|p| *p != pid).collect();
         let quorum = Quorum::new(nodes.len(), cfg.cluster_config.flexible_quorum);
         let (storage, recovered) = InternalStorage::load(storage);
+        let origins = Origins::new(storage.log_end());
         let mut sp = SequencePaxos {
             pid,
             config_id: cfg.cluster_config.configuration_id,
@@ -89,13 +114,17 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             phase: Phase::Idle,
             leader: None,
             forwarder: Forwarder::new(),
+            origins,
+            abandoned: 0,
             pending_stopsign: None,
             batch_size: cfg.server_config.batch_size,
             buffer_size: cfg.server_config.buffer_size,
             outgoing: Vec::new(),
             accepted_owed: false,
             decided_reported: 0,
-            resync_requested: false,
+            now: 0,
+            resync_sent_at: None,
+            election_timeout: cfg.server_config.election_tick_timeout,
             higher_promise: None,
         };
         if recovered.is_some() {
@@ -148,7 +177,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.leader.as_ref().map_or(0, |l| l.batched_len()) + self.forwarder.unsent_len()
     }
     pub(crate) fn abandoned_forwards(&self) -> u64 {
-        self.forwarder.abandoned()
+        self.abandoned
     }
     pub(crate) fn storage(&self) -> &B {
         self.storage.backend()
@@ -236,39 +265,46 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             suffix,
             sync_idx: from,
             stopsign: self.storage.stopsign().cloned(),
+            forwarded: self.origins.runs_in(from, log_end),
         }
     }
 
-    /// Storage operations that make our log `log[..sync.sync_idx] ++ sync.suffix (+ stop sign)`,
-    /// never touching decided entries, and the accepted index that results. `None` if the sync
-    /// does not fit our log (it starts beyond our end, or below what we compacted without a
-    /// snapshot to cover it).
-    fn log_sync_ops(&self, sync: LogSync<T>) -> Option<(Vec<StorageOp<T>>, usize)> {
+    /// How to make our log `log[..sync.sync_idx] ++ sync.suffix (+ stop sign)`, never touching
+    /// decided entries. `None` if the sync does not fit our log (it starts beyond our end, or
+    /// below what we compacted without a snapshot to cover it).
+    fn plan_log_sync(&self, sync: LogSync<T>) -> Option<SyncPlan<T>> {
         let LogSync {
             decided_snapshot,
             mut suffix,
             sync_idx,
             stopsign,
+            forwarded,
         } = sync;
         let decided = self.storage.decided_idx();
-        let mut ops = Vec::with_capacity(4);
-        let mut start = sync_idx;
-        match decided_snapshot {
-            Some(SnapshotType::Complete(s)) if sync_idx > self.storage.log_end() => {
+        let mut ops = Vec::with_capacity(6);
+        if let Some(SnapshotType::Complete(s)) = decided_snapshot {
+            if sync_idx > self.storage.log_end() {
                 // We are behind the sender's compacted prefix: its snapshot replaces our log.
+                let end = sync_idx + suffix.len();
                 ops.push(StorageOp::SetSnapshot(Some(s)));
-                let accepted = sync_idx + suffix.len() + usize::from(stopsign.is_some());
                 ops.push(StorageOp::Trim(sync_idx));
                 ops.push(StorageOp::SetCompactedIdx(sync_idx));
                 ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
+                let accepted = end + usize::from(stopsign.is_some());
                 ops.push(StorageOp::SetStopsign(stopsign));
                 if decided < sync_idx {
                     ops.push(StorageOp::SetDecidedIndex(sync_idx));
                 }
-                return Some((ops, accepted));
+                return Some(SyncPlan {
+                    ops,
+                    start: sync_idx,
+                    end,
+                    accepted,
+                    forwarded,
+                });
             }
-            _ => {}
         }
+        let mut start = sync_idx;
         if start > self.storage.log_end() || start < self.storage.compacted_idx() {
             return None;
         }
@@ -281,10 +317,25 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             suffix.drain(..skip);
             start = decided;
         }
-        let accepted = start + suffix.len() + usize::from(stopsign.is_some());
+        let end = start + suffix.len();
+        let accepted = end + usize::from(stopsign.is_some());
         ops.push(StorageOp::AppendOnPrefix(start, suffix));
         ops.push(StorageOp::SetStopsign(stopsign));
-        Some((ops, accepted))
+        Some(SyncPlan {
+            ops,
+            start,
+            end,
+            accepted,
+            forwarded,
+        })
+    }
+
+    /// Writes a planned sync (with `extra` operations in the same atomic write).
+    fn apply_log_sync(&mut self, mut plan: SyncPlan<T>, extra: Vec<StorageOp<T>>, what: &str) {
+        plan.ops.extend(extra);
+        self.storage.write(plan.ops, what);
+        self.origins
+            .apply_sync(plan.start, plan.forwarded, plan.end);
     }
 
     // ----- inputs -----
@@ -388,14 +439,25 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     fn flush_forwards(&mut self, batch: usize, force: bool) {
         let pid = self.pid;
+        let max = self.buffer_size;
+        let decided = self.storage.decided_idx();
         let out = &mut self.outgoing;
-        self.forwarder.flush(batch, force, &mut |to, msg| {
-            out.push(PaxosMessage { from: pid, to, msg })
-        });
+        self.forwarder
+            .flush(batch, max, force, decided, &mut |to, msg| {
+                out.push(PaxosMessage { from: pid, to, msg })
+            });
+    }
+
+    /// Every tick.
+    pub(crate) fn tick(&mut self) {
+        self.now += 1;
     }
 
     /// Every `resend_message_tick_timeout` ticks: resend what may have been lost.
     pub(crate) fn resend_timeout(&mut self) {
+        let keep_from = self.storage.decided_idx().saturating_sub(self.buffer_size);
+        self.origins
+            .prune(keep_from.max(self.storage.compacted_idx()));
         if self.leader.is_some() {
             self.leader_resend();
         } else {
@@ -405,11 +467,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 Phase::Idle | Phase::Prepare => {}
             }
             let pid = self.pid;
-            let max = self.buffer_size;
             let out = &mut self.outgoing;
-            self.forwarder.resend(max, &mut |to, msg| {
-                out.push(PaxosMessage { from: pid, to, msg })
-            });
+            self.forwarder
+                .resend(&mut |to, msg| out.push(PaxosMessage { from: pid, to, msg }));
             if self.storage.stopsign().is_none() {
                 self.forward_stopsign();
             } else {

@@ -1,0 +1,87 @@
+//! Helpers shared by the scenario tests.
+#![allow(dead_code)]
+
+use omnipaxos::messages::{
+    ballot_leader_election::HeartbeatMsg, sequence_paxos::PaxosMsg, Message,
+};
+use omnipaxos_sim::{MemoryBackend, Sim, SimConfig, SimEntry};
+
+pub type MemSim = Sim<SimEntry, MemoryBackend<SimEntry>>;
+
+/// The name of a message's kind, for filters.
+pub fn kind(m: &Message<SimEntry>) -> &'static str {
+    match m {
+        Message::BLE(b) => match b.msg {
+            HeartbeatMsg::Request(_) => "HeartbeatRequest",
+            HeartbeatMsg::Reply(_) => "HeartbeatReply",
+        },
+        Message::SequencePaxos(p) => match &p.msg {
+            PaxosMsg::PrepareReq(_) => "PrepareReq",
+            PaxosMsg::Prepare(_) => "Prepare",
+            PaxosMsg::Promise(_) => "Promise",
+            PaxosMsg::AcceptSync(_) => "AcceptSync",
+            PaxosMsg::AcceptDecide(_) => "AcceptDecide",
+            PaxosMsg::AcceptStopSign(_) => "AcceptStopSign",
+            PaxosMsg::Accepted(_) => "Accepted",
+            PaxosMsg::Decide(_) => "Decide",
+            PaxosMsg::NotAccepted(_) => "NotAccepted",
+            PaxosMsg::ResyncReq(_) => "ResyncReq",
+            PaxosMsg::ProposalForward(_) => "ProposalForward",
+            PaxosMsg::ForwardAck(_) => "ForwardAck",
+            PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
+            PaxosMsg::Compaction(_) => "Compaction",
+        },
+    }
+}
+
+/// A cluster of `n` nodes on a perfect network (election timeout 10, resend 20).
+pub fn sim(n: usize) -> MemSim {
+    Sim::new(SimConfig::new(n, 1))
+}
+
+/// Runs until one leader serves and every running node follows it; returns it.
+pub fn elect(sim: &mut MemSim, max_ticks: u64) -> u64 {
+    sim.run_until(max_ticks, |s| {
+        s.leader().is_some_and(|l| {
+            s.pids()
+                .filter(|p| s.is_up(*p))
+                .all(|p| s.node(p).unwrap().get_current_leader().map(|x| x.0) == Some(l))
+        })
+    })
+    .unwrap_or_else(|| panic!("no leader agreed within {max_ticks} ticks"));
+    sim.leader().unwrap()
+}
+
+/// Appends entries tagged `tags` at `at`, and runs until every running node decided them.
+pub fn append_decided(
+    sim: &mut MemSim,
+    at: u64,
+    tags: std::ops::Range<u64>,
+    max_ticks: u64,
+) -> u64 {
+    for t in tags.clone() {
+        sim.append(at, SimEntry { id: t }).unwrap();
+    }
+    let last = tags.end - 1;
+    sim.run_until(max_ticks, |s| {
+        s.checker().is_decided(last)
+            && s.pids()
+                .filter(|p| s.is_up(*p))
+                .all(|p| s.decided(p) >= s.checker().decided_log().len())
+    })
+    .unwrap_or_else(|| {
+        panic!("entries {tags:?} appended at {at} not decided everywhere within {max_ticks} ticks")
+    })
+}
+
+/// The tags of the decided log.
+pub fn decided_tags(sim: &MemSim) -> Vec<u64> {
+    sim.checker()
+        .decided_log()
+        .iter()
+        .filter_map(|s| match s {
+            omnipaxos_sim::checker::Slot::Entry(e) => Some(e.id),
+            _ => None,
+        })
+        .collect()
+}
