@@ -297,11 +297,14 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     }
     /// Node `pid`, unless it is crashed.
     pub fn node(&self, pid: NodeId) -> Option<&OmniPaxos<T, B::S>> {
-        self.nodes.get(pid as usize - 1)?.op.as_ref()
+        self.nodes.get((pid as usize).checked_sub(1)?)?.op.as_ref()
     }
     /// Node `pid` for direct calls (its outgoing messages are collected at the next step).
     pub fn node_mut(&mut self, pid: NodeId) -> Option<&mut OmniPaxos<T, B::S>> {
-        self.nodes.get_mut(pid as usize - 1)?.op.as_mut()
+        self.nodes
+            .get_mut((pid as usize).checked_sub(1)?)?
+            .op
+            .as_mut()
     }
     /// Whether `pid` is running.
     pub fn is_up(&self, pid: NodeId) -> bool {
@@ -447,7 +450,10 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         }
         while let Some(m) = self.net.next_due(now) {
             let to = m.get_receiver();
-            let Some(node) = self.nodes.get_mut(to as usize - 1) else {
+            let Some(node) = (to as usize)
+                .checked_sub(1)
+                .and_then(|i| self.nodes.get_mut(i))
+            else {
                 continue;
             };
             if node.paused_until > now && node.op.is_some() {

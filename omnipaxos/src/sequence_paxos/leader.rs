@@ -192,7 +192,30 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let Some(l) = self.leader.as_mut() else {
             return;
         };
-        if p.n != l.n {
+        // A promise must be well-formed for the Prepare we sent: never accepted in a round above
+        // the one promised, decided within what it accepted, and (in the prepare phase) its log
+        // sync must start where we asked and end at its accepted index. One that is not would
+        // mislead the adoption; it is dropped.
+        let mut valid = p.n == l.n && p.n_accepted <= p.n && p.decided_idx <= p.accepted_idx;
+        if valid && self.phase == Phase::Prepare {
+            let own = (self.storage.accepted_round(), self.storage.accepted_idx());
+            valid = match &p.log_sync {
+                Some(sync) => {
+                    let end = sync
+                        .sync_idx
+                        .checked_add(sync.suffix.len())
+                        .and_then(|e| e.checked_add(usize::from(sync.stopsign.is_some())));
+                    let starts_where_asked = sync.sync_idx == self.storage.decided_idx()
+                        || sync.sync_idx == own.1
+                        || sync.decided_snapshot.is_some();
+                    starts_where_asked
+                        && end == Some(p.accepted_idx)
+                        && (p.n_accepted, p.accepted_idx) > own
+                }
+                None => (p.n_accepted, p.accepted_idx) <= own,
+            };
+        }
+        if !valid {
             return;
         }
         let info = PromiseInfo {
@@ -373,7 +396,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let Some(s) = l.progress_mut(from).and_then(Progress::stream_mut) else {
             return;
         };
-        let acc = a.accepted_idx.min(accepted_idx);
+        if a.accepted_idx > accepted_idx || a.decided_idx > a.accepted_idx {
+            // Nobody can have accepted more than we sent: malformed.
+            return;
+        }
+        let acc = a.accepted_idx;
         s.accepted = Some(s.accepted.map_or(acc, |old| old.max(acc)));
         s.decided_known = s.decided_known.max(a.decided_idx);
         self.try_decide();
@@ -425,7 +452,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         for o in orphans {
             let p = o.previous;
             for (k, e) in o.entries.into_iter().enumerate() {
-                let seq = p.first_seq + k as u64;
+                let seq = p.first_seq.wrapping_add(k as u64);
                 match self.origins.holds(self.pid, p.n, p.session, seq, p.min_idx) {
                     Some(true) => {}
                     Some(false) => self.leader_append(e),
@@ -447,7 +474,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 if r.origin == identity.origin
                     && r.n == identity.n
                     && r.session == identity.session
-                    && r.seq + r.len == identity.seq
+                    && r.seq.wrapping_add(r.len) == identity.seq
                     && r.idx + r.len as usize == offset =>
             {
                 r.len += 1
@@ -712,7 +739,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 } else if let Some(p) = f.previous {
                     // Forwarded before to a leader that never acknowledged: take it only if our
                     // log does not hold it.
-                    let old_seq = p.first_seq + k as u64;
+                    let old_seq = p.first_seq.wrapping_add(k as u64);
                     match self.origins.holds(from, p.n, p.session, old_seq, p.min_idx) {
                         Some(true) => continue,
                         Some(false) => true,
@@ -722,7 +749,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     true
                 };
                 if take {
-                    let seq = f.first_seq + k as u64;
+                    let seq = f.first_seq.wrapping_add(k as u64);
                     let identity = match f.previous {
                         Some(p) => ForwardRun {
                             idx: 0,
@@ -730,7 +757,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                             origin: from,
                             n: p.n,
                             session: p.session,
-                            seq: p.first_seq + k as u64,
+                            seq: p.first_seq.wrapping_add(k as u64),
                         },
                         None => ForwardRun {
                             idx: 0,

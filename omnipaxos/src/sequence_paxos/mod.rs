@@ -285,7 +285,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if let Some(SnapshotType::Complete(s)) = decided_snapshot {
             if sync_idx > self.storage.log_end() {
                 // We are behind the sender's compacted prefix: its snapshot replaces our log.
-                let end = sync_idx + suffix.len();
+                let end = sync_idx.checked_add(suffix.len())?;
                 ops.push(StorageOp::SetSnapshot(Some(s)));
                 ops.push(StorageOp::Trim(sync_idx));
                 ops.push(StorageOp::SetCompactedIdx(sync_idx));

@@ -46,7 +46,7 @@ impl Origins {
             self.runs.remove(&k);
         }
         if let Some((_, last)) = self.runs.range_mut(..idx).next_back() {
-            let end = last.idx as u64 + last.len;
+            let end = (last.idx as u64).saturating_add(last.len);
             if end > idx as u64 {
                 last.len = (idx - last.idx) as u64;
             }
@@ -119,7 +119,7 @@ impl Origins {
         let gone: Vec<usize> = self
             .runs
             .range(..idx)
-            .filter(|(_, r)| r.idx as u64 + r.len <= idx as u64)
+            .filter(|(_, r)| (r.idx as u64).saturating_add(r.len) <= idx as u64)
             .map(|(k, _)| *k)
             .collect();
         for k in gone {
@@ -142,7 +142,7 @@ impl Origins {
             r.origin == origin
                 && r.n == n
                 && r.session == session
-                && (r.seq..r.seq + r.len).contains(&seq)
+                && (r.seq..r.seq.saturating_add(r.len)).contains(&seq)
         });
         if found {
             Some(true)
@@ -157,7 +157,7 @@ impl Origins {
 /// `r` restricted to `from..to`, if anything is left.
 fn clip(r: &ForwardRun, from: usize, to: usize) -> Option<ForwardRun> {
     let start = r.idx.max(from);
-    let end = (r.idx as u64 + r.len).min(to as u64);
+    let end = (r.idx as u64).saturating_add(r.len).min(to as u64);
     if (start as u64) >= end {
         return None;
     }
@@ -165,7 +165,7 @@ fn clip(r: &ForwardRun, from: usize, to: usize) -> Option<ForwardRun> {
     Some(ForwardRun {
         idx: start,
         len: end - start as u64,
-        seq: r.seq + skip,
+        seq: r.seq.saturating_add(skip),
         ..*r
     })
 }

@@ -85,3 +85,25 @@ pub fn decided_tags(sim: &MemSim) -> Vec<u64> {
         })
         .collect()
 }
+
+/// A filter that drops the first `n` messages of `kind` (matching `when`), and counts the drops.
+pub fn drop_first(
+    kind_name: &'static str,
+    n: usize,
+    when: impl Fn(&Message<SimEntry>) -> bool + 'static,
+) -> (
+    omnipaxos_sim::network::Filter<SimEntry>,
+    std::rc::Rc<std::cell::Cell<usize>>,
+) {
+    let dropped = std::rc::Rc::new(std::cell::Cell::new(0));
+    let d = dropped.clone();
+    let f = Box::new(move |m: &Message<SimEntry>| {
+        if kind(m) == kind_name && d.get() < n && when(m) {
+            d.set(d.get() + 1);
+            omnipaxos_sim::Verdict::Drop
+        } else {
+            omnipaxos_sim::Verdict::Pass
+        }
+    });
+    (f, dropped)
+}
