@@ -120,6 +120,8 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     ///
     /// Errors with [`ProposeErr::PendingReconfigEntry`] (giving the entry back) once the
     /// configuration is being stopped by a reconfiguration.
+    // `ProposeErr` hands the proposal back, as in omnipaxos 0.2; boxing it would break users.
+    #[allow(clippy::result_large_err)]
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
         self.sp
             .append(entry)
@@ -132,6 +134,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     ///
     /// Errors if `new_configuration` is invalid (its id must also be higher than this one's) or
     /// a reconfiguration is already under way.
+    #[allow(clippy::result_large_err)]
     pub fn reconfigure(
         &mut self,
         new_configuration: ClusterConfig,

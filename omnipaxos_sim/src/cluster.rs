@@ -383,6 +383,22 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         Ok(())
     }
 
+    /// Appends all `entries` at node `pid` before its outgoing messages are taken (so they
+    /// travel together).
+    pub fn append_batch(&mut self, pid: NodeId, entries: Vec<T>) -> Result<(), String> {
+        for e in &entries {
+            self.checker.appended(e.tag());
+        }
+        let Some(op) = self.node_mut(pid) else {
+            return Err(format!("node {pid} is down"));
+        };
+        for e in entries {
+            op.append(e).map_err(|e| e.to_string())?;
+        }
+        self.collect(pid);
+        Ok(())
+    }
+
     /// Crashes node `pid`: it stops, messages to it are lost, its storage stays.
     pub fn crash(&mut self, pid: NodeId) {
         let idx = pid as usize - 1;

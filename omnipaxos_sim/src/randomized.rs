@@ -125,7 +125,7 @@ fn apply_topology(
 /// the cluster agrees on a leader, decides everything decided anywhere on every node, and decides
 /// a fresh append. Panics (with the replay command) on any violation.
 pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
-    let mut rng = Rng::new(seed ^ 0x5EED_0F_5EED);
+    let mut rng = Rng::new(seed ^ 0x005E_ED0F_5EED);
     let max_delay = if rng.chance(0.2) { 0 } else { rng.range(1, 20) };
     let faults = Faults {
         drop: if rng.chance(0.2) {
