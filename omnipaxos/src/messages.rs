@@ -82,7 +82,12 @@ pub mod sequence_paxos {
     }
 
     /// Part of a log: the receiver replaces everything from `sync_idx` on with `suffix`
-    /// (then the stop sign). With a snapshot, the snapshot covers the log up to `sync_idx`.
+    /// (then the stop sign).
+    ///
+    /// With a snapshot, the decided prefix up to `sync_idx` is given as a snapshot instead of
+    /// entries: a `Complete` one covers `0..sync_idx`; a `Delta` covers `snapshot_from..sync_idx`
+    /// and is merged into the receiver's own snapshot of `0..snapshot_from` (its snapshot, plus
+    /// its own decided entries after it).
     #[derive(Clone, Debug)]
     #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
     #[cfg_attr(
@@ -97,6 +102,8 @@ pub mod sequence_paxos {
         pub suffix: Vec<T>,
         /// Absolute index where `suffix` starts.
         pub sync_idx: usize,
+        /// Where a `Delta` snapshot starts: the receiver's decided index it was made for.
+        pub snapshot_from: usize,
         /// The stop sign that ends the log, if any.
         pub stopsign: Option<StopSign>,
         /// The forwarded runs in `suffix`, or `None` if the sender does not know them all.
@@ -123,6 +130,8 @@ pub mod sequence_paxos {
         pub log_sync: Option<LogSync<T>>,
         /// The forwarding session the follower holds for this ballot (`None` after a restart).
         pub forward_session: Option<u64>,
+        /// Where the follower's snapshot ends, if it has one (a base a delta can be merged into).
+        pub snapshot_base: Option<usize>,
     }
 
     /// The leader sets the follower's log to its own, from `log_sync.sync_idx` on.
@@ -220,6 +229,8 @@ pub mod sequence_paxos {
         pub accepted_idx: usize,
         /// The follower's decided index.
         pub decided_idx: usize,
+        /// Where the follower's snapshot ends, if it has one.
+        pub snapshot_base: Option<usize>,
     }
 
     /// Proposals appended at a follower, forwarded to the leader of ballot `n`.

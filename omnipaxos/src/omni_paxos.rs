@@ -3,12 +3,12 @@
 use crate::{
     ballot_leader_election::Ballot,
     ble::Ble,
-    errors::{ConfigError, ProposeErr},
+    errors::{CompactionErr, ConfigError, ProposeErr},
     messages::Message,
     quorum::Quorum,
     sequence_paxos::{Phase, SequencePaxos},
     storage::{Entry, StopSign, Storage},
-    util::{LogEntry, NodeId},
+    util::{LogEntry, NodeId, NodeStats},
 };
 use std::ops::RangeBounds;
 
@@ -280,10 +280,9 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         self.sp.pid()
     }
 
-    /// Proposals given up because the leader they were forwarded to was replaced before it
-    /// confirmed receiving them (they may or may not be in the log; never twice).
-    pub fn get_abandoned_forwards(&self) -> u64 {
-        self.sp.abandoned_forwards()
+    /// Counters of what this node did (snapshots taken and installed, forwards given up).
+    pub fn get_stats(&self) -> NodeStats {
+        self.sp.stats()
     }
 
     /// The storage backend (e.g. to inspect it in tests).
@@ -304,6 +303,33 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// election on.
     pub fn set_priority(&mut self, p: u32) {
         self.ble.set_priority(p);
+    }
+
+    /// Trims the log below `trim_idx` (default: as far as possible) on every server: the
+    /// entries are discarded and reads show `LogEntry::Trimmed`.
+    ///
+    /// Only the leader can trim, and only what every server has accepted, so that no server
+    /// ever needs the entries again. Errors: [`CompactionErr::NotCurrentLeader`] on another
+    /// node, [`CompactionErr::NotAllDecided`] beyond what all accepted,
+    /// [`CompactionErr::TrimmedIndex`] below what is already compacted.
+    pub fn trim(&mut self, trim_idx: Option<usize>) -> Result<(), CompactionErr> {
+        self.sp.trim(trim_idx)
+    }
+
+    /// Folds the decided entries below `compact_idx` (default: the decided index) into a
+    /// snapshot (`Snapshot::create`, merged into the previous one) and drops them; reads show
+    /// `LogEntry::Snapshotted`. Unless `local_only`, the other servers do the same (each up to
+    /// what it decided). Any server can snapshot.
+    ///
+    /// For entry types without snapshots this trims (with the rules of [`trim`](Self::trim)).
+    /// Errors: [`CompactionErr::UndecidedIndex`] beyond the decided index,
+    /// [`CompactionErr::TrimmedIndex`] below what is already compacted.
+    pub fn snapshot(
+        &mut self,
+        compact_idx: Option<usize>,
+        local_only: bool,
+    ) -> Result<(), CompactionErr> {
+        self.sp.snapshot(compact_idx, local_only)
     }
 
     /// The transport reconnected to `pid`: the node resynchronises with it at once instead of

@@ -93,6 +93,19 @@ pub struct FlexibleQuorum {
     pub write_quorum_size: usize,
 }
 
+/// Counters of what a node did, for monitoring and tests.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Snapshots this node took of its own log (`snapshot`, or asked by another server).
+    pub snapshots_taken: u64,
+    /// Times this node's log was brought up to date with a snapshot from another server.
+    pub snapshot_installs: u64,
+    /// Forwarded proposals this node, as leader, gave up: it could not tell whether they were in
+    /// its log already (its knowledge was partial), or the configuration was stopped.
+    pub abandoned_forwards: u64,
+}
+
 /// Default values of the server configuration, in ticks unless said otherwise.
 pub mod defaults {
     /// Entries at most in one message to a follower, and in flight to it before it answers.

@@ -24,6 +24,8 @@ pub enum Slot<T> {
     Entry(T),
     /// A decided stop sign.
     StopSign(StopSign),
+    /// Decided, but so far only seen inside a snapshot or below a trim.
+    Hidden,
 }
 
 /// What the checker tracks per node.
@@ -83,6 +85,25 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
     }
 
     fn add_slot(&mut self, idx: usize, slot: Slot<T>, pid: NodeId) -> Result<(), String> {
+        if let Some(Slot::Hidden) = self.global.get(idx) {
+            if let Slot::Entry(e) = &slot {
+                let tag = e.tag();
+                if !self.appended.contains(&tag) {
+                    return Err(format!(
+                        "validity: node {pid} decided {e:?} at {idx}, which was never appended"
+                    ));
+                }
+                if let Some(prev) = self.decided_tags.insert(tag, idx) {
+                    if prev != idx {
+                        return Err(format!(
+                            "validity: append {tag} decided twice, at {prev} and at {idx} (seen at node {pid})"
+                        ));
+                    }
+                }
+            }
+            self.global[idx] = slot;
+            return Ok(());
+        }
         if let Some(existing) = self.global.get(idx) {
             if *existing != slot {
                 return Err(format!(
@@ -119,6 +140,39 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         Ok(())
     }
 
+    /// A compacted prefix up to `c` is decided: slots not seen yet are hidden in it.
+    fn hide_up_to(&mut self, c: usize) {
+        while self.global.len() < c {
+            self.global.push(Slot::Hidden);
+        }
+    }
+
+    /// Checks a snapshot of `0..upto` against the decided log, when it is known that far.
+    fn check_snapshot(&self, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
+        if upto > self.global.len() {
+            return Ok(());
+        }
+        if self.global[..upto]
+            .iter()
+            .any(|s| matches!(s, Slot::Hidden))
+        {
+            return Ok(());
+        }
+        let prefix: Vec<&T> = self.global[..upto]
+            .iter()
+            .filter_map(|slot| match slot {
+                Slot::Entry(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        match T::snapshot_of(&prefix, s) {
+            Some(false) => Err(format!(
+                "snapshot: node {pid} holds a snapshot of 0..{upto} that does not match the decided entries: {s:?}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the decided log of `op` from `from` to its decided index against the global log.
     fn check_decided<B: Storage<T>>(
         &mut self,
@@ -146,8 +200,15 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
                     self.add_slot(idx, Slot::StopSign(ss), pid)?;
                     idx += 1;
                 }
-                LogEntry::Trimmed(c) => idx = c.max(idx),
-                LogEntry::Snapshotted(s) => idx = s.trimmed_idx.max(idx),
+                LogEntry::Trimmed(c) => {
+                    self.hide_up_to(c);
+                    idx = c.max(idx)
+                }
+                LogEntry::Snapshotted(s) => {
+                    self.check_snapshot(pid, s.trimmed_idx, &s.snapshot)?;
+                    self.hide_up_to(s.trimmed_idx);
+                    idx = s.trimmed_idx.max(idx)
+                }
                 other => {
                     return Err(format!(
                         "read: node {pid} shows {other:?} at {idx}, below its decided index {to}"

@@ -183,6 +183,8 @@ pub struct SimStats {
     pub crashes: u64,
     /// Crashes of a leader in its accept phase.
     pub leader_crashes_in_accept: u64,
+    /// Times a node was brought up to date with a snapshot.
+    pub snapshot_installs: u64,
     /// The network's counts.
     pub net: NetStats,
 }
@@ -332,6 +334,13 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             ticks: self.now,
             decided: self.checker.decided_log().len() as u64,
             leader_changes: self.checker.leader_ballots().saturating_sub(1) as u64,
+            snapshot_installs: self.stats.snapshot_installs
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.op.as_ref())
+                    .map(|o| o.get_stats().snapshot_installs)
+                    .sum::<u64>(),
             net: self.net.stats(),
             ..self.stats
         }
@@ -404,6 +413,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let idx = pid as usize - 1;
         if let Some(op) = self.nodes[idx].op.take() {
             self.stats.crashes += 1;
+            self.stats.snapshot_installs += op.get_stats().snapshot_installs;
             if op.get_current_leader() == Some((pid, true)) {
                 self.stats.leader_crashes_in_accept += 1;
             }

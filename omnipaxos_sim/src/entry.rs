@@ -5,9 +5,15 @@ use omnipaxos::storage::{Entry, Snapshot};
 use serde::{Deserialize, Serialize};
 
 /// Entries whose tag identifies the append call that proposed them.
-pub trait Tagged {
+pub trait Tagged: Entry {
     /// A tag unique to one append call.
     fn tag(&self) -> u64;
+
+    /// Whether `snapshot` is the snapshot of the decided entries `prefix` (from index 0), or
+    /// `None` if the type cannot tell (then snapshots are not checked).
+    fn snapshot_of(_prefix: &[&Self], _snapshot: &Self::Snapshot) -> Option<bool> {
+        None
+    }
 }
 
 /// The simulator's log entry.
@@ -20,6 +26,10 @@ pub struct SimEntry {
 impl Tagged for SimEntry {
     fn tag(&self) -> u64 {
         self.id
+    }
+
+    fn snapshot_of(prefix: &[&Self], snapshot: &SimSnapshot) -> Option<bool> {
+        Some(SimSnapshot::of(prefix.iter().map(|e| e.id)) == *snapshot)
     }
 }
 

@@ -28,6 +28,19 @@ pub struct RunReport {
     pub fresh_decide_ticks: u64,
     /// The election timeout drawn for the seed.
     pub election_timeout: u64,
+    /// How the seed compacted.
+    pub compaction: Compaction,
+}
+
+/// How a seed compacts its log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Compaction {
+    /// Never.
+    None,
+    /// Snapshots taken by random nodes (sometimes local only).
+    Snapshot,
+    /// Trims by the leader.
+    Trim,
 }
 
 /// The shape of the network for a while.
@@ -180,6 +193,11 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
             sim.set_skew(pid, skew);
         }
     }
+    let compaction = match rng.range(0, 9) {
+        0 | 1 => Compaction::Snapshot,
+        2 => Compaction::Trim,
+        _ => Compaction::None,
+    };
     let p_append = 0.02 + rng.unit() * 0.3;
     let p_crash = [0.0, 0.001, 0.003, 0.01][rng.index(4)];
     let max_down = (nodes - 1) / 2;
@@ -224,6 +242,22 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
             let pid = random_pid(&mut rng, nodes);
             if let Some(op) = sim.node_mut(pid) {
                 op.try_become_leader();
+            }
+        }
+        if compaction != Compaction::None && rng.chance(0.01) {
+            let pid = match compaction {
+                Compaction::Trim => sim.leader().unwrap_or(1),
+                _ => random_pid(&mut rng, nodes),
+            };
+            let upto = rng.chance(0.5);
+            let local = rng.chance(0.3);
+            if let Some(op) = sim.node_mut(pid) {
+                let idx = upto.then(|| op.get_decided_idx().saturating_sub(5));
+                // Errors (not decided, already compacted, not the leader) are expected here.
+                let _ = match compaction {
+                    Compaction::Trim => op.trim(idx),
+                    _ => op.snapshot(idx, local),
+                };
             }
         }
         if rng.chance(0.0005) {
@@ -299,5 +333,6 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
         heal_ticks,
         fresh_decide_ticks,
         election_timeout,
+        compaction,
     }
 }

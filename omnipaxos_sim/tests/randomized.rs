@@ -19,6 +19,7 @@ fn env_u64(name: &str) -> Option<u64> {
 #[derive(Default, Debug)]
 struct Totals {
     seeds: u64,
+    compacting_seeds: u64,
     stats: SimStats,
     max_heal_ticks_in_timeouts: f64,
     max_fresh_ticks_in_timeouts: f64,
@@ -31,6 +32,7 @@ fn add(t: &mut Totals, s: &SimStats) {
     t.stats.leader_changes += s.leader_changes;
     t.stats.crashes += s.crashes;
     t.stats.leader_crashes_in_accept += s.leader_crashes_in_accept;
+    t.stats.snapshot_installs += s.snapshot_installs;
     t.stats.net.sent += s.net.sent;
     t.stats.net.dropped += s.net.dropped;
     t.stats.net.duplicated += s.net.duplicated;
@@ -55,6 +57,9 @@ fn run_tier(nodes: usize, first_seed: u64, seeds: u64) -> Totals {
                 let r = run_seed(seed, nodes, TICKS);
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;
+                if r.compaction != omnipaxos_sim::randomized::Compaction::None {
+                    t.compacting_seeds += 1;
+                }
                 add(&mut t, &r.stats);
                 let e = r.election_timeout as f64;
                 t.max_heal_ticks_in_timeouts =
@@ -85,6 +90,14 @@ fn check_non_vacuous(t: &Totals) {
     assert!(
         t.stats.net.dropped > 0 && t.stats.net.duplicated > 0,
         "the network did no harm: {t:?}"
+    );
+    assert!(
+        t.compacting_seeds * 5 >= t.seeds,
+        "fewer than a fifth of the seeds compact: {t:?}"
+    );
+    assert!(
+        t.stats.snapshot_installs > 0,
+        "no node was ever synced from a snapshot: {t:?}"
     );
 }
 

@@ -1,6 +1,6 @@
 //! The follower's handlers: promise, synchronise, accept, decide.
 
-use super::{Phase, SequencePaxos};
+use super::{sync::PeerLog, Phase, SequencePaxos};
 use crate::{
     ballot_leader_election::Ballot,
     messages::sequence_paxos::{
@@ -77,10 +77,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         };
         let la = self.storage.accepted_idx();
         // Report our log beyond the leader's only if it may be more up to date.
+        let leader_log = PeerLog {
+            decided: p.decided_idx,
+            snapshot_base: None,
+        };
         let log_sync = if na > p.n_accepted {
-            Some(self.log_sync_from(p.decided_idx))
+            Some(self.log_sync_for(p.decided_idx, leader_log))
         } else if na == p.n_accepted && la > p.accepted_idx {
-            Some(self.log_sync_from(p.accepted_idx))
+            Some(self.log_sync_for(p.accepted_idx, leader_log))
         } else {
             None
         };
@@ -91,6 +95,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             accepted_idx: la,
             log_sync,
             forward_session: self.forwarder.session_for(p.n),
+            snapshot_base: self.snapshot_base(),
         };
         self.send(from, PaxosMsg::Promise(promise));
     }
@@ -111,8 +116,23 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         match self.standing(from, a.n) {
             Standing::Other => return,
             Standing::Synced => {
-                // A repeated or resent sync in the same ballot only extends our log.
+                // A repeated or resent sync in the same ballot only extends our log (after
+                // installing the snapshot of a decided prefix we lack, if it has one).
                 let s = a.log_sync;
+                if let Some(snap) = s.decided_snapshot {
+                    match self.snapshot_ops(snap, s.snapshot_from, s.sync_idx) {
+                        Err(()) => {
+                            self.request_resync();
+                            return;
+                        }
+                        Ok(Some(ops)) => {
+                            self.storage.write(ops, "install_snapshot");
+                            self.origins.hidden_below(self.storage.compacted_idx());
+                            self.stats.snapshot_installs += 1;
+                        }
+                        Ok(None) => {}
+                    }
+                }
                 let extended = self.extend_in_ballot(
                     s.sync_idx,
                     s.suffix,
@@ -238,6 +258,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             n_accepted: self.storage.accepted_round(),
             accepted_idx: self.storage.accepted_idx(),
             decided_idx: self.storage.decided_idx(),
+            snapshot_base: self.snapshot_base(),
         };
         self.send(prom.pid, PaxosMsg::ResyncReq(req));
     }

@@ -7,6 +7,7 @@
 use super::{
     forwarding::{ForwardSessions, Orphan},
     progress::{Progress, PromiseInfo, Stream},
+    sync::PeerLog,
     Phase, SequencePaxos,
 };
 use crate::{
@@ -102,6 +103,11 @@ impl<T: Entry> LeaderState<T> {
             }
         }
         (own, self.orphans, self.pending_stopsign)
+    }
+
+    /// What we know of each follower.
+    pub(super) fn progress(&self) -> impl Iterator<Item = &(NodeId, Progress)> {
+        self.progress.iter()
     }
 
     fn progress_mut(&mut self, pid: NodeId) -> Option<&mut Progress> {
@@ -223,6 +229,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             decided_idx: p.decided_idx,
             accepted_idx: p.accepted_idx,
             forward_session: p.forward_session,
+            snapshot_base: p.snapshot_base,
         };
         match self.phase {
             Phase::Prepare => {
@@ -322,7 +329,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
             self.place_own_orphans(orphans);
         } else {
-            self.abandoned += orphans.iter().map(|o| o.entries.len() as u64).sum::<u64>();
+            self.stats.abandoned_forwards +=
+                orphans.iter().map(|o| o.entries.len() as u64).sum::<u64>();
         }
         self.leader_flush_batch();
         self.try_decide();
@@ -343,12 +351,22 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         } else {
             info.decided_idx.min(log_end)
         };
-        self.start_stream(pid, sync_idx, info.forward_session);
+        let peer = PeerLog {
+            decided: info.decided_idx,
+            snapshot_base: info.snapshot_base,
+        };
+        self.start_stream(pid, sync_idx, info.forward_session, peer);
     }
 
     /// Sends `AcceptSync` from `sync_idx` to `pid` and (re)starts streaming after it.
-    fn start_stream(&mut self, pid: NodeId, sync_idx: usize, held_session: Option<u64>) {
-        let log_sync = self.log_sync_from(sync_idx);
+    fn start_stream(
+        &mut self,
+        pid: NodeId,
+        sync_idx: usize,
+        held_session: Option<u64>,
+        peer: PeerLog,
+    ) {
+        let log_sync = self.log_sync_for(sync_idx, peer);
         let decided_idx = self.storage.decided_idx();
         let log_end = self.storage.log_end();
         let has_ss = self.storage.stopsign().is_some();
@@ -361,8 +379,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return;
         };
         let (accepted, decided_known) = match pr {
-            Progress::Streaming(s) => (s.accepted, s.decided_known),
-            _ => (None, 0),
+            Progress::Streaming(s) => (s.accepted, s.decided_known.max(peer.decided)),
+            _ => (None, peer.decided),
         };
         *pr = Progress::Streaming(Stream {
             next_idx: log_end,
@@ -371,8 +389,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             decided_known,
             decided_sent: decided_idx,
             accepted_at_last_check: None,
-            sync_idx: log_sync.sync_idx,
+            // The point where its log agrees with ours, not where this sync's entries start
+            // (after a snapshot they start later): a resend must not assume more.
+            sync_idx,
             forward_session: session,
+            snapshot_base: peer.snapshot_base,
         });
         self.send(
             pid,
@@ -456,7 +477,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 match self.origins.holds(self.pid, p.n, p.session, seq, p.min_idx) {
                     Some(true) => {}
                     Some(false) => self.leader_append(e),
-                    None => self.abandoned += 1,
+                    None => self.stats.abandoned_forwards += 1,
                 }
             }
         }
@@ -566,12 +587,28 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let n = l.n;
         let log_end = storage.log_end();
         let decided_idx = storage.decided_idx();
+        let compacted = storage.compacted_idx();
         let window = *buffer_size;
+        let mut behind_compaction = Vec::new();
         for i in 0..l.progress.len() {
             let Progress::Streaming(s) = &l.progress[i].1 else {
                 continue;
             };
             let to = l.progress[i].0;
+            if s.next_idx < compacted {
+                // We compacted what it still needs: it gets our snapshot instead.
+                let peer = PeerLog {
+                    decided: s.decided_known,
+                    snapshot_base: s.snapshot_base,
+                };
+                behind_compaction.push((
+                    to,
+                    s.accepted.unwrap_or(s.sync_idx),
+                    s.forward_session,
+                    peer,
+                ));
+                continue;
+            }
             let confirmed = s.accepted.unwrap_or(s.sync_idx);
             let window_end = confirmed.saturating_add(window).min(log_end);
             let mut next_idx = s.next_idx;
@@ -623,6 +660,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
         }
         l.trim_tail(window.saturating_mul(2));
+        for (pid, from, session, peer) in behind_compaction {
+            self.start_stream(pid, from, Some(session), peer);
+        }
     }
 
     /// Resend timeout of the leader: repeat `Prepare` to those that did not promise, repair
@@ -642,10 +682,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 Progress::Unpromised => prepare_to.push(*pid),
                 Progress::Promised(_) => {}
                 Progress::Streaming(s) => {
+                    let peer = PeerLog {
+                        decided: s.decided_known,
+                        snapshot_base: s.snapshot_base,
+                    };
                     match s.accepted {
-                        None => resync.push((*pid, s.sync_idx, s.forward_session)),
+                        None => resync.push((*pid, s.sync_idx, s.forward_session, peer)),
                         Some(a) if a < accepted_idx && s.accepted_at_last_check == Some(a) => {
-                            resync.push((*pid, a, s.forward_session))
+                            resync.push((*pid, a, s.forward_session, peer))
                         }
                         _ => {
                             if s.decided_known < decided_idx {
@@ -664,8 +708,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.phase != Phase::Accept {
             return;
         }
-        for (pid, from, session) in resync {
-            self.start_stream(pid, from, Some(session));
+        for (pid, from, session, peer) in resync {
+            self.start_stream(pid, from, Some(session), peer);
         }
         for pid in decide_to {
             self.send(pid, PaxosMsg::Decide(Decide { n, decided_idx }));
@@ -690,7 +734,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     r.decided_idx
                 }
                 .min(log_end);
-                self.start_stream(from, sync_idx, Some(session));
+                let peer = PeerLog {
+                    decided: r.decided_idx,
+                    snapshot_base: r.snapshot_base,
+                };
+                self.start_stream(from, sync_idx, Some(session), peer);
             }
             Some(_) => {
                 let prep = self.prepare_msg(n);
@@ -770,7 +818,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     };
                     self.leader_append_forwarded(e, identity, f.session, seq);
                 } else {
-                    self.abandoned += 1;
+                    self.stats.abandoned_forwards += 1;
                 }
             }
         }
@@ -798,8 +846,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             Some(Progress::Streaming(s)) => {
                 let from = s.accepted.unwrap_or(s.sync_idx);
                 let session = s.forward_session;
+                let peer = PeerLog {
+                    decided: s.decided_known,
+                    snapshot_base: s.snapshot_base,
+                };
                 if self.phase == Phase::Accept {
-                    self.start_stream(pid, from, Some(session));
+                    self.start_stream(pid, from, Some(session), peer);
                 }
             }
             Some(_) => {

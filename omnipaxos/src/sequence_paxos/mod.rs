@@ -17,38 +17,26 @@
 //!
 //! Storage is always written before the messages that depend on it are queued.
 
+mod compaction;
 mod follower;
 mod forwarding;
 mod leader;
 mod origins;
 mod progress;
+mod sync;
 
-use crate::messages::sequence_paxos::ForwardRun;
 use crate::{
     ballot_leader_election::Ballot,
-    messages::sequence_paxos::{LogSync, PaxosMessage, PaxosMsg},
+    messages::sequence_paxos::{PaxosMessage, PaxosMsg},
     quorum::Quorum,
-    storage::{
-        internal::InternalStorage, Entry, Snapshot, SnapshotType, StopSign, Storage, StorageOp,
-    },
-    util::{ConfigurationId, LogEntry, NodeId},
+    storage::{internal::InternalStorage, Entry, StopSign, Storage},
+    util::{ConfigurationId, LogEntry, NodeId, NodeStats},
     OmniPaxosConfig,
 };
 use forwarding::Forwarder;
 use leader::LeaderState;
 use origins::Origins;
 use std::ops::RangeBounds;
-
-/// A log sync checked against our log, ready to be written.
-struct SyncPlan<T: Entry> {
-    ops: Vec<StorageOp<T>>,
-    /// Where our log is replaced from, and where its entries end after.
-    start: usize,
-    end: usize,
-    /// Our accepted index after (the stop sign counted).
-    accepted: usize,
-    forwarded: Option<Vec<ForwardRun>>,
-}
 
 /// The phase of a node in its current ballot.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -73,9 +61,8 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     forwarder: Forwarder<T>,
     /// The runs of forwarded entries in our log.
     origins: Origins,
-    /// Forwarded proposals this node, as leader, had to give up: it could not tell whether they
-    /// were in its log already, or the configuration was stopped.
-    abandoned: u64,
+    /// Counters for monitoring.
+    stats: NodeStats,
     /// A reconfiguration requested here that is not in the log yet.
     pending_stopsign: Option<StopSign>,
     batch_size: usize,
@@ -115,7 +102,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             leader: None,
             forwarder: Forwarder::new(),
             origins,
-            abandoned: 0,
+            stats: NodeStats::default(),
             pending_stopsign: None,
             batch_size: cfg.server_config.batch_size,
             buffer_size: cfg.server_config.buffer_size,
@@ -176,8 +163,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(crate) fn batched_len(&self) -> usize {
         self.leader.as_ref().map_or(0, |l| l.batched_len()) + self.forwarder.unsent_len()
     }
-    pub(crate) fn abandoned_forwards(&self) -> u64 {
-        self.abandoned
+    pub(crate) fn stats(&self) -> NodeStats {
+        self.stats
     }
     pub(crate) fn storage(&self) -> &B {
         self.storage.backend()
@@ -240,104 +227,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
     }
 
-    /// The log from `sync_idx` on, to bring a node whose log agrees with ours below `sync_idx`
-    /// up to ours. If we compacted below `sync_idx`, the compacted part goes as our snapshot.
-    fn log_sync_from(&self, sync_idx: usize) -> LogSync<T> {
-        let log_end = self.storage.log_end();
-        let compacted = self.storage.compacted_idx();
-        let sync_idx = sync_idx.min(log_end);
-        let (from, decided_snapshot) = if sync_idx < compacted {
-            let snap = if T::Snapshot::use_snapshots() {
-                self.storage.snapshot().map(SnapshotType::Complete)
-            } else {
-                None
-            };
-            (compacted, snap)
-        } else {
-            (sync_idx, None)
-        };
-        let suffix = match &self.leader {
-            Some(l) => l.entries(&self.storage, from, log_end),
-            None => self.storage.entries(from, log_end),
-        };
-        LogSync {
-            decided_snapshot,
-            suffix,
-            sync_idx: from,
-            stopsign: self.storage.stopsign().cloned(),
-            forwarded: self.origins.runs_in(from, log_end),
-        }
-    }
-
-    /// How to make our log `log[..sync.sync_idx] ++ sync.suffix (+ stop sign)`, never touching
-    /// decided entries. `None` if the sync does not fit our log (it starts beyond our end, or
-    /// below what we compacted without a snapshot to cover it).
-    fn plan_log_sync(&self, sync: LogSync<T>) -> Option<SyncPlan<T>> {
-        let LogSync {
-            decided_snapshot,
-            mut suffix,
-            sync_idx,
-            stopsign,
-            forwarded,
-        } = sync;
-        let decided = self.storage.decided_idx();
-        let mut ops = Vec::with_capacity(6);
-        if let Some(SnapshotType::Complete(s)) = decided_snapshot {
-            if sync_idx > self.storage.log_end() {
-                // We are behind the sender's compacted prefix: its snapshot replaces our log.
-                let end = sync_idx.checked_add(suffix.len())?;
-                ops.push(StorageOp::SetSnapshot(Some(s)));
-                ops.push(StorageOp::Trim(sync_idx));
-                ops.push(StorageOp::SetCompactedIdx(sync_idx));
-                ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
-                let accepted = end + usize::from(stopsign.is_some());
-                ops.push(StorageOp::SetStopsign(stopsign));
-                if decided < sync_idx {
-                    ops.push(StorageOp::SetDecidedIndex(sync_idx));
-                }
-                return Some(SyncPlan {
-                    ops,
-                    start: sync_idx,
-                    end,
-                    accepted,
-                    forwarded,
-                });
-            }
-        }
-        let mut start = sync_idx;
-        if start > self.storage.log_end() || start < self.storage.compacted_idx() {
-            return None;
-        }
-        if start < decided {
-            // Our decided entries are the sender's too: keep ours, take only what follows.
-            let skip = decided - start;
-            if skip > suffix.len() {
-                return None;
-            }
-            suffix.drain(..skip);
-            start = decided;
-        }
-        let end = start + suffix.len();
-        let accepted = end + usize::from(stopsign.is_some());
-        ops.push(StorageOp::AppendOnPrefix(start, suffix));
-        ops.push(StorageOp::SetStopsign(stopsign));
-        Some(SyncPlan {
-            ops,
-            start,
-            end,
-            accepted,
-            forwarded,
-        })
-    }
-
-    /// Writes a planned sync (with `extra` operations in the same atomic write).
-    fn apply_log_sync(&mut self, mut plan: SyncPlan<T>, extra: Vec<StorageOp<T>>, what: &str) {
-        plan.ops.extend(extra);
-        self.storage.write(plan.ops, what);
-        self.origins
-            .apply_sync(plan.start, plan.forwarded, plan.end);
-    }
-
     // ----- inputs -----
 
     /// Handles a message addressed to this node.
@@ -367,7 +256,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::ProposalForward(f) => self.handle_proposal_forward(from, f),
             PaxosMsg::ForwardAck(a) => self.forwarder.handle_ack(&a),
             PaxosMsg::ForwardStopSign(f) => self.handle_forward_stopsign(f),
-            PaxosMsg::Compaction(_) => {}
+            PaxosMsg::Compaction(c) => self.handle_compaction(from, c),
         }
     }
 

@@ -110,6 +110,11 @@ impl Origins {
         }
     }
 
+    /// Entries below `idx` reached us inside a snapshot: their runs are unknown.
+    pub(crate) fn hidden_below(&mut self, idx: usize) {
+        self.known_from = self.known_from.max(idx);
+    }
+
     /// Forgets the runs below `idx` (they are decided and old).
     pub(crate) fn prune(&mut self, idx: usize) {
         if self.runs.is_empty() {

@@ -22,6 +22,7 @@ pub(crate) struct PromiseInfo {
     pub(crate) decided_idx: usize,
     pub(crate) accepted_idx: usize,
     pub(crate) forward_session: Option<u64>,
+    pub(crate) snapshot_base: Option<usize>,
 }
 
 /// Replication to a follower that was synchronised (`AcceptSync` sent).
@@ -40,10 +41,13 @@ pub(crate) struct Stream {
     pub(crate) decided_sent: usize,
     /// `accepted` at the previous resend timeout, to tell a stalled follower from a slow one.
     pub(crate) accepted_at_last_check: Option<usize>,
-    /// Where the last `AcceptSync` started; resent from there while unconfirmed.
+    /// Where its log surely agrees with ours (what the last `AcceptSync` was made for); the
+    /// sync is made again from there while unconfirmed.
     pub(crate) sync_idx: usize,
     /// The forwarding session opened for the follower.
     pub(crate) forward_session: u64,
+    /// Where the follower's snapshot ended when it last told us.
+    pub(crate) snapshot_base: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,216 @@
+//! Log syncs: bringing another node's log to ours from the point where the two agree, and
+//! applying one to ours.
+//!
+//! When snapshots are in use and we compacted our log, the decided prefix the other node lacks
+//! goes as a snapshot: a `Complete` one (ours) when it is behind our compacted prefix, or a
+//! `Delta` of the entries it lacks when it still has a base to merge it into (a snapshot of its
+//! own). The receiver of a delta merges it into a snapshot of *its* decided log, its own decided
+//! entries after its snapshot included, so nothing it decided is dropped.
+
+use super::SequencePaxos;
+use crate::{
+    messages::sequence_paxos::{ForwardRun, LogSync},
+    storage::{Entry, Snapshot, SnapshotType, Storage, StorageOp},
+};
+
+/// What we know of the node a sync is for.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct PeerLog {
+    /// Its decided index.
+    pub(super) decided: usize,
+    /// Where its snapshot ends, if it has one.
+    pub(super) snapshot_base: Option<usize>,
+}
+
+/// A log sync checked against our log, ready to be written.
+pub(super) struct SyncPlan<T: Entry> {
+    pub(super) ops: Vec<StorageOp<T>>,
+    /// Where our log is replaced from, and where its entries end after.
+    pub(super) start: usize,
+    pub(super) end: usize,
+    /// Our accepted index after (the stop sign counted).
+    pub(super) accepted: usize,
+    pub(super) forwarded: Option<Vec<ForwardRun>>,
+    /// Whether it installs a snapshot.
+    pub(super) installs_snapshot: bool,
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    /// Where our snapshot ends, if we have one.
+    pub(super) fn snapshot_base(&self) -> Option<usize> {
+        let c = self.storage.compacted_idx();
+        (T::Snapshot::use_snapshots() && c > 0 && self.storage.snapshot().is_some()).then_some(c)
+    }
+
+    /// The log from `sync_idx` on, for a node whose log agrees with ours below `sync_idx`.
+    pub(super) fn log_sync_for(&self, sync_idx: usize, peer: PeerLog) -> LogSync<T> {
+        let log_end = self.storage.log_end();
+        let compacted = self.storage.compacted_idx();
+        let decided = self.storage.decided_idx().min(log_end);
+        let sync_idx = sync_idx.min(log_end);
+        let snapshots = T::Snapshot::use_snapshots();
+        let (from, decided_snapshot, snapshot_from) = if sync_idx < compacted {
+            // Behind our compacted prefix: our snapshot stands in for it.
+            let snap = if snapshots {
+                self.storage.snapshot().map(SnapshotType::Complete)
+            } else {
+                None
+            };
+            (compacted, snap, 0)
+        } else if snapshots
+            && compacted > 0
+            && peer.snapshot_base.is_some()
+            && peer.decided >= compacted
+            && peer.decided < decided
+            && peer.decided <= sync_idx
+        {
+            // It compacts too and lags our decided index: the decided entries it lacks go as a
+            // delta to merge into its snapshot.
+            let delta = T::Snapshot::create(&self.entries_for_sync(peer.decided, decided));
+            (decided, Some(SnapshotType::Delta(delta)), peer.decided)
+        } else {
+            (sync_idx, None, 0)
+        };
+        LogSync {
+            decided_snapshot,
+            suffix: self.entries_for_sync(from, log_end),
+            sync_idx: from,
+            snapshot_from,
+            stopsign: self.storage.stopsign().cloned(),
+            forwarded: self.origins.runs_in(from, log_end),
+        }
+    }
+
+    fn entries_for_sync(&self, from: usize, to: usize) -> Vec<T> {
+        match &self.leader {
+            Some(l) => l.entries(&self.storage, from, to),
+            None => self.storage.entries(from, to),
+        }
+    }
+
+    /// Operations that make our prefix `0..to` the snapshot `snap` (a `Delta` covers
+    /// `from..to` and is merged into a snapshot of our decided log up to `from`).
+    /// `Ok(None)`: nothing to do, we decided up to `to` already. `Err`: a delta that does not
+    /// start at our decided index.
+    pub(super) fn snapshot_ops(
+        &self,
+        snap: SnapshotType<T>,
+        from: usize,
+        to: usize,
+    ) -> Result<Option<Vec<StorageOp<T>>>, ()> {
+        let decided = self.storage.decided_idx().min(self.storage.log_end());
+        if to <= decided || to <= self.storage.compacted_idx() {
+            return Ok(None);
+        }
+        let snapshot = match snap {
+            SnapshotType::Complete(s) => s,
+            SnapshotType::Delta(d) => {
+                if from != decided {
+                    return Err(());
+                }
+                let mut base = self.decided_snapshot(decided);
+                base.merge(d);
+                base
+            }
+        };
+        let mut ops = vec![
+            StorageOp::SetSnapshot(Some(snapshot)),
+            StorageOp::Trim(to),
+            StorageOp::SetCompactedIdx(to),
+        ];
+        if self.storage.decided_idx() < to {
+            ops.push(StorageOp::SetDecidedIndex(to));
+        }
+        Ok(Some(ops))
+    }
+
+    /// A snapshot of our log up to `idx` (decided): our snapshot merged with the entries after
+    /// it. After a trim without snapshot, it covers what followed the trim.
+    pub(super) fn decided_snapshot(&self, idx: usize) -> T::Snapshot {
+        let compacted = self.storage.compacted_idx();
+        let entries = self.storage.entries(compacted, idx.max(compacted));
+        match self.storage.snapshot() {
+            Some(mut s) if compacted > 0 => {
+                if !entries.is_empty() {
+                    s.merge(T::Snapshot::create(&entries));
+                }
+                s
+            }
+            _ => T::Snapshot::create(&entries),
+        }
+    }
+
+    /// How to make our log `log[..sync.sync_idx] ++ sync.suffix (+ stop sign)`, never touching
+    /// decided entries. `None` if the sync does not fit our log (it starts beyond our end, or is
+    /// a delta for another decided index).
+    pub(super) fn plan_log_sync(&self, sync: LogSync<T>) -> Option<SyncPlan<T>> {
+        let LogSync {
+            decided_snapshot,
+            mut suffix,
+            sync_idx,
+            snapshot_from,
+            stopsign,
+            forwarded,
+        } = sync;
+        let mut ops = Vec::with_capacity(8);
+        let mut log_end = self.storage.log_end();
+        // Our prefix up to here is final (decided or compacted): keep it.
+        let mut installs_snapshot = false;
+        let mut keep = self
+            .storage
+            .decided_idx()
+            .min(log_end)
+            .max(self.storage.compacted_idx());
+        if let Some(snap) = decided_snapshot {
+            if let Some(snap_ops) = self.snapshot_ops(snap, snapshot_from, sync_idx).ok()? {
+                ops.extend(snap_ops);
+                log_end = log_end.max(sync_idx);
+                keep = sync_idx;
+                installs_snapshot = true;
+            }
+        }
+        let mut start = sync_idx;
+        if start > log_end {
+            return None;
+        }
+        if start < keep {
+            let skip = keep - start;
+            if skip > suffix.len() {
+                return None;
+            }
+            suffix.drain(..skip);
+            start = keep;
+        }
+        let end = start.checked_add(suffix.len())?;
+        let accepted = end + usize::from(stopsign.is_some());
+        ops.push(StorageOp::AppendOnPrefix(start, suffix));
+        ops.push(StorageOp::SetStopsign(stopsign));
+        Some(SyncPlan {
+            ops,
+            start,
+            end,
+            accepted,
+            forwarded,
+            installs_snapshot,
+        })
+    }
+
+    /// Writes a planned sync (with `extra` operations in the same atomic write).
+    pub(super) fn apply_log_sync(
+        &mut self,
+        mut plan: SyncPlan<T>,
+        extra: Vec<StorageOp<T>>,
+        what: &str,
+    ) {
+        plan.ops.extend(extra);
+        self.storage.write(plan.ops, what);
+        self.origins
+            .apply_sync(plan.start, plan.forwarded, plan.end);
+        if plan.installs_snapshot {
+            // The entries below the snapshot's end reached us folded: their runs are unknown.
+            self.origins.hidden_below(plan.start);
+            self.stats.snapshot_installs += 1;
+        }
+        self.origins.prune(self.storage.compacted_idx());
+    }
+}
