@@ -130,8 +130,6 @@ pub mod sequence_paxos {
         pub log_sync: Option<LogSync<T>>,
         /// The forwarding session the follower holds for this ballot (`None` after a restart).
         pub forward_session: Option<u64>,
-        /// Where the follower's snapshot ends, if it has one (a base a delta can be merged into).
-        pub snapshot_base: Option<usize>,
     }
 
     /// The leader sets the follower's log to its own, from `log_sync.sync_idx` on.
@@ -229,8 +227,6 @@ pub mod sequence_paxos {
         pub accepted_idx: usize,
         /// The follower's decided index.
         pub decided_idx: usize,
-        /// Where the follower's snapshot ends, if it has one.
-        pub snapshot_base: Option<usize>,
     }
 
     /// Proposals appended at a follower, forwarded to the leader of ballot `n`.

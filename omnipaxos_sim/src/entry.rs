@@ -37,6 +37,23 @@ impl Entry for SimEntry {
     type Snapshot = SimSnapshot;
 }
 
+/// An entry type without snapshots (`NoSnapshot`): compaction can only trim it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlainEntry {
+    /// Unique per append call.
+    pub id: u64,
+}
+
+impl Tagged for PlainEntry {
+    fn tag(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Entry for PlainEntry {
+    type Snapshot = omnipaxos::storage::NoSnapshot;
+}
+
 /// A snapshot of simulator entries: how many, and a polynomial hash of their tags in log order.
 ///
 /// The hash composes: `merge(of(a), of(b)) == of(a ++ b)`, so snapshots of the same decided

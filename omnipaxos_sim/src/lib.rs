@@ -27,6 +27,6 @@ pub mod randomized;
 pub mod rng;
 
 pub use cluster::{Backend, MemoryBackend, Shared, Sim, SimConfig, SimStats};
-pub use entry::{SimEntry, SimSnapshot, Tagged};
+pub use entry::{PlainEntry, SimEntry, SimSnapshot, Tagged};
 pub use network::{Faults, Verdict};
 pub use rng::Rng;

@@ -79,7 +79,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         // Report our log beyond the leader's only if it may be more up to date.
         let leader_log = PeerLog {
             decided: p.decided_idx,
-            snapshot_base: None,
         };
         let log_sync = if na > p.n_accepted {
             Some(self.log_sync_for(p.decided_idx, leader_log))
@@ -95,7 +94,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             accepted_idx: la,
             log_sync,
             forward_session: self.forwarder.session_for(p.n),
-            snapshot_base: self.snapshot_base(),
         };
         self.send(from, PaxosMsg::Promise(promise));
     }
@@ -258,7 +256,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             n_accepted: self.storage.accepted_round(),
             accepted_idx: self.storage.accepted_idx(),
             decided_idx: self.storage.decided_idx(),
-            snapshot_base: self.snapshot_base(),
         };
         self.send(prom.pid, PaxosMsg::ResyncReq(req));
     }

@@ -229,7 +229,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             decided_idx: p.decided_idx,
             accepted_idx: p.accepted_idx,
             forward_session: p.forward_session,
-            snapshot_base: p.snapshot_base,
         };
         match self.phase {
             Phase::Prepare => {
@@ -353,7 +352,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         };
         let peer = PeerLog {
             decided: info.decided_idx,
-            snapshot_base: info.snapshot_base,
         };
         self.start_stream(pid, sync_idx, info.forward_session, peer);
     }
@@ -393,7 +391,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             // (after a snapshot they start later): a resend must not assume more.
             sync_idx,
             forward_session: session,
-            snapshot_base: peer.snapshot_base,
         });
         self.send(
             pid,
@@ -599,7 +596,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 // We compacted what it still needs: it gets our snapshot instead.
                 let peer = PeerLog {
                     decided: s.decided_known,
-                    snapshot_base: s.snapshot_base,
                 };
                 behind_compaction.push((
                     to,
@@ -684,7 +680,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 Progress::Streaming(s) => {
                     let peer = PeerLog {
                         decided: s.decided_known,
-                        snapshot_base: s.snapshot_base,
                     };
                     match s.accepted {
                         None => resync.push((*pid, s.sync_idx, s.forward_session, peer)),
@@ -736,7 +731,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 .min(log_end);
                 let peer = PeerLog {
                     decided: r.decided_idx,
-                    snapshot_base: r.snapshot_base,
                 };
                 self.start_stream(from, sync_idx, Some(session), peer);
             }
@@ -848,7 +842,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 let session = s.forward_session;
                 let peer = PeerLog {
                     decided: s.decided_known,
-                    snapshot_base: s.snapshot_base,
                 };
                 if self.phase == Phase::Accept {
                     self.start_stream(pid, from, Some(session), peer);

@@ -22,7 +22,6 @@ pub(crate) struct PromiseInfo {
     pub(crate) decided_idx: usize,
     pub(crate) accepted_idx: usize,
     pub(crate) forward_session: Option<u64>,
-    pub(crate) snapshot_base: Option<usize>,
 }
 
 /// Replication to a follower that was synchronised (`AcceptSync` sent).
@@ -46,8 +45,6 @@ pub(crate) struct Stream {
     pub(crate) sync_idx: usize,
     /// The forwarding session opened for the follower.
     pub(crate) forward_session: u64,
-    /// Where the follower's snapshot ended when it last told us.
-    pub(crate) snapshot_base: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

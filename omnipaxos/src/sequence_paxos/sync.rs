@@ -2,10 +2,11 @@
 //! applying one to ours.
 //!
 //! When snapshots are in use and we compacted our log, the decided prefix the other node lacks
-//! goes as a snapshot: a `Complete` one (ours) when it is behind our compacted prefix, or a
-//! `Delta` of the entries it lacks when it still has a base to merge it into (a snapshot of its
-//! own). The receiver of a delta merges it into a snapshot of *its* decided log, its own decided
-//! entries after its snapshot included, so nothing it decided is dropped.
+//! goes as a snapshot: a `Complete` one (ours) when it is behind our compacted prefix, or else a
+//! `Delta` of the decided entries it lacks, when it still has its base (its decided log up to
+//! where we still have entries). The receiver of a delta merges it into a snapshot of *its*
+//! decided log, its own decided entries after its snapshot included, so nothing it decided is
+//! dropped.
 
 use super::SequencePaxos;
 use crate::{
@@ -16,10 +17,8 @@ use crate::{
 /// What we know of the node a sync is for.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct PeerLog {
-    /// Its decided index.
+    /// Its decided index: its log up to there is final, a base a delta can be merged into.
     pub(super) decided: usize,
-    /// Where its snapshot ends, if it has one.
-    pub(super) snapshot_base: Option<usize>,
 }
 
 /// A log sync checked against our log, ready to be written.
@@ -36,12 +35,6 @@ pub(super) struct SyncPlan<T: Entry> {
 }
 
 impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
-    /// Where our snapshot ends, if we have one.
-    pub(super) fn snapshot_base(&self) -> Option<usize> {
-        let c = self.storage.compacted_idx();
-        (T::Snapshot::use_snapshots() && c > 0 && self.storage.snapshot().is_some()).then_some(c)
-    }
-
     /// The log from `sync_idx` on, for a node whose log agrees with ours below `sync_idx`.
     pub(super) fn log_sync_for(&self, sync_idx: usize, peer: PeerLog) -> LogSync<T> {
         let log_end = self.storage.log_end();
@@ -59,13 +52,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             (compacted, snap, 0)
         } else if snapshots
             && compacted > 0
-            && peer.snapshot_base.is_some()
+            && self.storage.has_snapshot()
             && peer.decided >= compacted
             && peer.decided < decided
             && peer.decided <= sync_idx
         {
-            // It compacts too and lags our decided index: the decided entries it lacks go as a
-            // delta to merge into its snapshot.
+            // It lags our decided index but has its decided log up to where we still have
+            // entries: the decided entries it lacks go as a delta, to merge into a snapshot of
+            // its own decided log.
             let delta = T::Snapshot::create(&self.entries_for_sync(peer.decided, decided));
             (decided, Some(SnapshotType::Delta(delta)), peer.decided)
         } else {

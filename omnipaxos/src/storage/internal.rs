@@ -34,6 +34,8 @@ struct Cached {
     /// Absolute end of the entries (a stop sign, if any, sits at this index).
     log_end: usize,
     stopsign: Option<StopSign>,
+    /// Whether a snapshot is stored.
+    has_snapshot: bool,
 }
 
 pub(crate) struct InternalStorage<T: Entry, B: Storage<T>> {
@@ -53,6 +55,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         let log_len = expect_storage(backend.get_log_len(), "get_log_len");
         let stopsign = expect_storage(backend.get_stopsign(), "get_stopsign");
         let decided_idx = expect_storage(backend.get_decided_idx(), "get_decided_idx");
+        let has_snapshot = expect_storage(backend.get_snapshot(), "get_snapshot").is_some();
         let log_end = compacted_idx + log_len;
         let accepted_idx = log_end + usize::from(stopsign.is_some());
         let c = Cached {
@@ -63,6 +66,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
             compacted_idx,
             log_end,
             stopsign,
+            has_snapshot,
         };
         (
             InternalStorage {
@@ -94,6 +98,10 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
     pub(crate) fn accepted_idx(&self) -> usize {
         self.c.log_end + usize::from(self.c.stopsign.is_some())
     }
+    /// Whether the compacted prefix is in a snapshot (not merely trimmed).
+    pub(crate) fn has_snapshot(&self) -> bool {
+        self.c.has_snapshot
+    }
     pub(crate) fn stopsign(&self) -> Option<&StopSign> {
         self.c.stopsign.as_ref()
     }
@@ -119,7 +127,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
                 StorageOp::SetCompactedIdx(i) => next.compacted_idx = *i,
                 StorageOp::Trim(i) => next.log_end = next.log_end.max(*i),
                 StorageOp::SetStopsign(s) => next.stopsign = s.clone(),
-                StorageOp::SetSnapshot(_) => {}
+                StorageOp::SetSnapshot(s) => next.has_snapshot = s.is_some(),
             }
         }
         debug_assert!(
