@@ -99,10 +99,21 @@ impl<T: Entry> Forwarder<T> {
                 first_seq: b.first_seq,
                 min_idx: b.min_idx,
             });
-            self.orphans.push(Orphan {
-                previous,
-                entries: b.entries,
-            });
+            // Consecutive proposals of one session travel again as one message.
+            match self.orphans.last_mut() {
+                Some(o)
+                    if o.previous.n == previous.n
+                        && o.previous.session == previous.session
+                        && o.previous.first_seq + o.entries.len() as u64 == previous.first_seq =>
+                {
+                    o.previous.min_idx = o.previous.min_idx.min(previous.min_idx);
+                    o.entries.extend(b.entries);
+                }
+                _ => self.orphans.push(Orphan {
+                    previous,
+                    entries: b.entries,
+                }),
+            }
         }
     }
 
@@ -208,22 +219,34 @@ impl<T: Entry> Forwarder<T> {
         }
     }
 
-    /// Sends again what is in flight.
+    /// Sends again what is in flight, consecutive batches of new proposals as one message (so
+    /// one delivery repairs a whole run of lost or reordered ones).
     pub(crate) fn resend(&mut self, out: &mut impl FnMut(NodeId, PaxosMsg<T>)) {
         let Some(s) = self.session.as_mut() else {
             return;
         };
+        let mut pending: Option<ProposalForward<T>> = None;
         for b in self.in_flight.iter() {
-            out(
-                s.leader.pid,
-                PaxosMsg::ProposalForward(ProposalForward {
-                    n: s.leader,
-                    session: s.id,
-                    first_seq: b.first_seq,
-                    entries: b.entries.clone(),
-                    previous: b.previous,
-                }),
-            );
+            if let Some(p) = &mut pending {
+                if p.previous.is_none() && b.previous.is_none() {
+                    p.entries.extend(b.entries.iter().cloned());
+                    continue;
+                }
+                out(
+                    s.leader.pid,
+                    PaxosMsg::ProposalForward(pending.take().unwrap()),
+                );
+            }
+            pending = Some(ProposalForward {
+                n: s.leader,
+                session: s.id,
+                first_seq: b.first_seq,
+                entries: b.entries.clone(),
+                previous: b.previous,
+            });
+        }
+        if let Some(p) = pending {
+            out(s.leader.pid, PaxosMsg::ProposalForward(p));
         }
     }
 
