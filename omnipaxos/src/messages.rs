@@ -295,6 +295,101 @@ pub mod sequence_paxos {
         pub compaction: Compaction,
     }
 
+    /// Identifies the log a migration is about: the log of configuration `config_id`, up to (not
+    /// including) its stop sign at index `end`.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct PrefixId {
+        /// The configuration that was stopped.
+        pub config_id: crate::util::ConfigurationId,
+        /// Where its log ends: the index of its stop sign.
+        pub end: usize,
+    }
+
+    /// Moving the log of a stopped configuration to the servers of the next one. Unlike the
+    /// other messages these cross configurations: a server of the old configuration serves the
+    /// servers that join.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(bound = "T: Serialize + for<'a> Deserialize<'a>")
+    )]
+    pub enum MigrationMsg<T: Entry> {
+        /// "I hold the log `prefix` (compacted below `compacted`, into a snapshot if
+        /// `snapshot`); it ended with `stopsign`." Sent until the receiver answers `Done`.
+        Offer {
+            /// The log offered.
+            prefix: PrefixId,
+            /// The sender's compacted index.
+            compacted: usize,
+            /// Whether the sender's compacted part is a snapshot.
+            snapshot: bool,
+            /// The decided stop sign that ended the log.
+            stopsign: StopSign,
+        },
+        /// Asks for the entries `from..to` of `prefix`.
+        Pull {
+            /// The log.
+            prefix: PrefixId,
+            /// First index.
+            from: usize,
+            /// End index (exclusive).
+            to: usize,
+        },
+        /// Asks for the sender's snapshot of `prefix`.
+        PullSnapshot {
+            /// The log.
+            prefix: PrefixId,
+        },
+        /// Entries of `prefix` starting at `from`.
+        Entries {
+            /// The log.
+            prefix: PrefixId,
+            /// Index of the first entry.
+            from: usize,
+            /// The entries.
+            entries: Vec<T>,
+        },
+        /// A snapshot of `prefix` covering `0..upto`.
+        Snapshot {
+            /// The log.
+            prefix: PrefixId,
+            /// Where the snapshot ends.
+            upto: usize,
+            /// The snapshot.
+            snapshot: T::Snapshot,
+        },
+        /// The sender cannot serve the request for `prefix` starting at `from` (`None`: its
+        /// snapshot).
+        Unavailable {
+            /// The log.
+            prefix: PrefixId,
+            /// The start of the refused request.
+            from: Option<usize>,
+        },
+        /// The sender holds `prefix`: stop offering it.
+        Done {
+            /// The log.
+            prefix: PrefixId,
+        },
+    }
+
+    impl<T: Entry> MigrationMsg<T> {
+        /// The log the message is about.
+        pub fn prefix(&self) -> PrefixId {
+            match self {
+                MigrationMsg::Offer { prefix, .. }
+                | MigrationMsg::Pull { prefix, .. }
+                | MigrationMsg::PullSnapshot { prefix }
+                | MigrationMsg::Entries { prefix, .. }
+                | MigrationMsg::Snapshot { prefix, .. }
+                | MigrationMsg::Unavailable { prefix, .. }
+                | MigrationMsg::Done { prefix } => *prefix,
+            }
+        }
+    }
+
     /// The messages of Sequence Paxos.
     #[derive(Clone, Debug)]
     #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
@@ -318,10 +413,12 @@ pub mod sequence_paxos {
         ForwardAck(ForwardAck),
         ForwardStopSign(ForwardStopSign),
         Compaction(CompactionReq),
+        Migration(MigrationMsg<T>),
     }
 
     impl<T: Entry> PaxosMsg<T> {
-        /// The ballot that identifies the message's configuration and round.
+        /// The ballot that identifies the message's configuration and round (for a migration
+        /// message: only the configuration of the log it is about).
         pub fn ballot(&self) -> Ballot {
             match self {
                 PaxosMsg::PrepareReq(m) => m.n,
@@ -338,6 +435,10 @@ pub mod sequence_paxos {
                 PaxosMsg::ForwardAck(m) => m.n,
                 PaxosMsg::ForwardStopSign(m) => m.n,
                 PaxosMsg::Compaction(m) => m.n,
+                PaxosMsg::Migration(m) => Ballot {
+                    config_id: m.prefix().config_id,
+                    ..Ballot::default()
+                },
             }
         }
     }

@@ -6,6 +6,7 @@ use crate::{
     errors::{CompactionErr, ConfigError, ProposeErr},
     messages::Message,
     quorum::Quorum,
+    sequence_paxos::migration::MigrationStatus,
     sequence_paxos::{Phase, SequencePaxos},
     storage::{Entry, StopSign, Storage},
     util::{LogEntry, NodeId, NodeStats},
@@ -158,10 +159,70 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             .map_err(|ss| ProposeErr::PendingReconfigConfig(ss.next_config, ss.metadata))
     }
 
-    /// The decided stop sign, once this configuration is stopped: start the node of
-    /// `next_config` (see [`ClusterConfig::build_for_server`]).
+    /// The decided stop sign, once this configuration is stopped. Then:
+    ///
+    /// * if this server is in `next_config`, continue with
+    ///   [`start_next_config`](Self::start_next_config);
+    /// * if it is not, it was removed: keep this node running for a while, so that it can serve
+    ///   its log to the servers that join (see [`get_migration_status`](Self::get_migration_status)
+    ///   on those); it takes part in nothing else.
+    ///
+    /// A servers that joins `next_config` builds its node with
+    /// [`ClusterConfig::build_for_server`] on empty storage; the log of this configuration is
+    /// then pulled to it from several servers at once.
     pub fn is_reconfigured(&self) -> Option<StopSign> {
         self.sp.decided_stopsign()
+    }
+
+    /// Turns this stopped node into the node of the next configuration, on the same storage:
+    /// the log goes on at the index of the stop sign, with everything before it decided, and
+    /// this server offers it to the servers that join.
+    ///
+    /// Errors (handing nothing back: the storage stays as it was) if the configuration is not
+    /// stopped, or this server is not in the next one.
+    pub fn start_next_config(
+        self,
+        server_config: ServerConfig,
+    ) -> Result<OmniPaxos<T, B>, ConfigError> {
+        let Some(ss) = self.sp.decided_stopsign() else {
+            return Err(ConfigError::InvalidConfig(
+                "start_next_config: this configuration has not decided a stop sign".into(),
+            ));
+        };
+        let cfg = OmniPaxosConfig {
+            cluster_config: ss.next_config.clone(),
+            server_config,
+        };
+        cfg.validate()?;
+        if cfg.server_config.pid != self.sp.pid() {
+            return Err(ConfigError::InvalidConfig(format!(
+                "server_config.pid: {} is not this server ({})",
+                cfg.server_config.pid,
+                self.sp.pid()
+            )));
+        }
+        let notice = self.sp.stop_notice();
+        let mut next = OmniPaxos::new(cfg, self.sp.into_storage());
+        if let Some((ss, prefix)) = notice {
+            next.sp.continue_after_notice(ss, prefix);
+        }
+        Ok(next)
+    }
+
+    /// Consumes the node and returns its storage.
+    pub fn into_storage(self) -> B {
+        self.sp.into_storage()
+    }
+
+    /// The identifier of this node's configuration.
+    pub fn get_configuration_id(&self) -> u32 {
+        self.sp.config_id()
+    }
+
+    /// While this node pulls the log of the configuration it continues (it joined it), how far
+    /// it got; `None` otherwise. Until the pull completes, reads of that log return `None`.
+    pub fn get_migration_status(&self) -> Option<MigrationStatus> {
+        self.sp.migration()
     }
 
     /// Handles a message received from another server. Messages for another pid, from a pid
@@ -176,7 +237,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
                 self.ble.observe_promise(self.sp.promise());
             }
             Message::BLE(b) => {
-                if b.from != self.sp.pid() && self.is_member(b.from) {
+                if b.from != self.sp.pid() && self.is_member(b.from) && !self.sp.is_sealed() {
                     self.ble.handle(b)
                 }
             }
@@ -191,6 +252,13 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// lost, and flushes a partial batch, each at its configured period.
     pub fn tick(&mut self) {
         self.sp.tick();
+        if self.sp.is_sealed() {
+            // A stopped configuration elects nobody; it only offers its log to the next one.
+            if self.resend_clock.tick() {
+                self.sp.resend_timeout();
+            }
+            return;
+        }
         if self.election_clock.tick() {
             if let Some(h) = self.sp.take_higher_promise() {
                 self.ble.report_higher_promise(h);

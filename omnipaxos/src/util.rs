@@ -93,6 +93,8 @@ pub struct FlexibleQuorum {
     pub write_quorum_size: usize,
 }
 
+pub use crate::sequence_paxos::migration::MigrationStatus;
+
 /// Counters of what a node did, for monitoring and tests.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -101,6 +103,10 @@ pub struct NodeStats {
     pub snapshots_taken: u64,
     /// Times this node's log was brought up to date with a snapshot from another server.
     pub snapshot_installs: u64,
+    /// Logs of a stopped configuration this node pulled in full when it joined the next one.
+    pub migrations_completed: u64,
+    /// Entries of such logs it received.
+    pub migrated_entries: u64,
     /// Forwarded proposals this node, as leader, gave up: it could not tell whether they were in
     /// its log already (its knowledge was partial), or the configuration was stopped.
     pub abandoned_forwards: u64,

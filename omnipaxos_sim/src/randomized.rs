@@ -153,7 +153,8 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
         },
         max_delay,
     };
-    let election_timeout = 2 * max_delay + rng.range(4, 12);
+    // A heartbeat round must outlast a round trip (up to 2 delays) with some margin.
+    let election_timeout = 3 * max_delay + rng.range(4, 12);
     let resend = 2 * max_delay + rng.range(6, 30);
     let batch_size = [1, 1, 1, 2, 5, 20][rng.index(6)];
     let flexible_quorum = if rng.chance(0.25) && nodes >= 3 {

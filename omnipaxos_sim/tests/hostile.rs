@@ -159,6 +159,7 @@ fn set_ballot(msg: &mut PaxosMsg<SimEntry>, b: Ballot) {
         PaxosMsg::ForwardAck(m) => m.n = b,
         PaxosMsg::ForwardStopSign(m) => m.n = b,
         PaxosMsg::Compaction(m) => m.n = b,
+        PaxosMsg::Migration(_) => {}
     }
 }
 

@@ -83,7 +83,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if idx < compacted {
             return Err(CompactionErr::TrimmedIndex(compacted));
         }
-        if idx > compacted {
+        if idx > compacted && !self.defer_compaction(idx) {
             self.snapshot_local(idx);
         }
         if !local_only {
@@ -101,6 +101,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     fn trim_local(&mut self, idx: usize) {
+        self.cancel_migration();
         let mut ops = vec![StorageOp::Trim(idx), StorageOp::SetCompactedIdx(idx)];
         if T::Snapshot::use_snapshots() && self.storage.snapshot().is_some() {
             ops.push(StorageOp::SetSnapshot(None));
@@ -138,7 +139,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
             Compaction::Snapshot(idx) => {
                 let idx = idx.unwrap_or(decided).min(decided);
-                if T::Snapshot::use_snapshots() && idx > compacted {
+                if T::Snapshot::use_snapshots() && idx > compacted && !self.defer_compaction(idx) {
                     self.snapshot_local(idx);
                 }
             }

@@ -127,6 +127,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                             self.storage.write(ops, "install_snapshot");
                             self.origins.hidden_below(self.storage.compacted_idx());
                             self.stats.snapshot_installs += 1;
+                            self.check_migration_superseded();
                         }
                         Ok(None) => {}
                     }

@@ -21,20 +21,22 @@ mod compaction;
 mod follower;
 mod forwarding;
 mod leader;
+pub(crate) mod migration;
 mod origins;
 mod progress;
 mod sync;
 
 use crate::{
     ballot_leader_election::Ballot,
-    messages::sequence_paxos::{PaxosMessage, PaxosMsg},
+    messages::sequence_paxos::{PaxosMessage, PaxosMsg, PrefixId},
     quorum::Quorum,
-    storage::{internal::InternalStorage, Entry, StopSign, Storage},
+    storage::{internal::InternalStorage, Entry, StopSign, Storage, StorageOp},
     util::{ConfigurationId, LogEntry, NodeId, NodeStats},
     OmniPaxosConfig,
 };
 use forwarding::Forwarder;
 use leader::LeaderState;
+use migration::{Migration, MigrationStatus, Offering, Predecessor};
 use origins::Origins;
 use std::ops::RangeBounds;
 
@@ -63,6 +65,16 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     origins: Origins,
     /// Counters for monitoring.
     stats: NodeStats,
+    /// The stopped configuration whose log ours continues, if we know it.
+    predecessor: Option<Predecessor>,
+    /// A stopped configuration's log we offer to servers that may lack it.
+    offering: Option<Offering>,
+    /// Our pull of a stopped configuration's log that we lack.
+    migration: Option<Migration<T>>,
+    /// Our configuration was stopped (a peer told us; we did not decide it ourselves): the stop
+    /// sign and where it is.
+    stop_notice: Option<(StopSign, usize)>,
+    resend_timeout: u64,
     /// A reconfiguration requested here that is not in the log yet.
     pending_stopsign: Option<StopSign>,
     batch_size: usize,
@@ -103,6 +115,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             forwarder: Forwarder::new(),
             origins,
             stats: NodeStats::default(),
+            predecessor: None,
+            offering: None,
+            migration: None,
+            stop_notice: None,
+            resend_timeout: cfg.server_config.resend_message_tick_timeout,
             pending_stopsign: None,
             batch_size: cfg.server_config.batch_size,
             buffer_size: cfg.server_config.buffer_size,
@@ -114,10 +131,63 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             election_timeout: cfg.server_config.election_tick_timeout,
             higher_promise: None,
         };
-        if recovered.is_some() {
+        let recovered = recovered.filter(|b| *b != Ballot::default());
+        let converted = sp.continue_predecessor();
+        if recovered.is_some() && !converted {
             sp.start_recovery();
         }
-        (sp, recovered)
+        (sp, recovered.filter(|_| !converted))
+    }
+
+    /// If our storage holds the log of the configuration we continue (its stop sign decided, and
+    /// the next configuration is ours), take it over: keep its entries, decided, and drop its
+    /// stop sign and ballots. Returns whether it did.
+    fn continue_predecessor(&mut self) -> bool {
+        let Some(ss) = self.storage.stopsign().cloned() else {
+            return false;
+        };
+        if !self.storage.stopsign_decided() || ss.next_config.configuration_id != self.config_id {
+            return false;
+        }
+        let old = self.storage.accepted_round().config_id;
+        let end = self.storage.log_end();
+        self.storage.write(
+            vec![
+                StorageOp::SetStopsign(None),
+                StorageOp::SetAcceptedRound(Ballot::default()),
+                StorageOp::SetPromise(Ballot::default()),
+                StorageOp::SetDecidedIndex(end),
+            ],
+            "continue_configuration",
+        );
+        let prefix = PrefixId {
+            config_id: old,
+            end,
+        };
+        self.predecessor = Some(Predecessor { prefix });
+        self.offering = Some(Offering::new(prefix, ss, self.peers.clone()));
+        true
+    }
+
+    /// Continues configuration `prefix.config_id`, stopped by `ss`, that we learned of from a
+    /// peer without deciding its stop sign ourselves: we keep what we decided of its log; servers
+    /// that hold the rest will offer it.
+    pub(crate) fn continue_after_notice(&mut self, ss: StopSign, prefix: PrefixId) {
+        let decided = self.storage.decided_idx().min(self.storage.log_end());
+        self.storage.write(
+            vec![
+                StorageOp::AppendOnPrefix(decided.max(self.storage.compacted_idx()), Vec::new()),
+                StorageOp::SetStopsign(None),
+                StorageOp::SetAcceptedRound(Ballot::default()),
+                StorageOp::SetPromise(Ballot::default()),
+            ],
+            "continue_configuration",
+        );
+        self.phase = Phase::Idle;
+        self.outgoing.clear();
+        if <T::Snapshot as crate::storage::Snapshot<T>>::use_snapshots() {
+            self.start_migration(prefix, ss);
+        }
     }
 
     // ----- getters -----
@@ -147,17 +217,62 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.storage.compacted_idx()
     }
     pub(crate) fn read<R: RangeBounds<usize>>(&self, r: R) -> Option<Vec<LogEntry<T>>> {
+        let from = match r.start_bound() {
+            std::ops::Bound::Included(i) => *i,
+            std::ops::Bound::Excluded(i) => i.saturating_add(1),
+            std::ops::Bound::Unbounded => 0,
+        };
+        // The log of a predecessor still being pulled cannot be read yet.
+        if from < self.unreadable_below() {
+            return None;
+        }
         self.storage.read(r)
     }
     pub(crate) fn read_decided_suffix(&self, from: usize) -> Option<Vec<LogEntry<T>>> {
+        if from < self.unreadable_below() {
+            return None;
+        }
         self.storage.read_decided_suffix(from)
     }
     pub(crate) fn decided_stopsign(&self) -> Option<StopSign> {
         if self.storage.stopsign_decided() {
             self.storage.stopsign().cloned()
         } else {
-            None
+            self.stop_notice.as_ref().map(|(ss, _)| ss.clone())
         }
+    }
+
+    /// Whether this configuration is over: its stop sign is decided (or a peer said so).
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.storage.stopsign_decided() || self.stop_notice.is_some()
+    }
+
+    /// The stop we learned of from a peer without deciding it ourselves, as the log to continue.
+    pub(crate) fn stop_notice(&self) -> Option<(StopSign, PrefixId)> {
+        if self.storage.stopsign_decided() {
+            return None;
+        }
+        self.stop_notice.as_ref().map(|(ss, end)| {
+            (
+                ss.clone(),
+                PrefixId {
+                    config_id: self.config_id,
+                    end: *end,
+                },
+            )
+        })
+    }
+
+    pub(crate) fn config_id(&self) -> ConfigurationId {
+        self.config_id
+    }
+
+    pub(crate) fn into_storage(self) -> B {
+        self.storage.into_backend()
+    }
+
+    pub(crate) fn migration(&self) -> Option<MigrationStatus> {
+        self.migration_status()
     }
     /// Entries collected in the current batch, not yet in the log.
     pub(crate) fn batched_len(&self) -> usize {
@@ -232,6 +347,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Handles a message addressed to this node.
     pub(crate) fn handle(&mut self, m: PaxosMessage<T>) {
         let from = m.from;
+        if let PaxosMsg::Migration(mig) = m.msg {
+            // Migration crosses configurations: any server may offer or ask for a stopped log.
+            if from != self.pid {
+                self.handle_migration(from, mig);
+            }
+            return;
+        }
         if !self.peers.contains(&from) {
             return;
         }
@@ -257,7 +379,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::ForwardAck(a) => self.forwarder.handle_ack(&a),
             PaxosMsg::ForwardStopSign(f) => self.handle_forward_stopsign(f),
             PaxosMsg::Compaction(c) => self.handle_compaction(from, c),
+            PaxosMsg::Migration(_) => {}
         }
+        self.check_stopped();
     }
 
     /// The leader election chose `b`.
@@ -344,6 +468,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Every `resend_message_tick_timeout` ticks: resend what may have been lost.
     pub(crate) fn resend_timeout(&mut self) {
+        self.check_stopped();
+        self.migration_tick();
+        if self.is_sealed() {
+            // A stopped configuration only serves its log.
+            return;
+        }
         let keep_from = self.storage.decided_idx().saturating_sub(self.buffer_size);
         self.origins
             .prune(keep_from.max(self.storage.compacted_idx()));

@@ -99,7 +99,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let snapshot = match snap {
             SnapshotType::Complete(s) => s,
             SnapshotType::Delta(d) => {
-                if from != decided {
+                // A delta needs our decided log as its base; while we pull an old log we do not
+                // have it yet.
+                if from != decided || self.migration.is_some() {
                     return Err(());
                 }
                 let mut base = self.decided_snapshot(decided);
@@ -204,6 +206,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             // The entries below the snapshot's end reached us folded: their runs are unknown.
             self.origins.hidden_below(plan.start);
             self.stats.snapshot_installs += 1;
+            self.check_migration_superseded();
         }
         self.origins.prune(self.storage.compacted_idx());
     }

@@ -171,6 +171,10 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         &self.backend
     }
 
+    pub(crate) fn into_backend(self) -> B {
+        self.backend
+    }
+
     /// The log in `r` as [`LogEntry`]s; `None` if `r` reaches beyond the log or is empty.
     pub(crate) fn read<R: RangeBounds<usize>>(&self, r: R) -> Option<Vec<LogEntry<T>>> {
         let accepted = self.accepted_idx();

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use omnipaxos::messages::{
-    ballot_leader_election::HeartbeatMsg, sequence_paxos::PaxosMsg, Message,
+    ballot_leader_election::HeartbeatMsg,
+    sequence_paxos::{MigrationMsg, PaxosMsg},
+    Message,
 };
 use omnipaxos_sim::{MemoryBackend, Sim, SimConfig, SimEntry};
 
@@ -30,6 +32,15 @@ pub fn kind(m: &Message<SimEntry>) -> &'static str {
             PaxosMsg::ForwardAck(_) => "ForwardAck",
             PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
             PaxosMsg::Compaction(_) => "Compaction",
+            PaxosMsg::Migration(m) => match m {
+                MigrationMsg::Offer { .. } => "MigrationOffer",
+                MigrationMsg::Pull { .. } => "MigrationPull",
+                MigrationMsg::PullSnapshot { .. } => "MigrationPullSnapshot",
+                MigrationMsg::Entries { .. } => "MigrationEntries",
+                MigrationMsg::Snapshot { .. } => "MigrationSnapshot",
+                MigrationMsg::Unavailable { .. } => "MigrationUnavailable",
+                MigrationMsg::Done { .. } => "MigrationDone",
+            },
         },
     }
 }

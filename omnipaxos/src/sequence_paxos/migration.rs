@@ -1,0 +1,671 @@
+//! Reconfiguration: the next configuration continues the log of the stopped one, and servers
+//! that join pull the old log from several servers at once.
+//!
+//! # How it works
+//!
+//! When configuration `c1` decides its stop sign at index `k`, its log `0..k` becomes the first
+//! part of the log of the next configuration `c2`: indices go on from `k`.
+//!
+//! * A server in both configurations converts its storage in place when it builds the `c2` node
+//!   (see [`crate::OmniPaxos::start_next_config`]): it keeps its entries `0..k`, decided, and
+//!   drops the stop sign and the ballots of `c1`.
+//! * A server that joins starts on empty storage. Servers that hold the old log **offer** it
+//!   (every resend timeout, until the joiner answers `Done`): the `c1` servers once their stop
+//!   sign is decided, and the `c2` servers that hold it. The joiner takes `0..k` as a compacted
+//!   prefix at once (compacted and decided index `k`), so it takes part in deciding `c2`'s new
+//!   entries right away, and fills that prefix in the background: it cuts `0..k` into segments and
+//!   **pulls them from all the servers that offered, in parallel**, a few outstanding per server.
+//!   Each segment that arrives is folded into a snapshot (`Snapshot::create`); a segment whose
+//!   server does not answer within the segment timeout is pulled from another. Servers that
+//!   compacted serve their snapshot for their compacted part. When all segments are in, they are
+//!   merged in order into the snapshot of `0..k` and written to storage. Until then, reads of
+//!   `0..k` on the joiner return `None`.
+//! * After a crash in the middle, a joiner finds a compacted prefix without a snapshot and pulls
+//!   it again when offered.
+//! * `c1` servers that are not in `c2` stay up as sources. Once their stop sign is decided they
+//!   no longer take part in elections or resend anything but offers; they learn they were removed
+//!   from [`crate::OmniPaxos::is_reconfigured`]. A `c1` server that missed the decision learns it
+//!   from an offer.
+//!
+//! Entry types without snapshots cannot hold a prefix they did not receive entry by entry, so
+//! their joining servers are brought up to date by the new leader, like any lagging follower.
+
+use super::SequencePaxos;
+use crate::{
+    messages::sequence_paxos::{MigrationMsg, PaxosMsg, PrefixId},
+    storage::{Entry, Snapshot, StopSign, Storage, StorageOp},
+    util::NodeId,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Segments per migration, so that several sources share the work evenly.
+const SEGMENTS: usize = 16;
+/// Requests outstanding per source.
+const PER_SOURCE: usize = 2;
+
+/// The configuration this node's log continues, and how it ended.
+#[derive(Clone, Debug)]
+pub(crate) struct Predecessor {
+    pub(crate) prefix: PrefixId,
+}
+
+/// Servers we offer a log to, until each answers `Done`.
+#[derive(Clone, Debug)]
+pub(crate) struct Offering {
+    prefix: PrefixId,
+    stopsign: StopSign,
+    pending: BTreeSet<NodeId>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum SegState {
+    Pending,
+    Asked { source: NodeId, at: u64 },
+    Done,
+}
+
+#[derive(Clone, Debug)]
+struct Segment {
+    from: usize,
+    to: usize,
+    state: SegState,
+}
+
+#[derive(Clone, Debug)]
+struct Source {
+    compacted: usize,
+    snapshot: bool,
+    busy: usize,
+    /// Refused or timed out lately: tried again only if no other source can serve.
+    strikes: u32,
+}
+
+/// A joiner's pull of a log it does not hold.
+pub(crate) struct Migration<T: Entry> {
+    prefix: PrefixId,
+    stopsign: StopSign,
+    sources: BTreeMap<NodeId, Source>,
+    segments: Vec<Segment>,
+    /// Snapshots of the parts received, by first index: `start -> (end, snapshot)`.
+    parts: BTreeMap<usize, (usize, T::Snapshot)>,
+    /// A snapshot requested from this source, if any.
+    snapshot_asked: Option<(NodeId, u64)>,
+    /// Ticks a segment may take before it is asked from another source.
+    timeout: u64,
+    /// A compaction requested while migrating, applied after.
+    deferred_compaction: Option<usize>,
+}
+
+/// What the user can see of a migration.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// The end of the old log being pulled (its stop sign's index).
+    pub prefix_end: usize,
+    /// Entries of it received so far.
+    pub received: usize,
+    /// Servers offering it.
+    pub sources: usize,
+}
+
+impl<T: Entry> Migration<T> {
+    fn new(
+        prefix: PrefixId,
+        stopsign: StopSign,
+        own: Option<(usize, T::Snapshot)>,
+        timeout: u64,
+    ) -> Self {
+        let from = own.as_ref().map_or(0, |(end, _)| *end);
+        let mut parts = BTreeMap::new();
+        if let Some((end, s)) = own {
+            if end > 0 {
+                parts.insert(0, (end, s));
+            }
+        }
+        let len = prefix.end - from;
+        let size = len.div_ceil(SEGMENTS).max(1);
+        let segments = (from..prefix.end)
+            .step_by(size)
+            .map(|a| Segment {
+                from: a,
+                to: (a + size).min(prefix.end),
+                state: SegState::Pending,
+            })
+            .collect();
+        Migration {
+            prefix,
+            stopsign,
+            sources: BTreeMap::new(),
+            segments,
+            parts,
+            snapshot_asked: None,
+            timeout,
+            deferred_compaction: None,
+        }
+    }
+
+    pub(crate) fn status(&self) -> MigrationStatus {
+        MigrationStatus {
+            prefix_end: self.prefix.end,
+            received: self.parts.values().map(|(end, _)| *end).sum::<usize>()
+                - self.parts.keys().sum::<usize>(),
+            sources: self.sources.len(),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        let mut at = 0;
+        for (start, (end, _)) in &self.parts {
+            if *start > at {
+                return false;
+            }
+            at = at.max(*end);
+        }
+        at >= self.prefix.end
+    }
+
+    /// The snapshot of the whole log, once complete.
+    fn assemble(&mut self) -> Option<T::Snapshot> {
+        let mut parts = std::mem::take(&mut self.parts).into_iter();
+        let (_, (mut at, mut full)) = parts.next()?;
+        for (start, (end, s)) in parts {
+            debug_assert_eq!(start, at, "parts of the migrated log must be contiguous");
+            full.merge(s);
+            at = end;
+        }
+        (at == self.prefix.end).then_some(full)
+    }
+
+    fn add_source(&mut self, pid: NodeId, compacted: usize, snapshot: bool) {
+        let s = self.sources.entry(pid).or_insert(Source {
+            compacted,
+            snapshot,
+            busy: 0,
+            strikes: 0,
+        });
+        s.compacted = compacted;
+        s.snapshot = snapshot;
+    }
+
+    /// A snapshot covering `0..upto` arrived: it replaces the parts below `upto`.
+    fn take_snapshot(&mut self, upto: usize, snapshot: T::Snapshot) {
+        let upto = upto.min(self.prefix.end);
+        self.parts
+            .retain(|start, (end, _)| *start >= upto || *end > upto);
+        if self.parts.values().any(|(end, _)| *end > upto) && self.parts.keys().any(|s| *s < upto) {
+            // A part straddles `upto`: it cannot be cut, so keep it and drop the snapshot.
+            return;
+        }
+        self.parts.insert(0, (upto, snapshot));
+        for seg in &mut self.segments {
+            if seg.to <= upto {
+                seg.state = SegState::Done;
+            } else if seg.from < upto {
+                seg.from = upto;
+            }
+        }
+    }
+
+    /// Asks idle sources for pending segments; returns the requests to send.
+    fn assign(&mut self, now: u64) -> Vec<(NodeId, MigrationMsg<T>)> {
+        let mut out = Vec::new();
+        let prefix = self.prefix;
+        for i in 0..self.segments.len() {
+            if self.segments[i].state != SegState::Pending {
+                continue;
+            }
+            let from = self.segments[i].from;
+            // The least busy source that has the entries, preferring ones without strikes.
+            let pick = self
+                .sources
+                .iter()
+                .filter(|(_, s)| s.compacted <= from && s.busy < PER_SOURCE)
+                .min_by_key(|(pid, s)| (s.strikes, s.busy, **pid))
+                .map(|(pid, _)| *pid);
+            match pick {
+                Some(pid) => {
+                    let seg = &mut self.segments[i];
+                    seg.state = SegState::Asked {
+                        source: pid,
+                        at: now,
+                    };
+                    if let Some(s) = self.sources.get_mut(&pid) {
+                        s.busy += 1;
+                    }
+                    out.push((
+                        pid,
+                        MigrationMsg::Pull {
+                            prefix,
+                            from: seg.from,
+                            to: seg.to,
+                        },
+                    ));
+                }
+                None => {
+                    // Nobody has these entries any more: ask a compacted source for its snapshot.
+                    let snap_src = self
+                        .sources
+                        .iter()
+                        .filter(|(_, s)| s.snapshot && s.compacted > from)
+                        .min_by_key(|(pid, s)| (s.strikes, **pid))
+                        .map(|(pid, _)| *pid);
+                    if let (Some(pid), None) = (snap_src, self.snapshot_asked) {
+                        self.snapshot_asked = Some((pid, now));
+                        out.push((pid, MigrationMsg::PullSnapshot { prefix }));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Requests that took too long are given back, to be asked from another source.
+    fn expire(&mut self, now: u64) {
+        for seg in &mut self.segments {
+            if let SegState::Asked { source, at } = seg.state {
+                if now >= at + self.timeout {
+                    seg.state = SegState::Pending;
+                    if let Some(s) = self.sources.get_mut(&source) {
+                        s.busy = s.busy.saturating_sub(1);
+                        s.strikes += 1;
+                    }
+                }
+            }
+        }
+        if let Some((pid, at)) = self.snapshot_asked {
+            if now >= at + self.timeout {
+                self.snapshot_asked = None;
+                if let Some(s) = self.sources.get_mut(&pid) {
+                    s.strikes += 1;
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, source: NodeId, from: usize, done: bool) {
+        for seg in &mut self.segments {
+            let asked_there = matches!(seg.state, SegState::Asked { source: s, .. } if s == source);
+            if seg.from == from && asked_there {
+                seg.state = if done {
+                    SegState::Done
+                } else {
+                    SegState::Pending
+                };
+                if let Some(s) = self.sources.get_mut(&source) {
+                    s.busy = s.busy.saturating_sub(1);
+                    if !done {
+                        s.strikes += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Offering {
+    pub(crate) fn new(
+        prefix: PrefixId,
+        stopsign: StopSign,
+        to: impl IntoIterator<Item = NodeId>,
+    ) -> Self {
+        Offering {
+            prefix,
+            stopsign,
+            pending: to.into_iter().collect(),
+        }
+    }
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    /// Whether our log holds `prefix` in full (as entries or snapshot), ready to serve it.
+    fn holds(&self, prefix: PrefixId) -> bool {
+        if self.migration.is_some() {
+            return false;
+        }
+        let stopped_here = prefix.config_id == self.config_id
+            && self.storage.stopsign_decided()
+            && self.storage.log_end() == prefix.end;
+        let continued = self
+            .predecessor
+            .as_ref()
+            .is_some_and(|p| p.prefix == prefix && self.storage.decided_idx() >= prefix.end);
+        stopped_here || continued
+    }
+
+    /// The stopped configuration's log we hold and offer, if any.
+    fn offer_msg(&self, prefix: PrefixId, stopsign: StopSign) -> MigrationMsg<T> {
+        MigrationMsg::Offer {
+            prefix,
+            compacted: self.storage.compacted_idx().min(prefix.end),
+            snapshot: self.storage.has_snapshot() && self.storage.compacted_idx() <= prefix.end,
+            stopsign,
+        }
+    }
+
+    /// Starts offering our stopped log once the stop sign is decided (called after each input).
+    pub(super) fn check_stopped(&mut self) {
+        if self.offering.is_some() || !self.storage.stopsign_decided() {
+            return;
+        }
+        let Some(ss) = self.storage.stopsign().cloned() else {
+            return;
+        };
+        let prefix = PrefixId {
+            config_id: self.config_id,
+            end: self.storage.log_end(),
+        };
+        let to: Vec<NodeId> = ss
+            .next_config
+            .nodes
+            .iter()
+            .chain(self.nodes.iter())
+            .copied()
+            .filter(|p| *p != self.pid)
+            .collect();
+        self.offering = Some(Offering::new(prefix, ss, to));
+        self.send_offers();
+    }
+
+    fn send_offers(&mut self) {
+        let Some(o) = self.offering.clone() else {
+            return;
+        };
+        if !self.holds(o.prefix) {
+            return;
+        }
+        for to in o.pending {
+            let m = self.offer_msg(o.prefix, o.stopsign.clone());
+            self.send(to, PaxosMsg::Migration(m));
+        }
+    }
+
+    /// Every resend timeout: repeat offers, give timed-out segments to other sources.
+    pub(super) fn migration_tick(&mut self) {
+        self.send_offers();
+        let now = self.now;
+        if let Some(m) = self.migration.as_mut() {
+            m.expire(now);
+        }
+        self.drive_migration();
+    }
+
+    fn drive_migration(&mut self) {
+        let now = self.now;
+        let Some(m) = self.migration.as_mut() else {
+            return;
+        };
+        let requests = m.assign(now);
+        for (to, msg) in requests {
+            self.send(to, PaxosMsg::Migration(msg));
+        }
+        if self.migration.as_ref().is_some_and(|m| m.complete()) {
+            self.finish_migration();
+        }
+    }
+
+    fn finish_migration(&mut self) {
+        let Some(mut m) = self.migration.take() else {
+            return;
+        };
+        let Some(full) = m.assemble() else {
+            return;
+        };
+        self.storage.write(
+            vec![StorageOp::SetSnapshot(Some(full))],
+            "migration_complete",
+        );
+        self.stats.migrations_completed += 1;
+        let prefix = m.prefix;
+        // Thank the sources, and offer the log to the others in turn.
+        for pid in m.sources.keys().copied().collect::<Vec<_>>() {
+            self.send(pid, PaxosMsg::Migration(MigrationMsg::Done { prefix }));
+        }
+        self.become_source(prefix, m.stopsign);
+        if let Some(idx) = m.deferred_compaction {
+            let _ = self.snapshot(Some(idx), true);
+        }
+    }
+
+    /// Starts pulling `prefix` (we are in the configuration that continues it).
+    pub(super) fn start_migration(&mut self, prefix: PrefixId, stopsign: StopSign) {
+        let decided = self.storage.decided_idx().min(self.storage.log_end());
+        let compacted = self.storage.compacted_idx();
+        // What we hold of it already (a straggler of the old configuration holds a prefix of it)
+        // is folded into the first part, unless it is compacted without a snapshot.
+        let own = if decided > 0
+            && decided < prefix.end
+            && (compacted == 0 || self.storage.has_snapshot())
+        {
+            Some((decided, self.decided_snapshot(decided)))
+        } else {
+            None
+        };
+        if self.storage.log_end() < prefix.end || compacted < prefix.end {
+            let mut ops = vec![
+                StorageOp::Trim(prefix.end),
+                StorageOp::SetCompactedIdx(prefix.end),
+                StorageOp::SetSnapshot(None),
+            ];
+            if self.storage.decided_idx() < prefix.end {
+                ops.push(StorageOp::SetDecidedIndex(prefix.end));
+            }
+            self.storage.write(ops, "migration_start");
+            self.origins.hidden_below(prefix.end);
+        }
+        let timeout = self.resend_timeout.max(1) * 4;
+        self.migration = Some(Migration::new(prefix, stopsign, own, timeout));
+    }
+
+    /// Whether the compacted prefix is a log of an earlier configuration still to be pulled
+    /// (after a restart in the middle of a migration).
+    fn missing_prefix(&self, prefix: PrefixId) -> bool {
+        T::Snapshot::use_snapshots()
+            && self.storage.compacted_idx() >= prefix.end
+            && !self.storage.has_snapshot()
+    }
+
+    pub(super) fn handle_migration(&mut self, from: NodeId, m: MigrationMsg<T>) {
+        let prefix = m.prefix();
+        match m {
+            MigrationMsg::Offer {
+                compacted,
+                snapshot,
+                stopsign,
+                ..
+            } => self.handle_offer(from, prefix, compacted, snapshot, stopsign),
+            MigrationMsg::Pull { from: a, to: b, .. } => {
+                let reply = self.serve_entries(prefix, a, b);
+                self.send(from, PaxosMsg::Migration(reply));
+            }
+            MigrationMsg::PullSnapshot { .. } => {
+                let reply = match self.storage.snapshot() {
+                    Some(snapshot)
+                        if self.holds(prefix) && self.storage.compacted_idx() <= prefix.end =>
+                    {
+                        MigrationMsg::Snapshot {
+                            prefix,
+                            upto: self.storage.compacted_idx(),
+                            snapshot,
+                        }
+                    }
+                    _ => MigrationMsg::Unavailable { prefix, from: None },
+                };
+                self.send(from, PaxosMsg::Migration(reply));
+            }
+            MigrationMsg::Entries {
+                from: a, entries, ..
+            } => {
+                let Some(mig) = self.migration.as_mut().filter(|m| m.prefix == prefix) else {
+                    return;
+                };
+                let b = a.saturating_add(entries.len());
+                let expected = mig
+                    .segments
+                    .iter()
+                    .any(|s| s.from == a && s.to == b && s.state != SegState::Done);
+                if expected && !entries.is_empty() {
+                    mig.parts.insert(a, (b, T::Snapshot::create(&entries)));
+                    mig.release(from, a, true);
+                    self.stats.migrated_entries += entries.len() as u64;
+                }
+                self.drive_migration();
+            }
+            MigrationMsg::Snapshot { upto, snapshot, .. } => {
+                let Some(mig) = self.migration.as_mut().filter(|m| m.prefix == prefix) else {
+                    return;
+                };
+                if mig.snapshot_asked.is_some_and(|(p, _)| p == from) && upto > 0 {
+                    mig.snapshot_asked = None;
+                    mig.take_snapshot(upto, snapshot);
+                }
+                self.drive_migration();
+            }
+            MigrationMsg::Unavailable { from: a, .. } => {
+                let Some(mig) = self.migration.as_mut().filter(|m| m.prefix == prefix) else {
+                    return;
+                };
+                match a {
+                    Some(a) => mig.release(from, a, false),
+                    None => {
+                        if mig.snapshot_asked.is_some_and(|(p, _)| p == from) {
+                            mig.snapshot_asked = None;
+                        }
+                        if let Some(s) = mig.sources.get_mut(&from) {
+                            s.snapshot = false;
+                        }
+                    }
+                }
+                self.drive_migration();
+            }
+            MigrationMsg::Done { .. } => {
+                if let Some(o) = self.offering.as_mut().filter(|o| o.prefix == prefix) {
+                    o.pending.remove(&from);
+                }
+            }
+        }
+    }
+
+    fn handle_offer(
+        &mut self,
+        from: NodeId,
+        prefix: PrefixId,
+        compacted: usize,
+        snapshot: bool,
+        stopsign: StopSign,
+    ) {
+        let done = PaxosMsg::Migration(MigrationMsg::Done { prefix });
+        if prefix.config_id == self.config_id {
+            // Our own configuration was stopped and we missed the decision. If we accepted that
+            // stop sign where it was decided, with everything before it decided, it is decided
+            // for us too; otherwise we only know the configuration is over.
+            let undecided = !self.storage.stopsign_decided()
+                && stopsign.next_config.configuration_id > self.config_id;
+            if undecided {
+                let ours_too = self.storage.stopsign() == Some(&stopsign)
+                    && self.storage.log_end() == prefix.end
+                    && self.storage.decided_idx() >= prefix.end;
+                if ours_too {
+                    self.storage.set_decided_idx(prefix.end + 1);
+                } else {
+                    self.stop_notice = Some((stopsign, prefix.end));
+                }
+            }
+            self.send(from, done);
+            return;
+        }
+        let ours = stopsign.next_config.configuration_id == self.config_id
+            && stopsign.next_config.nodes.contains(&self.pid);
+        if !ours {
+            return;
+        }
+        if self.migration.as_ref().is_some_and(|m| m.prefix == prefix) {
+            if let Some(m) = self.migration.as_mut() {
+                m.add_source(from, compacted, snapshot);
+            }
+            self.drive_migration();
+            return;
+        }
+        let needs = T::Snapshot::use_snapshots()
+            && self.migration.is_none()
+            && (self.storage.decided_idx() < prefix.end || self.missing_prefix(prefix));
+        if !needs {
+            if self.predecessor.is_none() && self.storage.decided_idx() >= prefix.end {
+                self.become_source(prefix, stopsign);
+            }
+            self.send(from, done);
+            return;
+        }
+        self.start_migration(prefix, stopsign);
+        if let Some(m) = self.migration.as_mut() {
+            m.add_source(from, compacted, snapshot);
+        }
+        self.drive_migration();
+    }
+
+    fn serve_entries(&self, prefix: PrefixId, a: usize, b: usize) -> MigrationMsg<T> {
+        let end = prefix
+            .end
+            .min(self.storage.decided_idx())
+            .min(self.storage.log_end());
+        let ok = self.holds(prefix)
+            && a >= self.storage.compacted_idx()
+            && a < b
+            && b <= end
+            && b - a <= self.buffer_size.max(1);
+        if ok {
+            MigrationMsg::Entries {
+                prefix,
+                from: a,
+                entries: self.storage.entries(a, b),
+            }
+        } else {
+            MigrationMsg::Unavailable {
+                prefix,
+                from: Some(a),
+            }
+        }
+    }
+
+    pub(crate) fn migration_status(&self) -> Option<MigrationStatus> {
+        self.migration.as_ref().map(Migration::status)
+    }
+
+    /// The index below which reads are not possible yet (the prefix being migrated).
+    pub(crate) fn unreadable_below(&self) -> usize {
+        self.migration.as_ref().map_or(0, |m| m.prefix.end)
+    }
+
+    /// A complete snapshot covering the whole log we pull was installed: nothing left to pull.
+    pub(super) fn check_migration_superseded(&mut self) {
+        let done = self.migration.as_ref().is_some_and(|m| {
+            self.storage.has_snapshot() && self.storage.compacted_idx() >= m.prefix.end
+        });
+        if done {
+            if let Some(m) = self.migration.take() {
+                self.become_source(m.prefix, m.stopsign);
+            }
+        }
+    }
+
+    /// We hold the log `prefix` that ours continues: offer it to our peers.
+    fn become_source(&mut self, prefix: PrefixId, stopsign: StopSign) {
+        self.offering = Some(Offering::new(prefix, stopsign, self.peers.clone()));
+        self.predecessor = Some(Predecessor { prefix });
+    }
+
+    /// A trim discards the prefix we pull anyway: stop pulling it.
+    pub(super) fn cancel_migration(&mut self) {
+        self.migration = None;
+    }
+
+    /// Defers a compaction while migrating (the snapshot of the prefix is not here yet).
+    pub(super) fn defer_compaction(&mut self, idx: usize) -> bool {
+        match self.migration.as_mut() {
+            Some(m) => {
+                m.deferred_compaction = Some(m.deferred_compaction.map_or(idx, |d| d.max(idx)));
+                true
+            }
+            None => false,
+        }
+    }
+}
