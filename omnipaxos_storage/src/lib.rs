@@ -1,4 +1,90 @@
 //! Storage backends for OmniPaxos.
+//!
+//! * [`MemoryStorage`]: everything in memory. For tests, simulations, and nodes that rejoin
+//!   with an empty log after a restart.
+//! * [`PersistentStorage`]: entries in a `commitlog` log, the small state in `sled`; atomic
+//!   and durable writes that survive a crash at any instant (see [`persistent_storage`]).
+//! * `conformance` (feature `conformance`): the test suite every backend should pass,
+//!   including your own.
+//!
+//! Both backends follow the contract of [`omnipaxos::storage::Storage`]: absolute indices,
+//! `None` promise and accepted round when fresh, and `write_atomically` that applies all
+//! operations or none. An operation that does not fit the log (an `AppendOnPrefix` outside the
+//! stored entries) is refused with an [`InvalidOpError`] before anything of its batch is
+//! applied.
 #![warn(missing_docs)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod memory_storage;
+pub mod persistent_storage;
+
+pub use memory_storage::MemoryStorage;
+pub use persistent_storage::{PersistentStorage, PersistentStorageConfig};
+
+use omnipaxos::storage::{Entry, StorageOp};
+use std::fmt;
+
+/// A storage operation that does not fit the log. Returned (boxed) by `write_atomically` of
+/// the backends in this crate; nothing of the batch was applied. It points at a bug in the
+/// caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidOpError {
+    /// `AppendOnPrefix(from, ..)` with `from` outside `first..=end`: the entries below `first`
+    /// were trimmed, and appending past `end` would leave a gap.
+    PrefixOutOfRange {
+        /// The requested absolute index.
+        from: usize,
+        /// Absolute index of the first stored entry (the trimmed index).
+        first: usize,
+        /// Absolute index after the last stored entry.
+        end: usize,
+    },
+}
+
+impl fmt::Display for InvalidOpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidOpError::PrefixOutOfRange { from, first, end } => write!(
+                f,
+                "AppendOnPrefix({from}) outside the stored entries {first}..{end}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvalidOpError {}
+
+/// Checks `ops` against a log that stores the absolute entries `first..end`, as they would be
+/// applied in order.
+pub(crate) fn check_ops<T: Entry>(
+    mut first: usize,
+    mut end: usize,
+    ops: &[StorageOp<T>],
+) -> Result<(), InvalidOpError> {
+    for op in ops {
+        match op {
+            StorageOp::AppendEntry(_) => end += 1,
+            StorageOp::AppendEntries(v) => end += v.len(),
+            StorageOp::AppendOnPrefix(from, v) => {
+                if *from < first || *from > end {
+                    return Err(InvalidOpError::PrefixOutOfRange {
+                        from: *from,
+                        first,
+                        end,
+                    });
+                }
+                end = from + v.len();
+            }
+            StorageOp::Trim(idx) => {
+                if *idx > first {
+                    first = *idx;
+                    end = end.max(*idx);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

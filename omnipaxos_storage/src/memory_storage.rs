@@ -1,17 +1,22 @@
 //! An in-memory storage backend.
+use crate::{check_ops, InvalidOpError};
 use omnipaxos::{
     ballot_leader_election::Ballot,
     storage::{Entry, StopSign, Storage, StorageOp, StorageResult},
 };
 
 /// Keeps everything in memory. Fast; lost when the process exits.
+///
+/// `write_atomically` checks the whole batch before applying any of it: a batch with an
+/// operation that does not fit the log returns an [`InvalidOpError`] and changes nothing.
 #[derive(Clone, Debug)]
 pub struct MemoryStorage<T: Entry> {
+    /// The stored entries; `log[i]` has absolute index `trimmed_idx + i`.
     log: Vec<T>,
     promise: Option<Ballot>,
     accepted_round: Option<Ballot>,
     decided_idx: usize,
-    /// Absolute index of `log[0]`.
+    /// Absolute index of `log[0]`: entries below it were trimmed.
     trimmed_idx: usize,
     compacted_idx: usize,
     snapshot: Option<T::Snapshot>,
@@ -34,12 +39,24 @@ impl<T: Entry> Default for MemoryStorage<T> {
 }
 
 impl<T: Entry> MemoryStorage<T> {
+    /// Absolute index of the first stored entry (entries below it were trimmed).
+    #[cfg_attr(not(feature = "conformance"), allow(dead_code))]
+    pub(crate) fn first_idx(&self) -> usize {
+        self.trimmed_idx
+    }
+
+    /// Absolute index after the last stored entry.
+    fn end(&self) -> usize {
+        self.trimmed_idx + self.log.len()
+    }
+
+    /// Applies one operation that [`check_ops`] accepted.
     fn apply(&mut self, op: StorageOp<T>) {
         match op {
             StorageOp::AppendEntry(e) => self.log.push(e),
             StorageOp::AppendEntries(mut v) => self.log.append(&mut v),
             StorageOp::AppendOnPrefix(from, mut v) => {
-                self.log.truncate(from.saturating_sub(self.trimmed_idx));
+                self.log.truncate(from - self.trimmed_idx);
                 self.log.append(&mut v);
             }
             StorageOp::SetPromise(b) => self.promise = Some(b),
@@ -47,34 +64,40 @@ impl<T: Entry> MemoryStorage<T> {
             StorageOp::SetAcceptedRound(b) => self.accepted_round = Some(b),
             StorageOp::SetCompactedIdx(i) => self.compacted_idx = i,
             StorageOp::Trim(idx) => {
-                let n = idx.saturating_sub(self.trimmed_idx).min(self.log.len());
-                self.log.drain(..n);
-                self.trimmed_idx = self.trimmed_idx.max(idx);
+                if idx > self.trimmed_idx {
+                    let n = (idx - self.trimmed_idx).min(self.log.len());
+                    self.log.drain(..n);
+                    self.trimmed_idx = idx;
+                }
             }
             StorageOp::SetStopsign(s) => self.stopsign = s,
             StorageOp::SetSnapshot(s) => self.snapshot = s,
         }
     }
-}
 
-impl<T: Entry> Storage<T> for MemoryStorage<T> {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+    fn apply_all(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), InvalidOpError> {
+        check_ops(self.trimmed_idx, self.end(), &ops)?;
         for op in ops {
             self.apply(op);
         }
         Ok(())
     }
+}
+
+impl<T: Entry> Storage<T> for MemoryStorage<T> {
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        Ok(self.apply_all(ops)?)
+    }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
-        self.apply(StorageOp::AppendEntry(entry));
+        self.log.push(entry);
         Ok(())
     }
-    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
-        self.apply(StorageOp::AppendEntries(entries));
+    fn append_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
+        self.log.append(&mut entries);
         Ok(())
     }
     fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
-        self.apply(StorageOp::AppendOnPrefix(from_idx, entries));
-        Ok(())
+        Ok(self.apply_all(vec![StorageOp::AppendOnPrefix(from_idx, entries)])?)
     }
     fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
         self.promise = Some(n_prom);
@@ -95,24 +118,16 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         Ok(self.accepted_round)
     }
     fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
-        if from < self.trimmed_idx || from > to {
+        if from < self.trimmed_idx || from >= to || to > self.end() {
             return Ok(Vec::new());
         }
-        let (f, t) = (from - self.trimmed_idx, to - self.trimmed_idx);
-        Ok(self.log.get(f..t).map(<[T]>::to_vec).unwrap_or_default())
+        Ok(self.log[from - self.trimmed_idx..to - self.trimmed_idx].to_vec())
     }
     fn get_log_len(&self) -> StorageResult<usize> {
         Ok(self.log.len())
     }
     fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
-        if from < self.trimmed_idx {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .log
-            .get(from - self.trimmed_idx..)
-            .map(<[T]>::to_vec)
-            .unwrap_or_default())
+        self.get_entries(from, self.end())
     }
     fn get_promise(&self) -> StorageResult<Option<Ballot>> {
         Ok(self.promise)
