@@ -178,28 +178,35 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// the log goes on at the index of the stop sign, with everything before it decided, and
     /// this server offers it to the servers that join.
     ///
-    /// Errors (handing nothing back: the storage stays as it was) if the configuration is not
-    /// stopped, or this server is not in the next one.
+    /// Errors, handing this node back unchanged, if the configuration is not stopped, or
+    /// `server_config` is invalid or not this server's, or this server is not in the next
+    /// configuration.
+    // The node is handed back with the error so that nothing is lost; boxing would not help.
+    #[allow(clippy::result_large_err)]
     pub fn start_next_config(
         self,
         server_config: ServerConfig,
-    ) -> Result<OmniPaxos<T, B>, ConfigError> {
+    ) -> Result<OmniPaxos<T, B>, (ConfigError, Self)> {
         let Some(ss) = self.sp.decided_stopsign() else {
-            return Err(ConfigError::InvalidConfig(
+            let e = ConfigError::InvalidConfig(
                 "start_next_config: this configuration has not decided a stop sign".into(),
-            ));
+            );
+            return Err((e, self));
         };
         let cfg = OmniPaxosConfig {
             cluster_config: ss.next_config.clone(),
             server_config,
         };
-        cfg.validate()?;
+        if let Err(e) = cfg.validate() {
+            return Err((e, self));
+        }
         if cfg.server_config.pid != self.sp.pid() {
-            return Err(ConfigError::InvalidConfig(format!(
+            let e = ConfigError::InvalidConfig(format!(
                 "server_config.pid: {} is not this server ({})",
                 cfg.server_config.pid,
                 self.sp.pid()
-            )));
+            ));
+            return Err((e, self));
         }
         let notice = self.sp.stop_notice();
         let mut next = OmniPaxos::new(cfg, self.sp.into_storage());

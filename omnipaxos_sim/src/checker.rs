@@ -1,18 +1,22 @@
 //! The safety invariants of `protocol.md`, checked after every simulated step.
 //!
-//! * **Agreement**: every node's decided entries match one global decided log.
-//! * **Validity**: a decided entry was appended, and each append (tag) is decided at most once.
-//! * **Stability**: a node's decided index never decreases, also across a restart, and its
-//!   decided prefix read again after a restart is unchanged.
-//! * **Sealing**: nothing is decided after a decided stop sign.
-//! * **Promises**: a node's promised ballot never decreases, also across a restart.
+//! * **Agreement**: every node's decided entries match one decided log per configuration, and
+//!   a configuration's log starts with its predecessor's log up to the predecessor's stop sign.
+//! * **Validity**: a decided entry was appended, and each append (tag) is decided at most once
+//!   (at one index, whichever configurations show it).
+//! * **Stability**: a node's decided index never decreases within a configuration, also across
+//!   a restart, and its decided prefix read again after a restart is unchanged.
+//! * **Sealing**: nothing is decided after a decided stop sign in its configuration.
+//! * **Promises**: a node's promised ballot never decreases within a configuration, also
+//!   across a restart.
 //! * **One leader per ballot**: no two nodes serve as leader with the same ballot.
+//! * **Snapshots**: a snapshot a node shows is the snapshot of the decided entries it covers.
 
 use crate::entry::Tagged;
 use omnipaxos::{
     ballot_leader_election::Ballot,
     storage::{Entry, StopSign, Storage},
-    util::{LogEntry, NodeId},
+    util::{ConfigurationId, LogEntry, NodeId},
     OmniPaxos,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,14 +35,22 @@ pub enum Slot<T> {
 /// What the checker tracks per node.
 #[derive(Clone, Debug, Default)]
 struct NodeView {
+    config: ConfigurationId,
     decided: usize,
     promise: Ballot,
 }
 
+/// The decided log of one configuration.
+#[derive(Clone, Debug)]
+struct ConfigLog<T> {
+    slots: Vec<Slot<T>>,
+    /// Where its predecessor's log ended (0 for the first configuration).
+    base: usize,
+}
+
 /// The invariant checker. Feed it every node after every step with [`Checker::observe`].
 pub struct Checker<T> {
-    /// The decided log, as far as any node decided it.
-    global: Vec<Slot<T>>,
+    logs: BTreeMap<ConfigurationId, ConfigLog<T>>,
     /// Tag -> index where it was decided.
     decided_tags: HashMap<u64, usize>,
     appended: HashSet<u64>,
@@ -49,7 +61,7 @@ pub struct Checker<T> {
 impl<T> Default for Checker<T> {
     fn default() -> Self {
         Checker {
-            global: Vec::new(),
+            logs: BTreeMap::new(),
             decided_tags: HashMap::new(),
             appended: HashSet::new(),
             nodes: BTreeMap::new(),
@@ -64,9 +76,9 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         self.appended.insert(tag);
     }
 
-    /// The decided log known so far.
+    /// The decided log of the newest configuration seen.
     pub fn decided_log(&self) -> &[Slot<T>] {
-        &self.global
+        self.logs.values().next_back().map_or(&[], |l| &l.slots)
     }
 
     /// Whether `tag` was decided (somewhere).
@@ -84,45 +96,45 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         self.leaders.len()
     }
 
-    fn add_slot(&mut self, idx: usize, slot: Slot<T>, pid: NodeId) -> Result<(), String> {
-        if let Some(Slot::Hidden) = self.global.get(idx) {
-            if let Slot::Entry(e) = &slot {
-                let tag = e.tag();
-                if !self.appended.contains(&tag) {
-                    return Err(format!(
-                        "validity: node {pid} decided {e:?} at {idx}, which was never appended"
-                    ));
-                }
-                if let Some(prev) = self.decided_tags.insert(tag, idx) {
-                    if prev != idx {
-                        return Err(format!(
-                            "validity: append {tag} decided twice, at {prev} and at {idx} (seen at node {pid})"
-                        ));
-                    }
-                }
-            }
-            self.global[idx] = slot;
-            return Ok(());
+    /// Configurations seen.
+    pub fn configurations(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Entries decided in configurations after the first, beyond what they inherited.
+    pub fn decided_after_first_config(&self) -> usize {
+        self.logs
+            .values()
+            .skip(1)
+            .map(|l| l.slots.len().saturating_sub(l.base))
+            .sum()
+    }
+
+    /// The log of configuration `c`, started from its predecessor's if it is known.
+    fn log_mut(&mut self, c: ConfigurationId) -> &mut ConfigLog<T> {
+        if !self.logs.contains_key(&c) {
+            let inherited = self.logs.values().find_map(|l| {
+                l.slots.iter().position(|s| {
+                    matches!(s, Slot::StopSign(ss) if ss.next_config.configuration_id == c)
+                })
+                .map(|k| l.slots[..k].to_vec())
+            });
+            let log = match inherited {
+                Some(slots) => ConfigLog {
+                    base: slots.len(),
+                    slots,
+                },
+                None => ConfigLog {
+                    slots: Vec::new(),
+                    base: 0,
+                },
+            };
+            self.logs.insert(c, log);
         }
-        if let Some(existing) = self.global.get(idx) {
-            if *existing != slot {
-                return Err(format!(
-                    "agreement: node {pid} decided {slot:?} at index {idx}, another node decided {existing:?}"
-                ));
-            }
-            return Ok(());
-        }
-        if idx != self.global.len() {
-            return Err(format!(
-                "internal: node {pid} decided index {idx} before index {}",
-                self.global.len()
-            ));
-        }
-        if let Some(Slot::StopSign(_)) = self.global.last() {
-            return Err(format!(
-                "sealing: node {pid} decided {slot:?} at index {idx}, after a decided stop sign"
-            ));
-        }
+        self.logs.get_mut(&c).expect("just inserted")
+    }
+
+    fn add_slot(&mut self, c: ConfigurationId, idx: usize, slot: Slot<T>, pid: NodeId) -> Result<(), String> {
         if let Slot::Entry(e) = &slot {
             let tag = e.tag();
             if !self.appended.contains(&tag) {
@@ -131,34 +143,58 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
                 ));
             }
             if let Some(prev) = self.decided_tags.insert(tag, idx) {
-                return Err(format!(
-                    "validity: append {tag} decided twice, at {prev} and at {idx} (seen at node {pid})"
-                ));
+                if prev != idx {
+                    return Err(format!(
+                        "validity: append {tag} decided twice, at {prev} and at {idx} (seen at node {pid})"
+                    ));
+                }
             }
         }
-        self.global.push(slot);
+        let log = self.log_mut(c);
+        if let Some(existing) = log.slots.get(idx) {
+            if matches!(existing, Slot::Hidden) {
+                log.slots[idx] = slot;
+                return Ok(());
+            }
+            if *existing != slot {
+                return Err(format!(
+                    "agreement: node {pid} decided {slot:?} at index {idx} in configuration {c}, another node decided {existing:?}"
+                ));
+            }
+            return Ok(());
+        }
+        if idx != log.slots.len() {
+            return Err(format!(
+                "internal: node {pid} decided index {idx} before index {} (configuration {c})",
+                log.slots.len()
+            ));
+        }
+        if let Some(Slot::StopSign(_)) = log.slots.last() {
+            return Err(format!(
+                "sealing: node {pid} decided {slot:?} at index {idx}, after a decided stop sign (configuration {c})"
+            ));
+        }
+        log.slots.push(slot);
         Ok(())
     }
 
-    /// A compacted prefix up to `c` is decided: slots not seen yet are hidden in it.
-    fn hide_up_to(&mut self, c: usize) {
-        while self.global.len() < c {
-            self.global.push(Slot::Hidden);
+    /// A compacted prefix up to `upto` is decided: slots not seen yet are hidden in it.
+    fn hide_up_to(&mut self, c: ConfigurationId, upto: usize) {
+        let log = self.log_mut(c);
+        while log.slots.len() < upto {
+            log.slots.push(Slot::Hidden);
         }
     }
 
     /// Checks a snapshot of `0..upto` against the decided log, when it is known that far.
-    fn check_snapshot(&self, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
-        if upto > self.global.len() {
+    fn check_snapshot(&self, c: ConfigurationId, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
+        let Some(log) = self.logs.get(&c) else {
+            return Ok(());
+        };
+        if upto > log.slots.len() || log.slots[..upto].iter().any(|s| matches!(s, Slot::Hidden)) {
             return Ok(());
         }
-        if self.global[..upto]
-            .iter()
-            .any(|s| matches!(s, Slot::Hidden))
-        {
-            return Ok(());
-        }
-        let prefix: Vec<&T> = self.global[..upto]
+        let prefix: Vec<&T> = log.slots[..upto]
             .iter()
             .filter_map(|slot| match slot {
                 Slot::Entry(e) => Some(e),
@@ -184,7 +220,12 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         if from >= to {
             return Ok(());
         }
+        let c = op.get_configuration_id();
         let Some(entries) = op.read_entries(from..to) else {
+            if op.get_migration_status().is_some() {
+                // The log of the previous configuration is still being pulled: unreadable.
+                return Ok(());
+            }
             return Err(format!(
                 "read: node {pid} cannot read its decided entries {from}..{to}"
             ));
@@ -193,20 +234,20 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         for e in entries {
             match e {
                 LogEntry::Decided(e) => {
-                    self.add_slot(idx, Slot::Entry(e), pid)?;
+                    self.add_slot(c, idx, Slot::Entry(e), pid)?;
                     idx += 1;
                 }
                 LogEntry::StopSign(ss, true) => {
-                    self.add_slot(idx, Slot::StopSign(ss), pid)?;
+                    self.add_slot(c, idx, Slot::StopSign(ss), pid)?;
                     idx += 1;
                 }
-                LogEntry::Trimmed(c) => {
-                    self.hide_up_to(c);
-                    idx = c.max(idx)
+                LogEntry::Trimmed(t) => {
+                    self.hide_up_to(c, t);
+                    idx = t.max(idx)
                 }
                 LogEntry::Snapshotted(s) => {
-                    self.check_snapshot(pid, s.trimmed_idx, &s.snapshot)?;
-                    self.hide_up_to(s.trimmed_idx);
+                    self.check_snapshot(c, pid, s.trimmed_idx, &s.snapshot)?;
+                    self.hide_up_to(c, s.trimmed_idx);
                     idx = s.trimmed_idx.max(idx)
                 }
                 other => {
@@ -231,7 +272,17 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         op: &OmniPaxos<T, B>,
         restarted: bool,
     ) -> Result<(), String> {
-        let view = self.nodes.entry(pid).or_default().clone();
+        let c = op.get_configuration_id();
+        let mut view = self.nodes.get(&pid).cloned().unwrap_or_default();
+        let mut restarted = restarted;
+        if view.config != c {
+            // A new node of this server (a later configuration): a fresh view.
+            view = NodeView {
+                config: c,
+                ..Default::default()
+            };
+            restarted = true;
+        }
         let decided = op.get_decided_idx();
         if decided < view.decided {
             return Err(format!(
@@ -259,8 +310,11 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
                 }
             }
         }
+        let unreadable = op.get_migration_status().is_some();
         let v = self.nodes.entry(pid).or_default();
-        v.decided = decided;
+        v.config = c;
+        // While the old log is pulled, re-read from the start once it is readable.
+        v.decided = if unreadable { 0 } else { decided };
         v.promise = promise;
         Ok(())
     }

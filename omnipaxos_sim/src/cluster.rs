@@ -25,6 +25,8 @@ pub trait Backend<T: Entry> {
     /// Opens node `pid`'s storage: fresh the first time, what it durably holds afterwards. The
     /// previous instance of the node has been dropped.
     fn open(&mut self, pid: NodeId) -> Self::S;
+    /// Replaces node `pid`'s storage with a fresh, empty one (a server joining a configuration).
+    fn fresh(&mut self, pid: NodeId) -> Self::S;
 }
 
 /// A storage handle shared between the simulator and a node, so that it outlives the node.
@@ -120,13 +122,19 @@ impl<T: Entry> Backend<T> for MemoryBackend<T> {
             .or_insert_with(|| Shared(Rc::new(RefCell::new(MemoryStorage::default()))))
             .clone()
     }
+    fn fresh(&mut self, pid: NodeId) -> Self::S {
+        self.stores.remove(&pid);
+        self.open(pid)
+    }
 }
 
 /// How to set up a simulated cluster.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Number of nodes; their pids are `1..=nodes`.
+    /// Number of nodes of the first configuration; their pids are `1..=nodes`.
     pub nodes: usize,
+    /// Pids up to this can join later (reconfiguration); at least `nodes`.
+    pub capacity: usize,
     /// The seed of every random choice.
     pub seed: u64,
     /// Settings every node gets (its pid is set per node).
@@ -145,6 +153,7 @@ impl SimConfig {
     pub fn new(nodes: usize, seed: u64) -> Self {
         SimConfig {
             nodes,
+            capacity: nodes + 4,
             seed,
             server: ServerConfig {
                 election_tick_timeout: 10,
@@ -185,12 +194,20 @@ pub struct SimStats {
     pub leader_crashes_in_accept: u64,
     /// Times a node was brought up to date with a snapshot.
     pub snapshot_installs: u64,
+    /// Reconfigurations decided.
+    pub reconfigurations: u64,
+    /// Entries decided in a configuration after the first (after a reconfiguration).
+    pub decided_after_reconfiguration: u64,
+    /// Old logs pulled in full by joining servers.
+    pub migrations: u64,
     /// The network's counts.
     pub net: NetStats,
 }
 
 struct SimNode<T: Entry, S: Storage<T>> {
     op: Option<OmniPaxos<T, S>>,
+    /// The configuration the node runs (`None`: never started).
+    cluster: Option<ClusterConfig>,
     /// Ticks per step (1.0: the nominal rate).
     skew: f64,
     clock: f64,
@@ -229,9 +246,10 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     /// A cluster whose nodes run on storage from `backend`.
     pub fn with_backend(cfg: SimConfig, backend: B) -> Self {
         let rng = Rng::new(cfg.seed);
-        let net = Network::new(cfg.nodes, cfg.faults);
+        let capacity = cfg.capacity.max(cfg.nodes);
+        let net = Network::new(capacity, cfg.faults);
         let mut sim = Sim {
-            nodes: Vec::with_capacity(cfg.nodes),
+            nodes: Vec::with_capacity(capacity),
             cfg,
             rng,
             now: 0,
@@ -243,10 +261,14 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             stats: SimStats::default(),
             verbose: std::env::var_os("OMNIPAXOS_SIM_VERBOSE").is_some(),
         };
-        for pid in 1..=sim.cfg.nodes as NodeId {
-            let op = sim.build(pid);
+        let first = sim.cfg.cluster_config();
+        for pid in 1..=capacity as NodeId {
+            let started = pid as usize <= sim.cfg.nodes;
+            let cluster = started.then(|| first.clone());
+            let op = cluster.clone().map(|c| sim.build(pid, c));
             sim.nodes.push(SimNode {
-                op: Some(op),
+                op,
+                cluster,
                 skew: 1.0,
                 clock: 0.0,
                 paused_until: 0,
@@ -256,9 +278,8 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         sim
     }
 
-    fn build(&mut self, pid: NodeId) -> OmniPaxos<T, B::S> {
-        let storage = self.backend.open(pid);
-        let server = ServerConfig {
+    fn server_config(&self, pid: NodeId) -> ServerConfig {
+        ServerConfig {
             pid,
             leader_priority: self
                 .cfg
@@ -267,10 +288,14 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 .copied()
                 .unwrap_or(0),
             ..self.cfg.server.clone()
-        };
+        }
+    }
+
+    fn build(&mut self, pid: NodeId, cluster: ClusterConfig) -> OmniPaxos<T, B::S> {
+        let storage = self.backend.open(pid);
         OmniPaxosConfig {
-            cluster_config: self.cfg.cluster_config(),
-            server_config: server,
+            cluster_config: cluster,
+            server_config: self.server_config(pid),
         }
         .build(storage)
         .expect("simulator configuration is valid")
@@ -293,9 +318,24 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     pub fn config(&self) -> &SimConfig {
         &self.cfg
     }
-    /// The pids of all nodes.
-    pub fn pids(&self) -> impl Iterator<Item = NodeId> {
-        1..=self.cfg.nodes as NodeId
+    /// The pids of all nodes that were ever started (removed ones included).
+    pub fn pids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (1..=self.nodes.len() as NodeId).filter(|p| self.nodes[*p as usize - 1].cluster.is_some())
+    }
+
+    /// The newest configuration any node runs.
+    pub fn newest_config(&self) -> ClusterConfig {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.cluster.as_ref())
+            .max_by_key(|c| c.configuration_id)
+            .cloned()
+            .unwrap_or_else(|| self.cfg.cluster_config())
+    }
+
+    /// The pids of the newest configuration.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.newest_config().nodes
     }
     /// Node `pid`, unless it is crashed.
     pub fn node(&self, pid: NodeId) -> Option<&OmniPaxos<T, B::S>> {
@@ -341,6 +381,15 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                     .filter_map(|n| n.op.as_ref())
                     .map(|o| o.get_stats().snapshot_installs)
                     .sum::<u64>(),
+            migrations: self.stats.migrations
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.op.as_ref())
+                    .map(|o| o.get_stats().migrations_completed)
+                    .sum::<u64>(),
+            reconfigurations: self.checker.configurations().saturating_sub(1) as u64,
+            decided_after_reconfiguration: self.checker.decided_after_first_config() as u64,
             net: self.net.stats(),
             ..self.stats
         }
@@ -351,10 +400,11 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.pids()
             .filter_map(|p| {
                 let op = self.node(p)?;
-                (op.get_current_leader() == Some((p, true))).then(|| (op.get_promise(), p))
+                let serving = op.get_current_leader() == Some((p, true)) && op.is_reconfigured().is_none();
+                serving.then(|| (op.get_configuration_id(), op.get_promise(), p))
             })
             .max()
-            .map(|(_, p)| p)
+            .map(|(_, _, p)| p)
     }
 
     /// The decided index of `pid` (0 if crashed).
@@ -408,12 +458,62 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         Ok(())
     }
 
+    /// Proposes at node `pid` to reconfigure to `next`.
+    pub fn reconfigure(&mut self, pid: NodeId, next: ClusterConfig) -> Result<(), String> {
+        let op = self.node_mut(pid).ok_or_else(|| format!("node {pid} is down"))?;
+        op.reconfigure(next, None).map_err(|e| e.to_string())?;
+        self.collect(pid);
+        Ok(())
+    }
+
+    /// Turns node `pid`, whose configuration is stopped, into the node of the next one on the same
+    /// storage.
+    pub fn start_next_config(&mut self, pid: NodeId) -> Result<(), String> {
+        let idx = pid as usize - 1;
+        let server = self.server_config(pid);
+        let op = self.nodes[idx].op.take().ok_or_else(|| format!("node {pid} is down"))?;
+        let next_cluster = op.is_reconfigured().map(|ss| ss.next_config);
+        match op.start_next_config(server) {
+            Ok(next) => {
+                self.nodes[idx].cluster = next_cluster;
+                self.nodes[idx].op = Some(next);
+                self.nodes[idx].restarted = true;
+                if self.verbose {
+                    eprintln!("t={} node {pid} continues in the next configuration", self.now);
+                }
+                self.collect(pid);
+                Ok(())
+            }
+            Err((e, op)) => {
+                self.nodes[idx].op = Some(op);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Starts node `pid` as a server joining `cluster`, on fresh storage.
+    pub fn join(&mut self, pid: NodeId, cluster: ClusterConfig) {
+        let idx = pid as usize - 1;
+        self.nodes[idx].op = None;
+        self.backend.fresh(pid);
+        let op = self.build(pid, cluster.clone());
+        self.nodes[idx].cluster = Some(cluster);
+        self.nodes[idx].op = Some(op);
+        self.nodes[idx].restarted = true;
+        self.nodes[idx].clock = 0.0;
+        if self.verbose {
+            eprintln!("t={} node {pid} joins", self.now);
+        }
+        self.collect(pid);
+    }
+
     /// Crashes node `pid`: it stops, messages to it are lost, its storage stays.
     pub fn crash(&mut self, pid: NodeId) {
         let idx = pid as usize - 1;
         if let Some(op) = self.nodes[idx].op.take() {
             self.stats.crashes += 1;
             self.stats.snapshot_installs += op.get_stats().snapshot_installs;
+            self.stats.migrations += op.get_stats().migrations_completed;
             if op.get_current_leader() == Some((pid, true)) {
                 self.stats.leader_crashes_in_accept += 1;
             }
@@ -430,7 +530,10 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         if self.nodes[idx].op.is_some() {
             return;
         }
-        let mut op = self.build(pid);
+        let Some(cluster) = self.nodes[idx].cluster.clone() else {
+            return;
+        };
+        let mut op = self.build(pid, cluster);
         op.fail_recovery();
         if self.verbose {
             eprintln!("t={} restart node {pid}", self.now);
@@ -550,7 +653,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     /// Restores all links, restarts crashed nodes, ends pauses and skews.
     pub fn heal(&mut self) {
         self.net.heal();
-        for pid in 1..=self.cfg.nodes as NodeId {
+        for pid in self.pids().collect::<Vec<_>>() {
             self.restart(pid);
             let n = &mut self.nodes[pid as usize - 1];
             n.paused_until = 0;
@@ -563,3 +666,4 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.fail(&format!("liveness: {what}"))
     }
 }
+

@@ -9,7 +9,7 @@ use crate::{
 };
 use omnipaxos::{
     util::{FlexibleQuorum, NodeId},
-    ServerConfig,
+    ClusterConfig, ServerConfig,
 };
 
 /// What one seed did, and how fast the cluster recovered after healing.
@@ -30,6 +30,8 @@ pub struct RunReport {
     pub election_timeout: u64,
     /// How the seed compacted.
     pub compaction: Compaction,
+    /// Whether the seed reconfigured.
+    pub reconfigured: bool,
 }
 
 /// How a seed compacts its log.
@@ -65,6 +67,81 @@ const TOPOLOGIES: [Topology; 7] = [
     Topology::IsolateLeader,
 ];
 
+/// A new configuration for the cluster: replace one server, grow or shrink by two, or replace a
+/// majority, with fresh pids up to `capacity`.
+fn next_configuration(
+    sim: &Sim<SimEntry, crate::cluster::MemoryBackend<SimEntry>>,
+    rng: &mut Rng,
+    capacity: usize,
+) -> ClusterConfig {
+    let current = sim.newest_config();
+    let mut nodes = current.nodes.clone();
+    let mut spare: Vec<NodeId> = (1..=capacity as NodeId)
+        .filter(|p| !nodes.contains(p) && sim.node(*p).is_none() && !sim.pids().any(|q| q == *p))
+        .collect();
+    match rng.range(0, 3) {
+        0 => {
+            // Replace one server (maybe the leader).
+            let out = rng.index(nodes.len());
+            nodes.remove(out);
+            if let Some(p) = spare.pop() {
+                nodes.push(p);
+            }
+        }
+        1 if nodes.len() <= 3 => {
+            // Grow by two.
+            for _ in 0..2 {
+                if let Some(p) = spare.pop() {
+                    nodes.push(p);
+                }
+            }
+        }
+        1 => {
+            // Shrink by two.
+            nodes.truncate(nodes.len() - 2);
+        }
+        _ => {
+            // Replace a majority.
+            let keep = nodes.len() / 2;
+            nodes.truncate(keep.max(1));
+            while nodes.len() < current.nodes.len() {
+                match spare.pop() {
+                    Some(p) => nodes.push(p),
+                    None => break,
+                }
+            }
+        }
+    }
+    nodes.sort_unstable();
+    ClusterConfig {
+        configuration_id: current.configuration_id + 1,
+        nodes,
+        flexible_quorum: None,
+    }
+}
+
+/// Moves every server whose configuration is stopped on to the next one: servers in both continue
+/// on their storage, new ones join on fresh storage; removed ones stay as they are.
+fn advance_configurations(sim: &mut Sim<SimEntry, crate::cluster::MemoryBackend<SimEntry>>) {
+    let stopped: Vec<(NodeId, ClusterConfig)> = sim
+        .pids()
+        .filter_map(|p| {
+            let ss = sim.node(p)?.is_reconfigured()?;
+            Some((p, ss.next_config))
+        })
+        .collect();
+    for (pid, next) in stopped {
+        if next.nodes.contains(&pid) {
+            let _ = sim.start_next_config(pid);
+        }
+        for &joiner in &next.nodes {
+            if !sim.pids().any(|p| p == joiner) {
+                sim.join(joiner, next.clone());
+            }
+        }
+    }
+}
+
 fn random_pid(rng: &mut Rng, n: usize) -> NodeId {
     rng.index(n) as NodeId + 1
 }
@@ -74,7 +151,7 @@ fn apply_topology(
     t: Topology,
     rng: &mut Rng,
 ) {
-    let n = sim.config().nodes;
+    let n = sim.config().capacity;
     let leader = sim.leader().unwrap_or_else(|| random_pid(rng, n));
     let net = sim.net();
     net.heal();
@@ -174,6 +251,7 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
     };
     let cfg = SimConfig {
         nodes,
+        capacity: nodes + 4,
         seed,
         server: ServerConfig {
             election_tick_timeout: election_timeout,
@@ -201,26 +279,59 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
     };
     let p_append = 0.02 + rng.unit() * 0.3;
     let p_crash = [0.0, 0.001, 0.003, 0.01][rng.index(4)];
-    let max_down = (nodes - 1) / 2;
     let mut down: Vec<(NodeId, u64)> = Vec::new();
     let mut next_topology = rng.range(50, 400);
     let mut next_tag: u64 = 1;
+    // Reconfigure in some seeds (twice in some of those, the second while the first may still be
+    // migrating).
+    let mut reconfigs: Vec<u64> = Vec::new();
+    if rng.chance(0.15) {
+        reconfigs.push(rng.range(200, ticks * 3 / 5));
+        if rng.chance(0.3) {
+            reconfigs.push(reconfigs[0] + rng.range(20, 200));
+        }
+    }
+    let reconfigures = !reconfigs.is_empty();
+    let capacity = nodes + 4;
+    let mut pending_config: Option<ClusterConfig> = None;
 
     for t in 0..ticks {
+        if reconfigs.first() == Some(&t) && pending_config.is_none() {
+            reconfigs.remove(0);
+            pending_config = Some(next_configuration(&sim, &mut rng, capacity));
+        }
+        if let Some(next) = pending_config.clone() {
+            // Propose at some node until the stop sign is decided somewhere.
+            let decided = sim.pids().any(|p| {
+                sim.node(p)
+                    .and_then(|o| o.is_reconfigured())
+                    .is_some_and(|ss| ss.next_config == next)
+            });
+            if decided {
+                pending_config = None;
+            } else if rng.chance(0.05) {
+                let members = sim.members();
+                let pid = members[rng.index(members.len())];
+                let _ = sim.reconfigure(pid, next);
+            }
+        }
+        advance_configurations(&mut sim);
+        let members = sim.members();
+        let max_down = (members.len() - 1) / 2;
         if t == next_topology {
             let topo = TOPOLOGIES[rng.index(TOPOLOGIES.len())];
             apply_topology(&mut sim, topo, &mut rng);
             next_topology += rng.range(50, 400);
         }
         if rng.chance(p_append) {
-            let pid = random_pid(&mut rng, nodes);
+            let pid = members[rng.index(members.len())];
             for _ in 0..rng.range(1, 3) {
                 let _ = sim.append(pid, SimEntry { id: next_tag });
                 next_tag += 1;
             }
         }
         if rng.chance(p_crash) && down.len() < max_down {
-            let pid = random_pid(&mut rng, nodes);
+            let pid = members[rng.index(members.len())];
             if sim.is_up(pid) {
                 sim.crash(pid);
                 down.push((pid, t + rng.range(10, 300)));
@@ -235,20 +346,20 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
             }
         });
         if rng.chance(0.001) {
-            let pid = random_pid(&mut rng, nodes);
+            let pid = members[rng.index(members.len())];
             let ticks = rng.range(5, 3 * election_timeout);
             sim.pause(pid, ticks);
         }
         if rng.chance(0.0005) {
-            let pid = random_pid(&mut rng, nodes);
+            let pid = members[rng.index(members.len())];
             if let Some(op) = sim.node_mut(pid) {
                 op.try_become_leader();
             }
         }
         if compaction != Compaction::None && rng.chance(0.01) {
             let pid = match compaction {
-                Compaction::Trim => sim.leader().unwrap_or(1),
-                _ => random_pid(&mut rng, nodes),
+                Compaction::Trim => sim.leader().unwrap_or(members[0]),
+                _ => members[rng.index(members.len())],
             };
             let upto = rng.chance(0.5);
             let local = rng.chance(0.3);
@@ -262,7 +373,7 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
             }
         }
         if rng.chance(0.0005) {
-            let pid = random_pid(&mut rng, nodes);
+            let pid = members[rng.index(members.len())];
             let p = rng.range(0, 3) as u32;
             if let Some(op) = sim.node_mut(pid) {
                 op.set_priority(p);
@@ -279,18 +390,22 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
         max_delay,
     });
     let target = sim.checker().decided_log().len();
-    let bound = 10 * election_timeout + 2 * resend;
+    // A reconfiguration still under way finishes while healing: allow for its migration.
+    let bound = 10 * election_timeout + 2 * resend + if reconfigures { 10 * resend } else { 0 };
     // Converged: one leader that every node follows, every decided entry decided everywhere,
     // and this holds for two election timeouts (the election has settled, not just passed by).
     let settle = 2 * election_timeout;
     let mut since: Option<u64> = None;
     let heal_ticks = sim
         .run_until(bound + settle, |s| {
+            let members = s.members();
             let agreed = s.leader().is_some_and(|l| {
-                s.pids().all(|p| {
-                    s.node(p)
-                        .is_some_and(|o| o.get_current_leader().map(|x| x.0) == Some(l))
-                        && s.decided(p) >= target
+                members.iter().all(|&p| {
+                    s.node(p).is_some_and(|o| {
+                        o.get_current_leader().map(|x| x.0) == Some(l)
+                            && o.get_configuration_id() == s.newest_config().configuration_id
+                            && o.get_migration_status().is_none()
+                    }) && s.decided(p) >= target
                 })
             });
             match (agreed, since) {
@@ -309,9 +424,12 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
         .unwrap_or_else(|| {
             sim.liveness_failure(&format!(
                 "no agreed leader with every decided entry everywhere within {bound} ticks of healing \
-                 (leader {:?}, decided {:?}, target {target})",
+                 (leader {:?}, decided {:?}, target {target}, members {:?}, configurations {:?}, migrating {:?})",
                 sim.leader(),
-                sim.pids().map(|p| sim.decided(p)).collect::<Vec<_>>()
+                sim.pids().map(|p| sim.decided(p)).collect::<Vec<_>>(),
+                sim.members(),
+                sim.pids().map(|p| sim.node(p).map(|o| o.get_configuration_id())).collect::<Vec<_>>(),
+                sim.pids().filter(|p| sim.node(*p).is_some_and(|o| o.get_migration_status().is_some())).collect::<Vec<_>>(),
             ))
         });
     let leader = sim.leader().expect("a leader after healing");
@@ -335,5 +453,6 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
         fresh_decide_ticks,
         election_timeout,
         compaction,
+        reconfigured: reconfigures,
     }
 }

@@ -20,6 +20,7 @@ fn env_u64(name: &str) -> Option<u64> {
 struct Totals {
     seeds: u64,
     compacting_seeds: u64,
+    reconfiguring_seeds: u64,
     stats: SimStats,
     max_heal_ticks_in_timeouts: f64,
     max_fresh_ticks_in_timeouts: f64,
@@ -33,6 +34,9 @@ fn add(t: &mut Totals, s: &SimStats) {
     t.stats.crashes += s.crashes;
     t.stats.leader_crashes_in_accept += s.leader_crashes_in_accept;
     t.stats.snapshot_installs += s.snapshot_installs;
+    t.stats.reconfigurations += s.reconfigurations;
+    t.stats.decided_after_reconfiguration += s.decided_after_reconfiguration;
+    t.stats.migrations += s.migrations;
     t.stats.net.sent += s.net.sent;
     t.stats.net.dropped += s.net.dropped;
     t.stats.net.duplicated += s.net.duplicated;
@@ -59,6 +63,9 @@ fn run_tier(nodes: usize, first_seed: u64, seeds: u64) -> Totals {
                 t.seeds += 1;
                 if r.compaction != omnipaxos_sim::randomized::Compaction::None {
                     t.compacting_seeds += 1;
+                }
+                if r.reconfigured {
+                    t.reconfiguring_seeds += 1;
                 }
                 add(&mut t, &r.stats);
                 let e = r.election_timeout as f64;
@@ -98,6 +105,14 @@ fn check_non_vacuous(t: &Totals) {
     assert!(
         t.stats.snapshot_installs > 0,
         "no node was ever synced from a snapshot: {t:?}"
+    );
+    assert!(
+        t.reconfiguring_seeds * 10 >= t.seeds,
+        "fewer than a tenth of the seeds reconfigure: {t:?}"
+    );
+    assert!(
+        t.stats.decided_after_reconfiguration > 0 && t.stats.migrations > 0,
+        "nothing was decided after a reconfiguration, or no log migrated: {t:?}"
     );
 }
 

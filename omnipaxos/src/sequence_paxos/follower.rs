@@ -90,7 +90,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let promise = Promise {
             n: p.n,
             n_accepted: na,
-            decided_idx: self.storage.decided_idx(),
+            decided_idx: self.reported_decided(),
             accepted_idx: la,
             log_sync,
             forward_session: self.forwarder.session_for(p.n),
@@ -256,7 +256,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             n: prom,
             n_accepted: self.storage.accepted_round(),
             accepted_idx: self.storage.accepted_idx(),
-            decided_idx: self.storage.decided_idx(),
+            decided_idx: self.reported_decided(),
         };
         self.send(prom.pid, PaxosMsg::ResyncReq(req));
     }

@@ -188,20 +188,22 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     fn prepare_msg(&self, n: Ballot) -> Prepare {
         Prepare {
             n,
-            decided_idx: self.storage.decided_idx(),
+            // Without a base for a delta, ask for what the followers have from the start.
+            decided_idx: self.reported_decided(),
             n_accepted: self.storage.accepted_round(),
             accepted_idx: self.storage.accepted_idx(),
         }
     }
 
     pub(super) fn handle_promise(&mut self, from: NodeId, p: Promise<T>) {
+        let asked_from = self.reported_decided();
         let Some(l) = self.leader.as_mut() else {
             return;
         };
         // A promise must be well-formed for the Prepare we sent: never accepted in a round above
         // the one promised, decided within what it accepted, and (in the prepare phase) its log
-        // sync must start where we asked and end at its accepted index. One that is not would
-        // mislead the adoption; it is dropped.
+        // sync must start no earlier than we asked and end at its accepted index. One that is
+        // not would mislead the adoption; it is dropped.
         let mut valid = p.n == l.n && p.n_accepted <= p.n && p.decided_idx <= p.accepted_idx;
         if valid && self.phase == Phase::Prepare {
             let own = (self.storage.accepted_round(), self.storage.accepted_idx());
@@ -211,9 +213,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                         .sync_idx
                         .checked_add(sync.suffix.len())
                         .and_then(|e| e.checked_add(usize::from(sync.stopsign.is_some())));
-                    let starts_where_asked = sync.sync_idx == self.storage.decided_idx()
-                        || sync.sync_idx == own.1
-                        || sync.decided_snapshot.is_some();
+                    // Where we asked (our decided or accepted index), or later where the
+                    // follower compacted: every server accepted what a trim removed.
+                    let starts_where_asked =
+                        sync.sync_idx >= asked_from || sync.decided_snapshot.is_some();
                     starts_where_asked
                         && end == Some(p.accepted_idx)
                         && (p.n_accepted, p.accepted_idx) > own
@@ -287,8 +290,19 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 .position(|(pid, _)| *pid == best)
                 .map(|i| l.promise_syncs.swap_remove(i).1);
             plan = sync.and_then(|s| self.plan_log_sync(s));
-            if plan.is_some() {
-                l.adopted_round = best_key.0;
+            match plan {
+                Some(_) => l.adopted_round = best_key.0,
+                None => {
+                    // The most up-to-date log cannot be applied to ours (it does not fit):
+                    // adopting our own instead could lose decided entries. Count that promise
+                    // out; it is asked for again.
+                    if let Some(pr) = l.progress_mut(best) {
+                        *pr = Progress::Unpromised;
+                    }
+                    self.leader = Some(l);
+                    self.check_prepare_quorum();
+                    return;
+                }
             }
         }
         l.promise_syncs.clear();

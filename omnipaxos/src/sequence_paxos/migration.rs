@@ -344,7 +344,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Starts offering our stopped log once the stop sign is decided (called after each input).
     pub(super) fn check_stopped(&mut self) {
-        if self.offering.is_some() || !self.storage.stopsign_decided() {
+        let offering_ours = self
+            .offering
+            .as_ref()
+            .is_some_and(|o| o.prefix.config_id == self.config_id);
+        if offering_ours || !self.storage.stopsign_decided() {
             return;
         }
         let Some(ss) = self.storage.stopsign().cloned() else {
@@ -410,6 +414,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let Some(full) = m.assemble() else {
             return;
         };
+        if self.storage.compacted_idx() != m.prefix.end {
+            // Compacted past it meanwhile (a trim): the old log is not wanted any more.
+            return;
+        }
         self.storage.write(
             vec![StorageOp::SetSnapshot(Some(full))],
             "migration_complete",
@@ -459,8 +467,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Whether the compacted prefix is a log of an earlier configuration still to be pulled
     /// (after a restart in the middle of a migration).
     fn missing_prefix(&self, prefix: PrefixId) -> bool {
+        // Exactly where a joiner's prefix ends: a trim beyond it discarded it for good.
         T::Snapshot::use_snapshots()
-            && self.storage.compacted_idx() >= prefix.end
+            && self.storage.compacted_idx() == prefix.end
             && !self.storage.has_snapshot()
     }
 

@@ -35,6 +35,24 @@ pub(super) struct SyncPlan<T: Entry> {
 }
 
 impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    /// Whether we can merge a delta into a snapshot of our decided log: we hold that log as
+    /// entries, or as a snapshot and entries, not as a compacted prefix without a snapshot (a
+    /// predecessor's log still to pull, or a trim).
+    pub(super) fn has_decided_base(&self) -> bool {
+        self.migration.is_none()
+            && (self.storage.compacted_idx() == 0 || self.storage.has_snapshot())
+    }
+
+    /// The decided index we tell a leader that syncs us. Without a base for a delta we say 0, so
+    /// that it sends what it has from the start (a complete snapshot, or its log).
+    pub(super) fn reported_decided(&self) -> usize {
+        if T::Snapshot::use_snapshots() && !self.has_decided_base() {
+            0
+        } else {
+            self.storage.decided_idx()
+        }
+    }
+
     /// The log from `sync_idx` on, for a node whose log agrees with ours below `sync_idx`.
     pub(super) fn log_sync_for(&self, sync_idx: usize, peer: PeerLog) -> LogSync<T> {
         let log_end = self.storage.log_end();
@@ -99,9 +117,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let snapshot = match snap {
             SnapshotType::Complete(s) => s,
             SnapshotType::Delta(d) => {
-                // A delta needs our decided log as its base; while we pull an old log we do not
-                // have it yet.
-                if from != decided || self.migration.is_some() {
+                // A delta needs our decided log as its base.
+                if from != decided || !self.has_decided_base() {
                     return Err(());
                 }
                 let mut base = self.decided_snapshot(decided);
