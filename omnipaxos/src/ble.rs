@@ -55,6 +55,9 @@ pub(crate) struct Ble {
     /// takes a ballot above it at the end of the round unless somebody happily follows it.
     higher_promise: Option<Ballot>,
     outgoing: Vec<BLEMessage>,
+    /// Whether this node may take over. A server that joined a configuration does not until it
+    /// knows where the log it continues ends: leading with an empty log would lose it.
+    can_lead: bool,
 }
 
 impl Ble {
@@ -86,6 +89,7 @@ impl Ble {
             leader_is_new: false,
             higher_promise: None,
             outgoing: Vec::new(),
+            can_lead: true,
         }
     }
 
@@ -149,8 +153,16 @@ impl Ble {
         b
     }
 
+    /// Sets whether this node may take over (see `can_lead`).
+    pub(crate) fn set_can_lead(&mut self, can_lead: bool) {
+        self.can_lead = can_lead;
+    }
+
     /// Takes over at once with a ballot above `promise` (`try_become_leader`).
     pub(crate) fn force_takeover(&mut self, promise: Ballot) -> Option<Ballot> {
+        if !self.can_lead {
+            return None;
+        }
         let b = self.next_ballot(promise)?;
         Some(self.become_leader(b))
     }
@@ -209,7 +221,8 @@ impl Ble {
         self.higher_promise = None;
 
         let all_unhappy = self.replies.iter().all(|rep| !rep.r.happy);
-        if !self.happy && self.quorum_connected && all_unhappy && !self.leader_is_new {
+        if !self.happy && self.can_lead && self.quorum_connected && all_unhappy && !self.leader_is_new
+        {
             let me = (self.priority, self.pid);
             let better_candidate = self
                 .replies
@@ -277,7 +290,8 @@ impl Ble {
                     ballot: self.current,
                     leader: self.leader,
                     happy: self.happy || happy_now,
-                    quorum_connected: self.quorum_connected || connected_now,
+                    // Only a possible candidate makes others defer to it.
+                    quorum_connected: (self.quorum_connected || connected_now) && self.can_lead,
                 };
                 self.outgoing.push(BLEMessage {
                     from: self.pid,

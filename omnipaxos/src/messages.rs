@@ -108,6 +108,10 @@ pub mod sequence_paxos {
         pub stopsign: Option<StopSign>,
         /// The forwarded runs in `suffix`, or `None` if the sender does not know them all.
         pub forwarded: Option<Vec<ForwardRun>>,
+        /// The sender's log below `sync_idx` is compacted without a snapshot (a trim, or a
+        /// predecessor's log it still pulls) and the receiver is behind it: the receiver takes
+        /// that prefix as compacted too (decided, without entries).
+        pub compacted_prefix: bool,
     }
 
     /// A follower promises ballot `n` and reports its log beyond what the leader has.
@@ -373,6 +377,15 @@ pub mod sequence_paxos {
             /// The log.
             prefix: PrefixId,
         },
+        /// Sent to a server still in configuration `stopped`, which the sender already left:
+        /// that configuration is over, and the receiver is a server of `next_config`. The
+        /// receiver keeps its decided log and is brought up to date by `next_config`'s leader.
+        Moved {
+            /// The configuration the receiver is still in.
+            stopped: crate::util::ConfigurationId,
+            /// The sender's configuration, which continues it.
+            next_config: crate::ClusterConfig,
+        },
     }
 
     impl<T: Entry> MigrationMsg<T> {
@@ -386,6 +399,11 @@ pub mod sequence_paxos {
                 | MigrationMsg::Snapshot { prefix, .. }
                 | MigrationMsg::Unavailable { prefix, .. }
                 | MigrationMsg::Done { prefix } => *prefix,
+                // Where the stopped log ends is not known to the sender.
+                MigrationMsg::Moved { stopped, .. } => PrefixId {
+                    config_id: *stopped,
+                    end: 0,
+                },
             }
         }
     }

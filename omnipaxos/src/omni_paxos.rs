@@ -89,7 +89,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             cfg.cluster_config.nodes.len(),
             cfg.cluster_config.flexible_quorum,
         );
-        let ble = Ble::new(
+        let mut ble = Ble::new(
             pid,
             cfg.cluster_config.configuration_id,
             peers,
@@ -97,6 +97,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             cfg.server_config.leader_priority,
             recovered_promise,
         );
+        ble.set_can_lead(sp.can_lead());
         OmniPaxos {
             ble,
             sp,
@@ -209,7 +210,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             return Err((e, self));
         }
         let notice = self.sp.stop_notice();
+        let old_nodes = self.sp.members().to_vec();
         let mut next = OmniPaxos::new(cfg, self.sp.into_storage());
+        // The old configuration's servers that missed the stop learn it from our offers.
+        next.sp.offer_also_to(&old_nodes);
         if let Some((ss, prefix)) = notice {
             next.sp.continue_after_notice(ss, prefix);
         }
@@ -270,6 +274,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             if let Some(h) = self.sp.take_higher_promise() {
                 self.ble.report_higher_promise(h);
             }
+            self.ble.set_can_lead(self.sp.can_lead());
             if let Some(leader) = self.ble.round_end(self.sp.promise()) {
                 self.sp.handle_leader(leader);
             }
@@ -368,6 +373,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Takes over leadership at once with a ballot higher than any this node has seen. Another
     /// node may still win with a higher ballot.
     pub fn try_become_leader(&mut self) {
+        self.ble.set_can_lead(self.sp.can_lead());
         if let Some(b) = self.ble.force_takeover(self.sp.promise()) {
             self.sp.handle_leader(b);
         }

@@ -110,6 +110,9 @@ pub struct NodeStats {
     /// Forwarded proposals this node, as leader, gave up: it could not tell whether they were in
     /// its log already (its knowledge was partial), or the configuration was stopped.
     pub abandoned_forwards: u64,
+    /// Pulls of a stopped configuration's log given up because no server had it any more (all
+    /// compacted it without a snapshot); the node keeps it as a compacted prefix.
+    pub abandoned_migrations: u64,
 }
 
 /// Default values of the server configuration, in ticks unless said otherwise.

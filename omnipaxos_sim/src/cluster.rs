@@ -650,6 +650,26 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         None
     }
 
+    /// Like [`Self::run_until`], running `before_step` (e.g. moving servers on to the next
+    /// configuration, as an application does) before each step.
+    pub fn run_until_with(
+        &mut self,
+        max_ticks: u64,
+        mut before_step: impl FnMut(&mut Self),
+        mut cond: impl FnMut(&Self) -> bool,
+    ) -> Option<u64> {
+        for i in 0..=max_ticks {
+            if cond(self) {
+                return Some(i);
+            }
+            if i < max_ticks {
+                before_step(self);
+                self.step();
+            }
+        }
+        None
+    }
+
     /// Restores all links, restarts crashed nodes, ends pauses and skews.
     pub fn heal(&mut self) {
         self.net.heal();

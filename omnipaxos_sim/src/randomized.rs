@@ -397,7 +397,7 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
     let settle = 2 * election_timeout;
     let mut since: Option<u64> = None;
     let heal_ticks = sim
-        .run_until(bound + settle, |s| {
+        .run_until_with(bound + settle, advance_configurations, |s| {
             let members = s.members();
             let agreed = s.leader().is_some_and(|l| {
                 members.iter().all(|&p| {

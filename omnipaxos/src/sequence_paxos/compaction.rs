@@ -111,6 +111,16 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     fn snapshot_local(&mut self, idx: usize) {
+        if !self.has_decided_base() {
+            // Our prefix is compacted without a snapshot (trimmed, or a predecessor's log we
+            // never received): a snapshot of the rest would pass for the whole log. Trim instead.
+            self.storage.write(
+                vec![StorageOp::Trim(idx), StorageOp::SetCompactedIdx(idx)],
+                "snapshot_without_base",
+            );
+            self.origins.prune(idx);
+            return;
+        }
         let snapshot = self.decided_snapshot(idx);
         self.storage.write(
             vec![

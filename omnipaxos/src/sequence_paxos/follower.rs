@@ -131,6 +131,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                         }
                         Ok(None) => {}
                     }
+                } else if let Some(ops) = self.compacted_prefix_ops(s.compacted_prefix, s.sync_idx)
+                {
+                    self.storage.write(ops, "adopt_compacted_prefix");
+                    self.origins.hidden_below(self.storage.compacted_idx());
+                    self.origins.prune(self.storage.compacted_idx());
                 }
                 let extended = self.extend_in_ballot(
                     s.sync_idx,

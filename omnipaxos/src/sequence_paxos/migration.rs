@@ -42,6 +42,8 @@ use std::collections::{BTreeMap, BTreeSet};
 const SEGMENTS: usize = 16;
 /// Requests outstanding per source.
 const PER_SOURCE: usize = 2;
+/// Resend timeouts without any source to ask before a migration is given up.
+const STALLED_LIMIT: u32 = 8;
 
 /// The configuration this node's log continues, and how it ended.
 #[derive(Clone, Debug)]
@@ -94,6 +96,8 @@ pub(crate) struct Migration<T: Entry> {
     timeout: u64,
     /// A compaction requested while migrating, applied after.
     deferred_compaction: Option<usize>,
+    /// Resend timeouts in a row in which no source could be asked for anything.
+    stalled: u32,
 }
 
 /// What the user can see of a migration.
@@ -104,7 +108,8 @@ pub struct MigrationStatus {
     pub prefix_end: usize,
     /// Entries of it received so far.
     pub received: usize,
-    /// Servers offering it.
+    /// Servers it is pulled from (those that offered it, and the other servers of the
+    /// configuration, which are asked when those do not answer).
     pub sources: usize,
 }
 
@@ -141,6 +146,7 @@ impl<T: Entry> Migration<T> {
             snapshot_asked: None,
             timeout,
             deferred_compaction: None,
+            stalled: 0,
         }
     }
 
@@ -187,23 +193,44 @@ impl<T: Entry> Migration<T> {
         s.snapshot = snapshot;
     }
 
+    /// A server that may hold the log but did not offer it: asked after those that offered.
+    fn add_candidate(&mut self, pid: NodeId) {
+        self.sources.entry(pid).or_insert(Source {
+            compacted: 0,
+            // It may have a snapshot: asked for it when nobody has the entries.
+            snapshot: true,
+            busy: 0,
+            strikes: 1,
+        });
+    }
+
     /// A snapshot covering `0..upto` arrived: it replaces the parts below `upto`.
     fn take_snapshot(&mut self, upto: usize, snapshot: T::Snapshot) {
         let upto = upto.min(self.prefix.end);
-        self.parts
-            .retain(|start, (end, _)| *start >= upto || *end > upto);
-        if self.parts.values().any(|(end, _)| *end > upto) && self.parts.keys().any(|s| *s < upto) {
-            // A part straddles `upto`: it cannot be cut, so keep it and drop the snapshot.
+        if self.parts.get(&0).is_some_and(|(end, _)| *end >= upto) {
+            // What we hold from the start already covers it.
             return;
         }
-        self.parts.insert(0, (upto, snapshot));
+        // Parts below `upto` are covered. One that straddles it cannot be cut: it is dropped
+        // and the rest of its segment pulled again.
+        let straddling: Vec<(usize, usize)> = self
+            .parts
+            .iter()
+            .filter(|(start, (end, _))| **start < upto && *end > upto)
+            .map(|(start, (end, _))| (*start, *end))
+            .collect();
+        self.parts.retain(|start, _| *start >= upto);
         for seg in &mut self.segments {
             if seg.to <= upto {
                 seg.state = SegState::Done;
             } else if seg.from < upto {
+                if straddling.contains(&(seg.from, seg.to)) {
+                    seg.state = SegState::Pending;
+                }
                 seg.from = upto;
             }
         }
+        self.parts.insert(0, (upto, snapshot));
     }
 
     /// Asks idle sources for pending segments; returns the requests to send.
@@ -247,7 +274,7 @@ impl<T: Entry> Migration<T> {
                         .sources
                         .iter()
                         .filter(|(_, s)| s.snapshot && s.compacted > from)
-                        .min_by_key(|(pid, s)| (s.strikes, **pid))
+                        .min_by_key(|(pid, s)| (s.strikes, std::cmp::Reverse(s.compacted), **pid))
                         .map(|(pid, _)| *pid);
                     if let (Some(pid), None) = (snap_src, self.snapshot_asked) {
                         self.snapshot_asked = Some((pid, now));
@@ -322,14 +349,21 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.migration.is_some() {
             return false;
         }
+        // Trimmed all of it, with no snapshot: nothing to give.
+        if self.storage.compacted_idx() >= prefix.end
+            && prefix.end > 0
+            && !self.storage.has_snapshot()
+        {
+            return false;
+        }
         let stopped_here = prefix.config_id == self.config_id
             && self.storage.stopsign_decided()
             && self.storage.log_end() == prefix.end;
-        let continued = self
-            .predecessor
-            .as_ref()
-            .is_some_and(|p| p.prefix == prefix && self.storage.decided_idx() >= prefix.end);
-        stopped_here || continued
+        // Every configuration continues the log of the one before it, so a later configuration's
+        // decided log starts with the stopped one's (also after a restart, which forgets which
+        // configuration we continued).
+        let descends = prefix.config_id < self.config_id && self.storage.decided_idx() >= prefix.end;
+        stopped_here || descends
     }
 
     /// The stopped configuration's log we hold and offer, if any.
@@ -337,7 +371,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         MigrationMsg::Offer {
             prefix,
             compacted: self.storage.compacted_idx().min(prefix.end),
-            snapshot: self.storage.has_snapshot() && self.storage.compacted_idx() <= prefix.end,
+            snapshot: self.storage.has_snapshot(),
             stopsign,
         }
     }
@@ -391,6 +425,21 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             m.expire(now);
         }
         self.drive_migration();
+        let Some(m) = self.migration.as_mut() else {
+            return;
+        };
+        let waiting = m.snapshot_asked.is_some()
+            || m.segments
+                .iter()
+                .any(|s| matches!(s.state, SegState::Asked { .. }));
+        m.stalled = if waiting { 0 } else { m.stalled + 1 };
+        if m.stalled >= STALLED_LIMIT {
+            // Every server we know refused: they compacted the old log without a snapshot.
+            // Keep it as a compacted prefix (reads show it trimmed); an offer from a server that
+            // has it starts the pull again.
+            self.migration = None;
+            self.stats.abandoned_migrations += 1;
+        }
     }
 
     fn drive_migration(&mut self) {
@@ -428,9 +477,37 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         for pid in m.sources.keys().copied().collect::<Vec<_>>() {
             self.send(pid, PaxosMsg::Migration(MigrationMsg::Done { prefix }));
         }
-        self.become_source(prefix, m.stopsign);
+        if self.offering.is_none() {
+            self.become_source(prefix, m.stopsign);
+        }
         if let Some(idx) = m.deferred_compaction {
             let _ = self.snapshot(Some(idx), true);
+        }
+    }
+
+    /// Installs a snapshot of the decided log `0..upto` that covers the prefix we pull.
+    fn install_migrated_snapshot(&mut self, upto: usize, snapshot: T::Snapshot) {
+        let mut ops = vec![
+            StorageOp::SetSnapshot(Some(snapshot)),
+            StorageOp::Trim(upto),
+            StorageOp::SetCompactedIdx(upto),
+        ];
+        if self.storage.decided_idx() < upto {
+            ops.push(StorageOp::SetDecidedIndex(upto));
+        }
+        self.storage.write(ops, "migration_snapshot");
+        self.origins.hidden_below(upto);
+        self.origins.prune(upto);
+        self.stats.snapshot_installs += 1;
+        if let Some(m) = self.migration.take() {
+            self.stats.migrations_completed += 1;
+            let prefix = m.prefix;
+            for pid in m.sources.keys().copied().collect::<Vec<_>>() {
+                self.send(pid, PaxosMsg::Migration(MigrationMsg::Done { prefix }));
+            }
+            if self.offering.is_none() {
+                self.become_source(prefix, m.stopsign);
+            }
         }
     }
 
@@ -448,6 +525,20 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         } else {
             None
         };
+        self.adopt_prefix(prefix);
+        let timeout = self.resend_timeout.max(1) * 4;
+        let mut migration = Migration::new(prefix, stopsign, own, timeout);
+        // The servers of our configuration that hold the old log may not offer it (they forgot
+        // what they continue when they restarted): ask them too, they refuse what they lack.
+        for pid in self.peers.iter().copied() {
+            migration.add_candidate(pid);
+        }
+        self.migration = Some(migration);
+    }
+
+    /// Takes the old log `prefix` as our compacted prefix (decided, no entries, no snapshot yet).
+    fn adopt_prefix(&mut self, prefix: PrefixId) {
+        let compacted = self.storage.compacted_idx();
         if self.storage.log_end() < prefix.end || compacted < prefix.end {
             let mut ops = vec![
                 StorageOp::Trim(prefix.end),
@@ -457,11 +548,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             if self.storage.decided_idx() < prefix.end {
                 ops.push(StorageOp::SetDecidedIndex(prefix.end));
             }
-            self.storage.write(ops, "migration_start");
+            self.storage.write(ops, "adopt_prefix");
             self.origins.hidden_below(prefix.end);
         }
-        let timeout = self.resend_timeout.max(1) * 4;
-        self.migration = Some(Migration::new(prefix, stopsign, own, timeout));
+        self.knows_start = true;
     }
 
     /// Whether the compacted prefix is a log of an earlier configuration still to be pulled
@@ -487,10 +577,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.send(from, PaxosMsg::Migration(reply));
             }
             MigrationMsg::PullSnapshot { .. } => {
+                // Our snapshot covers `0..compacted` of the one log all configurations share.
+                let compacted = self.storage.compacted_idx();
                 let reply = match self.storage.snapshot() {
-                    Some(snapshot)
-                        if self.holds(prefix) && self.storage.compacted_idx() <= prefix.end =>
-                    {
+                    Some(snapshot) if compacted > 0 => {
                         MigrationMsg::Snapshot {
                             prefix,
                             upto: self.storage.compacted_idx(),
@@ -525,7 +615,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 };
                 if mig.snapshot_asked.is_some_and(|(p, _)| p == from) && upto > 0 {
                     mig.snapshot_asked = None;
-                    mig.take_snapshot(upto, snapshot);
+                    if upto < mig.prefix.end {
+                        mig.take_snapshot(upto, snapshot);
+                    } else if upto <= self.storage.log_end() {
+                        // It covers all we pull and more of the decided log (the source compacted
+                        // past the prefix): it replaces our log up to its end.
+                        self.install_migrated_snapshot(upto, snapshot);
+                        return;
+                    }
                 }
                 self.drive_migration();
             }
@@ -534,7 +631,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     return;
                 };
                 match a {
-                    Some(a) => mig.release(from, a, false),
+                    Some(a) => {
+                        mig.release(from, a, false);
+                        // It cannot serve from `a`: ask it for later segments only, until its
+                        // next offer says what it has.
+                        if let Some(s) = mig.sources.get_mut(&from) {
+                            s.compacted = s.compacted.max(a.saturating_add(1));
+                        }
+                    }
                     None => {
                         if mig.snapshot_asked.is_some_and(|(p, _)| p == from) {
                             mig.snapshot_asked = None;
@@ -545,6 +649,19 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     }
                 }
                 self.drive_migration();
+            }
+            MigrationMsg::Moved {
+                stopped,
+                next_config,
+            } => {
+                let ours = stopped == self.config_id
+                    && next_config.configuration_id > self.config_id
+                    && next_config.nodes.contains(&self.pid)
+                    && next_config.nodes.contains(&from);
+                if ours && !self.is_sealed() {
+                    let ss = StopSign::with(next_config, None);
+                    self.stop_notice = Some((ss, None));
+                }
             }
             MigrationMsg::Done { .. } => {
                 if let Some(o) = self.offering.as_mut().filter(|o| o.prefix == prefix) {
@@ -576,15 +693,22 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 if ours_too {
                     self.storage.set_decided_idx(prefix.end + 1);
                 } else {
-                    self.stop_notice = Some((stopsign, prefix.end));
+                    self.stop_notice = Some((stopsign, Some(prefix.end)));
                 }
             }
             self.send(from, done);
             return;
         }
-        let ours = stopsign.next_config.configuration_id == self.config_id
-            && stopsign.next_config.nodes.contains(&self.pid);
-        if !ours {
+        let next = stopsign.next_config.configuration_id;
+        let ours = next == self.config_id && stopsign.next_config.nodes.contains(&self.pid);
+        // A log that an earlier configuration of ours continued: we need it only if we were
+        // still pulling it when that configuration stopped (a compacted prefix exactly there,
+        // without its snapshot).
+        let ancestor = next < self.config_id && self.missing_prefix(prefix);
+        if !ours && !ancestor {
+            if next <= self.config_id {
+                self.send(from, done);
+            }
             return;
         }
         if self.migration.as_ref().is_some_and(|m| m.prefix == prefix) {
@@ -594,10 +718,18 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             self.drive_migration();
             return;
         }
+        // A pull ends with a snapshot of the whole log: start one only with a source that can
+        // give its beginning (others help once it runs).
         let needs = T::Snapshot::use_snapshots()
             && self.migration.is_none()
+            && (compacted == 0 || snapshot)
             && (self.storage.decided_idx() < prefix.end || self.missing_prefix(prefix));
         if !needs {
+            if ours && self.migration.is_none() && self.storage.decided_idx() < prefix.end {
+                // We cannot pull it (now): still, our log starts where it ends, as a compacted
+                // prefix, so that we never lead without it.
+                self.adopt_prefix(prefix);
+            }
             if self.predecessor.is_none() && self.storage.decided_idx() >= prefix.end {
                 self.become_source(prefix, stopsign);
             }
@@ -616,8 +748,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             .end
             .min(self.storage.decided_idx())
             .min(self.storage.log_end());
-        let ok = self.holds(prefix)
-            && a >= self.storage.compacted_idx()
+        // Decided entries are the same on every server of every configuration (each continues
+        // the log of the one before), so any server serves the decided entries it has, also
+        // one of an older configuration or one still pulling an older part itself.
+        let ok = a >= self.storage.compacted_idx()
             && a < b
             && b <= end
             && b - a <= self.buffer_size.max(1);
@@ -653,6 +787,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             if let Some(m) = self.migration.take() {
                 self.become_source(m.prefix, m.stopsign);
             }
+        }
+    }
+
+    /// Offers our log to these servers too (the old configuration's, which may have missed the
+    /// decision of its stop sign).
+    pub(crate) fn offer_also_to(&mut self, pids: &[NodeId]) {
+        let me = self.pid;
+        if let Some(o) = self.offering.as_mut() {
+            o.pending.extend(pids.iter().copied().filter(|p| *p != me));
         }
     }
 

@@ -55,6 +55,8 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     nodes: Vec<NodeId>,
     peers: Vec<NodeId>,
     quorum: Quorum,
+    /// Our configuration as given (told to servers that missed its start).
+    cluster_config: crate::ClusterConfig,
     storage: InternalStorage<T, B>,
     phase: Phase,
     /// Some exactly while this node leads its promised ballot.
@@ -67,13 +69,16 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     stats: NodeStats,
     /// The stopped configuration whose log ours continues, if we know it.
     predecessor: Option<Predecessor>,
+    /// We know where our log starts: it continues a log we hold or were offered (a server that
+    /// joins on empty storage learns it from an offer). See [`Self::can_lead`].
+    knows_start: bool,
     /// A stopped configuration's log we offer to servers that may lack it.
     offering: Option<Offering>,
     /// Our pull of a stopped configuration's log that we lack.
     migration: Option<Migration<T>>,
     /// Our configuration was stopped (a peer told us; we did not decide it ourselves): the stop
     /// sign and where it is.
-    stop_notice: Option<(StopSign, usize)>,
+    stop_notice: Option<(StopSign, Option<usize>)>,
     resend_timeout: u64,
     /// A reconfiguration requested here that is not in the log yet.
     pending_stopsign: Option<StopSign>,
@@ -109,6 +114,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             nodes,
             peers,
             quorum,
+            cluster_config: cfg.cluster_config.clone(),
             storage,
             phase: Phase::Idle,
             leader: None,
@@ -116,6 +122,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             origins,
             stats: NodeStats::default(),
             predecessor: None,
+            knows_start: false,
             offering: None,
             migration: None,
             stop_notice: None,
@@ -165,14 +172,28 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             end,
         };
         self.predecessor = Some(Predecessor { prefix });
+        self.knows_start = true;
         self.offering = Some(Offering::new(prefix, ss, self.peers.clone()));
         true
+    }
+
+    /// Whether this node may lead. A leader must hold everything decided before, so a server
+    /// that joins a later configuration (`configuration_id > 1`) on empty storage does not lead
+    /// until it learned where the log it continues ends (from an offer, or from a leader it
+    /// promised to). It follows meanwhile. The first configuration of a cluster is number 1.
+    pub(crate) fn can_lead(&self) -> bool {
+        self.knows_start
+            || self.config_id <= 1
+            || self.storage.log_end() > 0
+            || self.storage.compacted_idx() > 0
+            // Accepted a leader's sync, which brought its log (a promise alone does not).
+            || self.storage.accepted_round() != Ballot::default()
     }
 
     /// Continues configuration `prefix.config_id`, stopped by `ss`, that we learned of from a
     /// peer without deciding its stop sign ourselves: we keep what we decided of its log; servers
     /// that hold the rest will offer it.
-    pub(crate) fn continue_after_notice(&mut self, ss: StopSign, prefix: PrefixId) {
+    pub(crate) fn continue_after_notice(&mut self, ss: StopSign, prefix: Option<PrefixId>) {
         let decided = self.storage.decided_idx().min(self.storage.log_end());
         self.storage.write(
             vec![
@@ -185,8 +206,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         );
         self.phase = Phase::Idle;
         self.outgoing.clear();
-        if <T::Snapshot as crate::storage::Snapshot<T>>::use_snapshots() {
-            self.start_migration(prefix, ss);
+        match prefix {
+            Some(prefix) if <T::Snapshot as crate::storage::Snapshot<T>>::use_snapshots() => {
+                self.start_migration(prefix, ss);
+            }
+            // We continue from our decided log: the leader syncs the rest like for any follower
+            // that lags (it holds all of the old log, or a snapshot of it).
+            _ => self.knows_start = true,
         }
     }
 
@@ -197,6 +223,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
     pub(crate) fn promise(&self) -> Ballot {
         self.storage.promise()
+    }
+    pub(crate) fn cluster_config(&self) -> crate::ClusterConfig {
+        self.cluster_config.clone()
+    }
+    pub(crate) fn members(&self) -> &[NodeId] {
+        &self.nodes
     }
     pub(crate) fn is_member(&self, pid: NodeId) -> bool {
         self.nodes.contains(&pid)
@@ -248,17 +280,19 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     /// The stop we learned of from a peer without deciding it ourselves, as the log to continue.
-    pub(crate) fn stop_notice(&self) -> Option<(StopSign, PrefixId)> {
+    /// `None` as the prefix: where it ends is not known (the leader of the next configuration
+    /// brings us up to date).
+    pub(crate) fn stop_notice(&self) -> Option<(StopSign, Option<PrefixId>)> {
         if self.storage.stopsign_decided() {
             return None;
         }
         self.stop_notice.as_ref().map(|(ss, end)| {
             (
                 ss.clone(),
-                PrefixId {
+                end.map(|end| PrefixId {
                     config_id: self.config_id,
-                    end: *end,
-                },
+                    end,
+                }),
             )
         })
     }
@@ -358,6 +392,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return;
         }
         let b = m.msg.ballot();
+        if b.config_id != 0 && b.config_id < self.config_id {
+            // A server of ours still in a configuration we left: it missed the stop.
+            let moved = crate::messages::sequence_paxos::MigrationMsg::Moved {
+                stopped: b.config_id,
+                next_config: self.cluster_config(),
+            };
+            self.send(from, PaxosMsg::Migration(moved));
+            return;
+        }
         // A PrepareReq may come from a node that promised nobody yet.
         let ballot_ok = self.valid_ballot(&b)
             || (matches!(m.msg, PaxosMsg::PrepareReq(_)) && b.config_id == self.config_id);

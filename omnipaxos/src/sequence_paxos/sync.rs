@@ -60,6 +60,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let decided = self.storage.decided_idx().min(log_end);
         let sync_idx = sync_idx.min(log_end);
         let snapshots = T::Snapshot::use_snapshots();
+        let mut compacted_prefix = false;
         let (from, decided_snapshot, snapshot_from) = if sync_idx < compacted {
             // Behind our compacted prefix: our snapshot stands in for it.
             let snap = if snapshots {
@@ -67,6 +68,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             } else {
                 None
             };
+            compacted_prefix = snap.is_none();
             (compacted, snap, 0)
         } else if snapshots
             && compacted > 0
@@ -90,6 +92,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             snapshot_from,
             stopsign: self.storage.stopsign().cloned(),
             forwarded: self.origins.runs_in(from, log_end),
+            compacted_prefix,
         }
     }
 
@@ -98,6 +101,33 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             Some(l) => l.entries(&self.storage, from, to),
             None => self.storage.entries(from, to),
         }
+    }
+
+    /// For a sync whose sender's log below `sync_idx` is compacted without a snapshot
+    /// (`compacted_prefix`): the operations that compact ours to there, if we are behind it.
+    /// Everything below `sync_idx` is decided, so our entries there are decided and the same.
+    pub(super) fn compacted_prefix_ops(
+        &self,
+        compacted_prefix: bool,
+        sync_idx: usize,
+    ) -> Option<Vec<StorageOp<T>>> {
+        let keep = self
+            .storage
+            .decided_idx()
+            .min(self.storage.log_end())
+            .max(self.storage.compacted_idx());
+        if !compacted_prefix || sync_idx <= keep {
+            return None;
+        }
+        let mut ops = vec![
+            StorageOp::SetSnapshot(None),
+            StorageOp::Trim(sync_idx),
+            StorageOp::SetCompactedIdx(sync_idx),
+        ];
+        if self.storage.decided_idx() < sync_idx {
+            ops.push(StorageOp::SetDecidedIndex(sync_idx));
+        }
+        Some(ops)
     }
 
     /// Operations that make our prefix `0..to` the snapshot `snap` (a `Delta` covers
@@ -164,6 +194,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             snapshot_from,
             stopsign,
             forwarded,
+            compacted_prefix,
         } = sync;
         let mut ops = Vec::with_capacity(8);
         let mut log_end = self.storage.log_end();
@@ -181,6 +212,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 keep = sync_idx;
                 installs_snapshot = true;
             }
+        } else if let Some(trim_ops) = self.compacted_prefix_ops(compacted_prefix, sync_idx) {
+            ops.extend(trim_ops);
+            log_end = log_end.max(sync_idx);
+            keep = sync_idx;
         }
         let mut start = sync_idx;
         if start > log_end {

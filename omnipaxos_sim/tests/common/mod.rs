@@ -40,6 +40,7 @@ pub fn kind(m: &Message<SimEntry>) -> &'static str {
                 MigrationMsg::Snapshot { .. } => "MigrationSnapshot",
                 MigrationMsg::Unavailable { .. } => "MigrationUnavailable",
                 MigrationMsg::Done { .. } => "MigrationDone",
+                MigrationMsg::Moved { .. } => "MigrationMoved",
             },
         },
     }
