@@ -221,7 +221,11 @@ impl Ble {
         self.higher_promise = None;
 
         let all_unhappy = self.replies.iter().all(|rep| !rep.r.happy);
-        if !self.happy && self.can_lead && self.quorum_connected && all_unhappy && !self.leader_is_new
+        if !self.happy
+            && self.can_lead
+            && self.quorum_connected
+            && all_unhappy
+            && !self.leader_is_new
         {
             let me = (self.priority, self.pid);
             let better_candidate = self

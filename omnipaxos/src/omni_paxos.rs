@@ -373,6 +373,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Takes over leadership at once with a ballot higher than any this node has seen. Another
     /// node may still win with a higher ballot.
     pub fn try_become_leader(&mut self) {
+        if self.sp.is_sealed() {
+            // A stopped configuration elects nobody.
+            return;
+        }
         self.ble.set_can_lead(self.sp.can_lead());
         if let Some(b) = self.ble.force_takeover(self.sp.promise()) {
             self.sp.handle_leader(b);

@@ -81,6 +81,12 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         self.logs.values().next_back().map_or(&[], |l| &l.slots)
     }
 
+    /// The decided log of configuration `config_id`, from index 0 (its predecessors' part
+    /// included, as far as seen).
+    pub fn decided_log_of(&self, config_id: ConfigurationId) -> &[Slot<T>] {
+        self.logs.get(&config_id).map_or(&[], |l| &l.slots)
+    }
+
     /// Whether `tag` was decided (somewhere).
     pub fn is_decided(&self, tag: u64) -> bool {
         self.decided_tags.contains_key(&tag)
@@ -113,12 +119,13 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
     /// The log of configuration `c`, started from its predecessor's if it is known.
     fn log_mut(&mut self, c: ConfigurationId) -> &mut ConfigLog<T> {
         if !self.logs.contains_key(&c) {
-            let inherited = self.logs.values().find_map(|l| {
-                l.slots.iter().position(|s| {
+            let inherited =
+                self.logs.values().find_map(|l| {
+                    l.slots.iter().position(|s| {
                     matches!(s, Slot::StopSign(ss) if ss.next_config.configuration_id == c)
                 })
                 .map(|k| l.slots[..k].to_vec())
-            });
+                });
             let log = match inherited {
                 Some(slots) => ConfigLog {
                     base: slots.len(),
@@ -134,7 +141,13 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         self.logs.get_mut(&c).expect("just inserted")
     }
 
-    fn add_slot(&mut self, c: ConfigurationId, idx: usize, slot: Slot<T>, pid: NodeId) -> Result<(), String> {
+    fn add_slot(
+        &mut self,
+        c: ConfigurationId,
+        idx: usize,
+        slot: Slot<T>,
+        pid: NodeId,
+    ) -> Result<(), String> {
         if let Slot::Entry(e) = &slot {
             let tag = e.tag();
             if !self.appended.contains(&tag) {
@@ -187,7 +200,13 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
     }
 
     /// Checks a snapshot of `0..upto` against the decided log, when it is known that far.
-    fn check_snapshot(&self, c: ConfigurationId, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
+    fn check_snapshot(
+        &self,
+        c: ConfigurationId,
+        pid: NodeId,
+        upto: usize,
+        s: &T::Snapshot,
+    ) -> Result<(), String> {
         let Some(log) = self.logs.get(&c) else {
             return Ok(());
         };

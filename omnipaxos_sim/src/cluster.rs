@@ -400,7 +400,8 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.pids()
             .filter_map(|p| {
                 let op = self.node(p)?;
-                let serving = op.get_current_leader() == Some((p, true)) && op.is_reconfigured().is_none();
+                let serving =
+                    op.get_current_leader() == Some((p, true)) && op.is_reconfigured().is_none();
                 serving.then(|| (op.get_configuration_id(), op.get_promise(), p))
             })
             .max()
@@ -460,7 +461,9 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
 
     /// Proposes at node `pid` to reconfigure to `next`.
     pub fn reconfigure(&mut self, pid: NodeId, next: ClusterConfig) -> Result<(), String> {
-        let op = self.node_mut(pid).ok_or_else(|| format!("node {pid} is down"))?;
+        let op = self
+            .node_mut(pid)
+            .ok_or_else(|| format!("node {pid} is down"))?;
         op.reconfigure(next, None).map_err(|e| e.to_string())?;
         self.collect(pid);
         Ok(())
@@ -471,7 +474,10 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     pub fn start_next_config(&mut self, pid: NodeId) -> Result<(), String> {
         let idx = pid as usize - 1;
         let server = self.server_config(pid);
-        let op = self.nodes[idx].op.take().ok_or_else(|| format!("node {pid} is down"))?;
+        let op = self.nodes[idx]
+            .op
+            .take()
+            .ok_or_else(|| format!("node {pid} is down"))?;
         let next_cluster = op.is_reconfigured().map(|ss| ss.next_config);
         match op.start_next_config(server) {
             Ok(next) => {
@@ -479,7 +485,10 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 self.nodes[idx].op = Some(next);
                 self.nodes[idx].restarted = true;
                 if self.verbose {
-                    eprintln!("t={} node {pid} continues in the next configuration", self.now);
+                    eprintln!(
+                        "t={} node {pid} continues in the next configuration",
+                        self.now
+                    );
                 }
                 self.collect(pid);
                 Ok(())
@@ -487,6 +496,34 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             Err((e, op)) => {
                 self.nodes[idx].op = Some(op);
                 Err(e.to_string())
+            }
+        }
+    }
+
+    /// Moves every running server whose configuration is stopped on to the next one, as an
+    /// application does: servers in both continue on their storage
+    /// ([`OmniPaxos::start_next_config`]), new ones join on fresh storage; removed ones stay as
+    /// they are.
+    pub fn advance_configurations(&mut self) {
+        let stopped: Vec<(NodeId, ClusterConfig)> = self
+            .pids()
+            .filter_map(|p| {
+                let ss = self.node(p)?.is_reconfigured()?;
+                Some((p, ss.next_config))
+            })
+            .collect();
+        for (pid, next) in stopped {
+            if next.nodes.contains(&pid) {
+                let _ = self.start_next_config(pid);
+            }
+            for &joiner in &next.nodes {
+                let started = self
+                    .nodes
+                    .get(joiner as usize - 1)
+                    .is_some_and(|n| n.cluster.is_some());
+                if !started && (joiner as usize) <= self.cfg.capacity {
+                    self.join(joiner, next.clone());
+                }
             }
         }
     }
@@ -597,11 +634,14 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             op.handle_incoming(m);
             if self.verbose {
                 eprintln!(
-                    "t={now}   node {to}: promise {:?} leader {:?} decided {} accepted {}",
+                    "t={now}   node {to}: promise {:?} leader {:?} decided {} accepted {} compacted {} \
+                     config {}",
                     op.get_promise(),
                     op.get_current_leader(),
                     op.get_decided_idx(),
-                    op.get_accepted_idx()
+                    op.get_accepted_idx(),
+                    op.get_compacted_idx(),
+                    op.get_configuration_id(),
                 );
             }
             self.net.note_delivered();
@@ -686,4 +726,3 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.fail(&format!("liveness: {what}"))
     }
 }
-

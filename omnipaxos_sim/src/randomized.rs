@@ -120,28 +120,6 @@ fn next_configuration(
     }
 }
 
-/// Moves every server whose configuration is stopped on to the next one: servers in both continue
-/// on their storage, new ones join on fresh storage; removed ones stay as they are.
-fn advance_configurations(sim: &mut Sim<SimEntry, crate::cluster::MemoryBackend<SimEntry>>) {
-    let stopped: Vec<(NodeId, ClusterConfig)> = sim
-        .pids()
-        .filter_map(|p| {
-            let ss = sim.node(p)?.is_reconfigured()?;
-            Some((p, ss.next_config))
-        })
-        .collect();
-    for (pid, next) in stopped {
-        if next.nodes.contains(&pid) {
-            let _ = sim.start_next_config(pid);
-        }
-        for &joiner in &next.nodes {
-            if !sim.pids().any(|p| p == joiner) {
-                sim.join(joiner, next.clone());
-            }
-        }
-    }
-}
-
 fn random_pid(rng: &mut Rng, n: usize) -> NodeId {
     rng.index(n) as NodeId + 1
 }
@@ -315,7 +293,7 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
                 let _ = sim.reconfigure(pid, next);
             }
         }
-        advance_configurations(&mut sim);
+        sim.advance_configurations();
         let members = sim.members();
         let max_down = (members.len() - 1) / 2;
         if t == next_topology {
@@ -397,7 +375,7 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
     let settle = 2 * election_timeout;
     let mut since: Option<u64> = None;
     let heal_ticks = sim
-        .run_until_with(bound + settle, advance_configurations, |s| {
+        .run_until_with(bound + settle, |s| s.advance_configurations(), |s| {
             let members = s.members();
             let agreed = s.leader().is_some_and(|l| {
                 members.iter().all(|&p| {

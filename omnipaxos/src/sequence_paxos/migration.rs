@@ -42,6 +42,9 @@ use std::collections::{BTreeMap, BTreeSet};
 const SEGMENTS: usize = 16;
 /// Requests outstanding per source.
 const PER_SOURCE: usize = 2;
+/// Offers of our own stopped log, while we hold its stop sign undecided, before we stop
+/// waiting for the decision.
+const EARLY_OFFERS: u32 = 3;
 /// Resend timeouts without any source to ask before a migration is given up.
 const STALLED_LIMIT: u32 = 8;
 
@@ -362,7 +365,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         // Every configuration continues the log of the one before it, so a later configuration's
         // decided log starts with the stopped one's (also after a restart, which forgets which
         // configuration we continued).
-        let descends = prefix.config_id < self.config_id && self.storage.decided_idx() >= prefix.end;
+        let descends =
+            prefix.config_id < self.config_id && self.storage.decided_idx() >= prefix.end;
         stopped_here || descends
     }
 
@@ -580,13 +584,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 // Our snapshot covers `0..compacted` of the one log all configurations share.
                 let compacted = self.storage.compacted_idx();
                 let reply = match self.storage.snapshot() {
-                    Some(snapshot) if compacted > 0 => {
-                        MigrationMsg::Snapshot {
-                            prefix,
-                            upto: self.storage.compacted_idx(),
-                            snapshot,
-                        }
-                    }
+                    Some(snapshot) if compacted > 0 => MigrationMsg::Snapshot {
+                        prefix,
+                        upto: self.storage.compacted_idx(),
+                        snapshot,
+                    },
                     _ => MigrationMsg::Unavailable { prefix, from: None },
                 };
                 self.send(from, PaxosMsg::Migration(reply));
@@ -687,13 +689,24 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             let undecided = !self.storage.stopsign_decided()
                 && stopsign.next_config.configuration_id > self.config_id;
             if undecided {
+                // Only with everything before it decided: the same stop sign may sit at the same
+                // index of a log that was not chosen (it can be proposed again by a new leader).
                 let ours_too = self.storage.stopsign() == Some(&stopsign)
                     && self.storage.log_end() == prefix.end
                     && self.storage.decided_idx() >= prefix.end;
+                let same_stop = self.storage.stopsign() == Some(&stopsign)
+                    && self.storage.log_end() == prefix.end;
                 if ours_too {
                     self.storage.set_decided_idx(prefix.end + 1);
+                } else if same_stop && self.early_offers < EARLY_OFFERS {
+                    // We hold that stop sign, its decision is likely on its way: wait for it a
+                    // few offers before dropping our undecided part and pulling the log.
+                    self.early_offers += 1;
+                    return;
                 } else {
+                    // Not done: it goes on offering, and serves us once we continue.
                     self.stop_notice = Some((stopsign, Some(prefix.end)));
+                    return;
                 }
             }
             self.send(from, done);
@@ -730,10 +743,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 // prefix, so that we never lead without it.
                 self.adopt_prefix(prefix);
             }
-            if self.predecessor.is_none() && self.storage.decided_idx() >= prefix.end {
+            let holds_it = self.storage.decided_idx() >= prefix.end && !self.missing_prefix(prefix);
+            if self.predecessor.is_none() && holds_it {
                 self.become_source(prefix, stopsign);
             }
-            self.send(from, done);
+            if holds_it || !T::Snapshot::use_snapshots() {
+                self.send(from, done);
+            }
             return;
         }
         self.start_migration(prefix, stopsign);
@@ -788,6 +804,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.become_source(m.prefix, m.stopsign);
             }
         }
+    }
+
+    /// Where the log of the configuration ours continues ends, if we know it.
+    pub(super) fn predecessor_end(&self) -> Option<usize> {
+        self.predecessor.as_ref().map(|p| p.prefix.end)
     }
 
     /// Offers our log to these servers too (the old configuration's, which may have missed the

@@ -72,6 +72,8 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     /// We know where our log starts: it continues a log we hold or were offered (a server that
     /// joins on empty storage learns it from an offer). See [`Self::can_lead`].
     knows_start: bool,
+    /// Offers of our own stopped log received before we decided its stop sign.
+    early_offers: u32,
     /// A stopped configuration's log we offer to servers that may lack it.
     offering: Option<Offering>,
     /// Our pull of a stopped configuration's log that we lack.
@@ -123,6 +125,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             stats: NodeStats::default(),
             predecessor: None,
             knows_start: false,
+            early_offers: 0,
             offering: None,
             migration: None,
             stop_notice: None,
@@ -388,7 +391,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
             return;
         }
-        if !self.peers.contains(&from) {
+        if !self.peers.contains(&from) || self.storage.stopsign_decided() {
+            // A stopped configuration acts on nothing but migration messages (one we only heard
+            // was stopped still takes the decision of its stop sign).
             return;
         }
         let b = m.msg.ballot();

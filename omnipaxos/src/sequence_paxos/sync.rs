@@ -82,6 +82,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             // its own decided log.
             let delta = T::Snapshot::create(&self.entries_for_sync(peer.decided, decided));
             (decided, Some(SnapshotType::Delta(delta)), peer.decided)
+        } else if let Some(end) = self
+            .predecessor_end()
+            .filter(|end| snapshots && sync_idx < *end && peer.decided < *end)
+        {
+            // It lacks the log of the configuration ours continues: it pulls that from several
+            // servers at once (it is offered to it), so we send only what follows.
+            compacted_prefix = true;
+            (end, None, 0)
         } else {
             (sync_idx, None, 0)
         };
