@@ -4,31 +4,48 @@
 //! # How it works
 //!
 //! When configuration `c1` decides its stop sign at index `k`, its log `0..k` becomes the first
-//! part of the log of the next configuration `c2`: indices go on from `k`.
+//! part of the log of the next configuration `c2`: indices go on from `k`. Decided entries are
+//! the same on every server of every configuration, which is what lets any server serve them.
 //!
 //! * A server in both configurations converts its storage in place when it builds the `c2` node
 //!   (see [`crate::OmniPaxos::start_next_config`]): it keeps its entries `0..k`, decided, and
 //!   drops the stop sign and the ballots of `c1`.
 //! * A server that joins starts on empty storage. Servers that hold the old log **offer** it
 //!   (every resend timeout, until the joiner answers `Done`): the `c1` servers once their stop
-//!   sign is decided, and the `c2` servers that hold it. The joiner takes `0..k` as a compacted
-//!   prefix at once (compacted and decided index `k`), so it takes part in deciding `c2`'s new
-//!   entries right away, and fills that prefix in the background: it cuts `0..k` into segments and
-//!   **pulls them from all the servers that offered, in parallel**, a few outstanding per server.
-//!   Each segment that arrives is folded into a snapshot (`Snapshot::create`); a segment whose
-//!   server does not answer within the segment timeout is pulled from another. Servers that
-//!   compacted serve their snapshot for their compacted part. When all segments are in, they are
-//!   merged in order into the snapshot of `0..k` and written to storage. Until then, reads of
-//!   `0..k` on the joiner return `None`.
+//!   sign is decided, and the `c2` servers that hold it. On the first offer the joiner takes
+//!   `0..k` as a compacted prefix (compacted and decided index `k`), so it takes part in deciding
+//!   `c2`'s new entries right away, and fills that prefix in the background: it cuts `0..k` into
+//!   segments and **pulls them from all the servers that offered, in parallel**, a few
+//!   outstanding per server. The other servers of `c2` are asked too, after those (they may have
+//!   restarted and forgotten what they continue); each refuses what it lacks. Each segment that
+//!   arrives is folded into a snapshot (`Snapshot::create`); a segment whose server does not
+//!   answer within the segment timeout is pulled from another. Servers that compacted serve their
+//!   snapshot for their compacted part (a snapshot beyond `k` replaces the whole pull). When all
+//!   segments are in, they are merged in order into the snapshot of `0..k` and written to
+//!   storage. Until then, reads of `0..k` on the joiner return `None`.
+//! * The leader of `c2` does not stream `0..k` to a joiner itself: its sync sends only what
+//!   follows `k`, marked as following a compacted prefix. That keeps the leader's link free and
+//!   is what makes the catch-up scale with the number of sources.
+//! * **Safety of joining.** A joiner on empty storage does not know where its log starts until
+//!   an offer tells it, so it never leads before (it follows a leader that knows). Otherwise a
+//!   majority of joiners could elect one of them and decide new entries at index 0, over the old
+//!   log. The first configuration of a cluster (number 1) starts empty and leads at once.
 //! * After a crash in the middle, a joiner finds a compacted prefix without a snapshot and pulls
-//!   it again when offered.
+//!   it again when offered. If nobody can give it any more (every server compacted it without a
+//!   snapshot), the pull is given up after a while and the prefix stays compacted
+//!   ([`crate::util::NodeStats::abandoned_migrations`]).
 //! * `c1` servers that are not in `c2` stay up as sources. Once their stop sign is decided they
-//!   no longer take part in elections or resend anything but offers; they learn they were removed
-//!   from [`crate::OmniPaxos::is_reconfigured`]. A `c1` server that missed the decision learns it
-//!   from an offer.
+//!   act on nothing but migration messages and elect nobody; they learn they were removed from
+//!   [`crate::OmniPaxos::is_reconfigured`]. A `c1` server that missed the decision learns it from
+//!   an offer, or, when it talks to a server that already moved on, from a `Moved` answer naming
+//!   the next configuration (it then continues from its decided log and the new leader brings it
+//!   up to date).
+//! * A reconfiguration while a pull is still running is fine: the pull of an older
+//!   configuration's log goes on in the newer one, from whoever holds it.
 //!
 //! Entry types without snapshots cannot hold a prefix they did not receive entry by entry, so
-//! their joining servers are brought up to date by the new leader, like any lagging follower.
+//! their joining servers keep the old log as a compacted prefix (reads show it trimmed); they
+//! take part in the new configuration at once.
 
 use super::SequencePaxos;
 use crate::{
