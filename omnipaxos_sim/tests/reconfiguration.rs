@@ -534,3 +534,46 @@ fn a_server_that_missed_the_stop_learns_it_with(seed: u64) {
     assert!(caught_up.is_some(), "node {f} decides in configuration 2");
     assert_eq!(s.node(f).unwrap().get_configuration_id(), 2);
 }
+
+#[test]
+fn the_new_configuration_decides_while_the_joiner_pulls() {
+    for_seeds(the_new_configuration_decides_while_the_joiner_pulls_with);
+}
+
+fn the_new_configuration_decides_while_the_joiner_pulls_with(seed: u64) {
+    let mut s = lossy_sim(3, seed);
+    elect(&mut s, 200);
+    decide_tags(&mut s, 1..201, 3_000);
+    // Hold back everything node 4 pulls.
+    let hold = Rc::new(std::cell::Cell::new(true));
+    let h = hold.clone();
+    s.set_filter(Some(Box::new(move |m: &Message<SimEntry>| {
+        let k = kind(m);
+        let pulled = k == "MigrationEntries" || k == "MigrationSnapshot";
+        if h.get() && pulled && m.get_receiver() == 4 {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    })));
+    let next = config(2, &[1, 2, 4]);
+    let l = s.leader().unwrap();
+    s.reconfigure(l, next.clone()).unwrap();
+    let end = wait_stopped(&mut s, l, 2_000);
+    decide_tags(&mut s, 1_001..1_041, 4_000);
+    let joiner = s.node(4).unwrap();
+    assert!(
+        joiner.get_migration_status().is_some(),
+        "node 4 still pulls the old log"
+    );
+    assert_eq!(joiner.read(0), None, "the old log is not readable yet");
+    // Node 4 takes part: it accepted the new entries (a majority of 2 of 3 may not need it, but
+    // with links that work it is synced like any follower).
+    run_advancing(&mut s, 2_000, |s| {
+        s.node(4).unwrap().get_accepted_idx() >= end + 40
+    })
+    .expect("the joiner accepts new entries while it pulls");
+    hold.set(false);
+    settle_in(&mut s, &next, 4_000);
+    holds_old_log(&s, 4, end);
+}
