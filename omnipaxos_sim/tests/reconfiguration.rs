@@ -577,3 +577,63 @@ fn the_new_configuration_decides_while_the_joiner_pulls_with(seed: u64) {
     settle_in(&mut s, &next, 4_000);
     holds_old_log(&s, 4, end);
 }
+
+/// Entry types without snapshots cannot migrate: joiners keep the old log as a compacted prefix
+/// and the new configuration still works, also when it replaces a majority.
+#[test]
+fn entries_without_snapshots_reconfigure_too() {
+    use omnipaxos_sim::PlainEntry;
+    for seed in 0..10 {
+        let mut cfg = SimConfig::new(3, seed);
+        cfg.faults = LOSSY;
+        cfg.capacity = 8;
+        let mut s: Sim<PlainEntry, _> = Sim::new(cfg);
+        s.run_until(500, |s| s.leader().is_some())
+            .expect("a leader");
+        let l = s.leader().unwrap();
+        for id in 1..=50 {
+            s.append(l, PlainEntry { id }).unwrap();
+        }
+        s.run_until(2_000, |s| s.checker().is_decided(50))
+            .expect("decided");
+        let next = config(2, &[1, 5, 6]);
+        let mut proposed = false;
+        let mut tag = 1_000;
+        let done = s.run_until_with(
+            6_000,
+            |s| {
+                s.advance_configurations();
+                if let Some(l) = s.leader() {
+                    let config_id = s.node(l).unwrap().get_configuration_id();
+                    if !proposed && config_id == 1 {
+                        proposed = s.reconfigure(l, next.clone()).is_ok();
+                    } else if config_id == 2 && tag < 1_020 {
+                        tag += 1;
+                        let _ = s.append(l, PlainEntry { id: tag });
+                    }
+                }
+            },
+            |s| {
+                (1_001..=1_020)
+                    .filter(|t| s.checker().is_decided(*t))
+                    .count()
+                    >= 10
+                    && [1, 5, 6]
+                        .iter()
+                        .all(|p| s.node(*p).is_some_and(|o| o.get_configuration_id() == 2))
+            },
+        );
+        assert!(done.is_some(), "seed {seed}: configuration 2 decides");
+        for p in [5, 6] {
+            let node = s.node(p).unwrap();
+            assert!(
+                matches!(node.read(0), Some(LogEntry::Trimmed(_))),
+                "seed {seed}"
+            );
+        }
+        assert!(matches!(
+            s.node(1).unwrap().read(0),
+            Some(LogEntry::Decided(PlainEntry { id: 1 })) | Some(LogEntry::Trimmed(_))
+        ));
+    }
+}
