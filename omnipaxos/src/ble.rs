@@ -120,7 +120,8 @@ impl Ble {
     /// Our own ballots are never adopted this way: a promise of our own ballot may be from
     /// before a crash, and we lead only after a takeover of this incarnation.
     pub(crate) fn observe_promise(&mut self, b: Ballot) {
-        if b > self.leader && b.pid != self.pid {
+        // (A promise of nobody's ballot, pid 0, names no leader.)
+        if b > self.leader && b.pid != self.pid && b.pid != 0 {
             self.leader = b;
             // We follow someone else now; a leader we were is no more. The replies of this round
             // predate the new leader, so it gets a round to show it is happy.

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Every key is optional and takes its default. An unknown key, or a value of the wrong type or
-//! out of range, is an error that names the key as `table.key`.
+//! out of range, is an error that names the key as `table.key` and gives its line.
 
 use crate::{
     errors::{ConfigError, TomlError},
@@ -158,28 +158,90 @@ fn server_config(t: &Table) -> Result<ServerConfig, ConfigError> {
     Ok(s)
 }
 
+/// The 1-based line of byte offset `pos` in `text`. The end of a text that ends with a newline
+/// counts as its last line, as the parser's own messages count it.
+fn line_of(text: &str, pos: usize) -> usize {
+    let mut pos = pos.min(text.len());
+    if pos == text.len() && text.ends_with('\n') {
+        pos -= 1;
+    }
+    text.as_bytes()[..pos]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of `key` (as the errors name it: `table.key`, `table.key[i]`) in `text`, or of the
+/// deepest part of it that exists (e.g. the table of a missing key).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut found: Option<std::ops::Range<usize>> = None;
+    for part in key.split('.') {
+        // `nodes[1]`: the key `nodes`, then element 1 of its array.
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((k, next)) = item.as_table_like().and_then(|t| t.get_key_value(name)) else {
+            break;
+        };
+        found = k.span().or_else(|| next.span()).or(found);
+        item = next;
+        if let Some(i) = index {
+            if let Some(v) = item.as_array().and_then(|a| a.get(i)) {
+                found = v.span().or(found);
+            }
+            break;
+        }
+    }
+    found.map(|span| line_of(text, span.start))
+}
+
 impl OmniPaxosConfig {
     /// Reads, parses and validates a TOML configuration file (see the module docs for its
     /// layout).
+    ///
+    /// A file that cannot be read is a [`ConfigError::ReadFile`] that names it; a parse error
+    /// ([`ConfigError::Parse`]) names the key and its line.
     pub fn with_toml(file_path: &str) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file_path)?;
+        let text = std::fs::read_to_string(file_path).map_err(|source| ConfigError::ReadFile {
+            path: file_path.into(),
+            source,
+        })?;
         Self::from_toml_str(&text)
     }
 
     /// Parses and validates a TOML configuration held in a string.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let root: Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Parse(TomlError::new(None, e.to_string()))
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigError::Parse(TomlError::new(None, e.to_string()).with_line(line))
         })?;
+        let cfg = Self::from_table(&root).map_err(|e| match e {
+            ConfigError::Parse(t) => {
+                let line = t.key().and_then(|k| line_of_key(text, k));
+                ConfigError::Parse(match line {
+                    Some(line) => t.at_line(line),
+                    None => t,
+                })
+            }
+            other => other,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_table(root: &Table) -> Result<Self, ConfigError> {
         let mut cfg = OmniPaxosConfig::default();
-        for (k, v) in &root {
+        for (k, v) in root {
             match k.as_str() {
                 "cluster_config" => cfg.cluster_config = cluster_config(table(k, v)?)?,
                 "server_config" => cfg.server_config = server_config(table(k, v)?)?,
                 _ => return Err(unknown(k, &["cluster_config", "server_config"])),
             }
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 }

@@ -8,7 +8,12 @@ use std::{error::Error, fmt};
 pub enum ConfigError {
     /// The configuration file could not be read. Check the path and permissions.
     #[cfg(feature = "toml_config")]
-    ReadFile(std::io::Error),
+    ReadFile {
+        /// The file that could not be read, as given to [`crate::OmniPaxosConfig::with_toml`].
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
     /// The TOML text is malformed, has an unknown key, or a value of the wrong type. The error
     /// names the key (as `table.key`) and the line. Fix the file.
     #[cfg(feature = "toml_config")]
@@ -21,7 +26,11 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             #[cfg(feature = "toml_config")]
-            ConfigError::ReadFile(e) => write!(f, "cannot read configuration file: {e}"),
+            ConfigError::ReadFile { path, source } => write!(
+                f,
+                "cannot read configuration file {}: {source}",
+                path.display()
+            ),
             #[cfg(feature = "toml_config")]
             ConfigError::Parse(e) => write!(f, "invalid TOML configuration: {e}"),
             ConfigError::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
@@ -33,18 +42,11 @@ impl Error for ConfigError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             #[cfg(feature = "toml_config")]
-            ConfigError::ReadFile(e) => Some(e),
+            ConfigError::ReadFile { source, .. } => Some(source),
             #[cfg(feature = "toml_config")]
             ConfigError::Parse(e) => Some(e),
             ConfigError::InvalidConfig(_) => None,
         }
-    }
-}
-
-#[cfg(feature = "toml_config")]
-impl From<std::io::Error> for ConfigError {
-    fn from(e: std::io::Error) -> Self {
-        ConfigError::ReadFile(e)
     }
 }
 
@@ -54,12 +56,36 @@ impl From<std::io::Error> for ConfigError {
 pub struct TomlError {
     key: Option<String>,
     message: String,
+    line: Option<usize>,
 }
 
 #[cfg(feature = "toml_config")]
 impl TomlError {
     pub(crate) fn new(key: Option<String>, message: String) -> Self {
-        Self { key, message }
+        Self {
+            key,
+            message,
+            line: None,
+        }
+    }
+
+    /// Sets the line (1-based) the error is on and appends ` (line N)` to the message.
+    pub(crate) fn at_line(mut self, line: usize) -> Self {
+        self.message = format!("{} (line {line})", self.message);
+        self.line = Some(line);
+        self
+    }
+
+    /// Records the line of a syntax error, whose message from the parser already shows it.
+    pub(crate) fn with_line(mut self, line: Option<usize>) -> Self {
+        self.line = line;
+        self
+    }
+
+    /// The line (1-based) of the file the error is on: the line of the offending key, or of the
+    /// nearest enclosing table when the error is about a key that is missing.
+    pub fn line(&self) -> Option<usize> {
+        self.line
     }
 
     /// The offending key as `table.key` (e.g. `server_config.pid`), when the error is about one.
@@ -67,7 +93,7 @@ impl TomlError {
         self.key.as_deref()
     }
 
-    /// What is wrong, in words.
+    /// What is wrong, in words, ending with the line (e.g. `... (line 8)`) when it is known.
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -378,12 +378,16 @@ pub mod sequence_paxos {
             prefix: PrefixId,
         },
         /// Sent to a server still in configuration `stopped`, which the sender already left:
-        /// that configuration is over, and the receiver is a server of `next_config`. The
-        /// receiver keeps its decided log and is brought up to date by `next_config`'s leader.
+        /// that configuration is over, and the receiver is a server of `next_config`. `end` is
+        /// where the stopped log ended, when the sender knows it (its configuration directly
+        /// continues `stopped`); otherwise the receiver waits for `next_config`'s leader to bring
+        /// it up to date before it may lead.
         Moved {
             /// The configuration the receiver is still in.
             stopped: crate::util::ConfigurationId,
-            /// The sender's configuration, which continues it.
+            /// Where its log ended, if the sender knows.
+            end: Option<usize>,
+            /// The sender's configuration.
             next_config: crate::ClusterConfig,
         },
     }
@@ -399,10 +403,9 @@ pub mod sequence_paxos {
                 | MigrationMsg::Snapshot { prefix, .. }
                 | MigrationMsg::Unavailable { prefix, .. }
                 | MigrationMsg::Done { prefix } => *prefix,
-                // Where the stopped log ends is not known to the sender.
-                MigrationMsg::Moved { stopped, .. } => PrefixId {
+                MigrationMsg::Moved { stopped, end, .. } => PrefixId {
                     config_id: *stopped,
-                    end: 0,
+                    end: end.unwrap_or(0),
                 },
             }
         }

@@ -231,6 +231,9 @@ pub struct Sim<T: Entry + Tagged + PartialEq, B: Backend<T>> {
     verbose: bool,
 }
 
+/// More deliveries than this in one tick means the nodes answer each other without end.
+const MAX_DELIVERIES_PER_TICK: u64 = 200_000;
+
 fn fnv(h: u64, x: u64) -> u64 {
     (h ^ x).wrapping_mul(0x0000_0100_0000_01B3)
 }
@@ -614,7 +617,14 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             }
             self.collect(pid);
         }
+        let mut delivered_this_tick = 0u64;
         while let Some(m) = self.net.next_due(now) {
+            delivered_this_tick += 1;
+            if delivered_this_tick > MAX_DELIVERIES_PER_TICK {
+                self.liveness_failure(
+                    "message storm: the nodes keep answering each other within one tick",
+                );
+            }
             let to = m.get_receiver();
             let Some(node) = (to as usize)
                 .checked_sub(1)

@@ -119,14 +119,16 @@ fn check_non_vacuous(t: &Totals) {
 #[test]
 fn tier_3_nodes() {
     let seeds = env_u64("OMNIPAXOS_SIM_PR_SEEDS").unwrap_or(1_000);
-    let t = run_tier(3, 0, seeds);
+    let first = env_u64("OMNIPAXOS_SIM_FIRST_SEED").unwrap_or(0);
+    let t = run_tier(3, first, seeds);
     check_non_vacuous(&t);
 }
 
 #[test]
 fn tier_5_nodes() {
     let seeds = env_u64("OMNIPAXOS_SIM_PR_SEEDS").unwrap_or(1_000);
-    let t = run_tier(5, 1_000_000, seeds);
+    let first = env_u64("OMNIPAXOS_SIM_FIRST_SEED").unwrap_or(0);
+    let t = run_tier(5, 1_000_000 + first, seeds);
     check_non_vacuous(&t);
 }
 

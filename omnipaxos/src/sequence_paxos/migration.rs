@@ -558,7 +558,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     /// Takes the old log `prefix` as our compacted prefix (decided, no entries, no snapshot yet).
-    fn adopt_prefix(&mut self, prefix: PrefixId) {
+    pub(super) fn adopt_prefix(&mut self, prefix: PrefixId) {
         let compacted = self.storage.compacted_idx();
         if self.storage.log_end() < prefix.end || compacted < prefix.end {
             let mut ops = vec![
@@ -641,6 +641,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                         // past the prefix): it replaces our log up to its end.
                         self.install_migrated_snapshot(upto, snapshot);
                         return;
+                    } else if let Some(s) = mig.sources.get_mut(&from) {
+                        // It goes beyond our log: ask again after its next offer, when our log
+                        // has grown (not at once, which would repeat without end).
+                        s.snapshot = false;
                     }
                 }
                 self.drive_migration();
@@ -670,16 +674,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.drive_migration();
             }
             MigrationMsg::Moved {
-                stopped,
-                next_config,
+                end, next_config, ..
             } => {
-                let ours = stopped == self.config_id
+                let ours = prefix.config_id == self.config_id
                     && next_config.configuration_id > self.config_id
                     && next_config.nodes.contains(&self.pid)
                     && next_config.nodes.contains(&from);
                 if ours && !self.is_sealed() {
                     let ss = StopSign::with(next_config, None);
-                    self.stop_notice = Some((ss, None));
+                    self.stop_notice = Some((ss, end));
                 }
             }
             MigrationMsg::Done { .. } => {
@@ -826,6 +829,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Where the log of the configuration ours continues ends, if we know it.
     pub(super) fn predecessor_end(&self) -> Option<usize> {
         self.predecessor.as_ref().map(|p| p.prefix.end)
+    }
+
+    /// The log of the configuration ours continues, if we know it.
+    pub(super) fn predecessor_prefix(&self) -> Option<PrefixId> {
+        self.predecessor.as_ref().map(|p| p.prefix)
     }
 
     /// Offers our log to these servers too (the old configuration's, which may have missed the

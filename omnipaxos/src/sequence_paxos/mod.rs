@@ -185,6 +185,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// until it learned where the log it continues ends (from an offer, or from a leader it
     /// promised to). It follows meanwhile. The first configuration of a cluster is number 1.
     pub(crate) fn can_lead(&self) -> bool {
+        if self.awaiting_sync() {
+            return false;
+        }
         self.knows_start
             || self.config_id <= 1
             || self.storage.log_end() > 0
@@ -203,7 +206,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 StorageOp::AppendOnPrefix(decided.max(self.storage.compacted_idx()), Vec::new()),
                 StorageOp::SetStopsign(None),
                 StorageOp::SetAcceptedRound(Ballot::default()),
-                StorageOp::SetPromise(Ballot::default()),
+                // Without knowing where the old log ended we must not lead before a leader
+                // synced us: a promise of "ballot 0" says so, durably.
+                StorageOp::SetPromise(if prefix.is_some() {
+                    Ballot::default()
+                } else {
+                    Self::awaiting_sync_marker(self.config_id)
+                }),
             ],
             "continue_configuration",
         );
@@ -213,10 +222,28 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             Some(prefix) if <T::Snapshot as crate::storage::Snapshot<T>>::use_snapshots() => {
                 self.start_migration(prefix, ss);
             }
-            // We continue from our decided log: the leader syncs the rest like for any follower
-            // that lags (it holds all of the old log, or a snapshot of it).
-            _ => self.knows_start = true,
+            // The old log cannot be pulled without snapshots: keep where it ends.
+            Some(prefix) => self.adopt_prefix(prefix),
+            // A leader brings us up to date; ask for it.
+            None => self.start_recovery(),
         }
+    }
+
+    /// The promise that marks a server that continued a configuration without knowing where
+    /// its log ended: below every real ballot, and not the default one.
+    fn awaiting_sync_marker(config_id: ConfigurationId) -> Ballot {
+        Ballot {
+            config_id,
+            n: 0,
+            priority: 0,
+            pid: 0,
+        }
+    }
+
+    /// Whether we wait for a leader's sync before we may lead (see `awaiting_sync_marker`).
+    fn awaiting_sync(&self) -> bool {
+        let p = self.storage.promise();
+        p.pid == 0 && p != Ballot::default()
     }
 
     // ----- getters -----
@@ -283,8 +310,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     /// The stop we learned of from a peer without deciding it ourselves, as the log to continue.
-    /// `None` as the prefix: where it ends is not known (the leader of the next configuration
-    /// brings us up to date).
+    /// `None` as the prefix: where it ended is not known.
     pub(crate) fn stop_notice(&self) -> Option<(StopSign, Option<PrefixId>)> {
         if self.storage.stopsign_decided() {
             return None;
@@ -398,9 +424,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         let b = m.msg.ballot();
         if b.config_id != 0 && b.config_id < self.config_id {
-            // A server of ours still in a configuration we left: it missed the stop.
+            // A server of ours still in a configuration we left: it missed the stop. Only the
+            // direct successor (that did not restart) can tell it where the old log ended.
+            let end = self
+                .predecessor_prefix()
+                .filter(|p| p.config_id == b.config_id)
+                .map(|p| p.end);
             let moved = crate::messages::sequence_paxos::MigrationMsg::Moved {
                 stopped: b.config_id,
+                end,
                 next_config: self.cluster_config(),
             };
             self.send(from, PaxosMsg::Migration(moved));
