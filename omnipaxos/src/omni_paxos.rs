@@ -4,7 +4,7 @@ use crate::{
     ballot_leader_election::Ballot,
     ble::Ble,
     errors::{CompactionErr, ConfigError, ProposeErr},
-    messages::Message,
+    messages::{ballot_leader_election::HeartbeatMsg, Message},
     quorum::Quorum,
     sequence_paxos::migration::MigrationStatus,
     sequence_paxos::{Phase, SequencePaxos},
@@ -248,6 +248,13 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
                 self.ble.observe_promise(self.sp.promise());
             }
             Message::BLE(b) => {
+                if let HeartbeatMsg::Request(r) = &b.msg {
+                    if r.config_id < self.config_id {
+                        // A server of ours still in a configuration we left.
+                        self.sp.tell_moved(b.from, r.config_id);
+                        return;
+                    }
+                }
                 if b.from != self.sp.pid() && self.is_member(b.from) && !self.sp.is_sealed() {
                     self.ble.handle(b)
                 }

@@ -225,11 +225,12 @@ impl<T: Entry> Migration<T> {
     }
 
     /// A snapshot covering `0..upto` arrived: it replaces the parts below `upto`.
-    fn take_snapshot(&mut self, upto: usize, snapshot: T::Snapshot) {
+    /// Returns whether it was of use.
+    fn take_snapshot(&mut self, upto: usize, snapshot: T::Snapshot) -> bool {
         let upto = upto.min(self.prefix.end);
         if self.parts.get(&0).is_some_and(|(end, _)| *end >= upto) {
             // What we hold from the start already covers it.
-            return;
+            return false;
         }
         // Parts below `upto` are covered. One that straddles it cannot be cut: it is dropped
         // and the rest of its segment pulled again.
@@ -251,6 +252,7 @@ impl<T: Entry> Migration<T> {
             }
         }
         self.parts.insert(0, (upto, snapshot));
+        true
     }
 
     /// Asks idle sources for pending segments; returns the requests to send.
@@ -635,7 +637,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 if mig.snapshot_asked.is_some_and(|(p, _)| p == from) && upto > 0 {
                     mig.snapshot_asked = None;
                     if upto < mig.prefix.end {
-                        mig.take_snapshot(upto, snapshot);
+                        if !mig.take_snapshot(upto, snapshot) {
+                            // Of no use: not asked again before its next offer.
+                            if let Some(s) = mig.sources.get_mut(&from) {
+                                s.snapshot = false;
+                            }
+                        }
                     } else if upto <= self.storage.log_end() {
                         // It covers all we pull and more of the decided log (the source compacted
                         // past the prefix): it replaces our log up to its end.

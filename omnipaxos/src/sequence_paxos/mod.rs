@@ -424,18 +424,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         let b = m.msg.ballot();
         if b.config_id != 0 && b.config_id < self.config_id {
-            // A server of ours still in a configuration we left: it missed the stop. Only the
-            // direct successor (that did not restart) can tell it where the old log ended.
-            let end = self
-                .predecessor_prefix()
-                .filter(|p| p.config_id == b.config_id)
-                .map(|p| p.end);
-            let moved = crate::messages::sequence_paxos::MigrationMsg::Moved {
-                stopped: b.config_id,
-                end,
-                next_config: self.cluster_config(),
-            };
-            self.send(from, PaxosMsg::Migration(moved));
+            self.tell_moved(from, b.config_id);
             return;
         }
         // A PrepareReq may come from a node that promised nobody yet.
@@ -462,6 +451,26 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::Migration(_) => {}
         }
         self.check_stopped();
+    }
+
+    /// `to`, a server of ours, is still in configuration `stopped`, which we left: it missed
+    /// the stop. Tell it. Only the direct successor (that did not restart since) can tell it
+    /// where the old log ended.
+    pub(crate) fn tell_moved(&mut self, to: NodeId, stopped: ConfigurationId) {
+        if stopped >= self.config_id || !self.peers.contains(&to) || self.storage.stopsign_decided()
+        {
+            return;
+        }
+        let end = self
+            .predecessor_prefix()
+            .filter(|p| p.config_id == stopped)
+            .map(|p| p.end);
+        let moved = crate::messages::sequence_paxos::MigrationMsg::Moved {
+            stopped,
+            end,
+            next_config: self.cluster_config(),
+        };
+        self.send(to, PaxosMsg::Migration(moved));
     }
 
     /// The leader election chose `b`.
