@@ -8,7 +8,10 @@
 //! log (its migration finished), median over a few seeds of message order.
 
 use omnipaxos::{
-    messages::{sequence_paxos::{MigrationMsg, PaxosMsg}, Message},
+    messages::{
+        sequence_paxos::{MigrationMsg, PaxosMsg},
+        Message,
+    },
     util::{LogEntry, NodeId},
     ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
 };
@@ -196,7 +199,10 @@ fn catch_up_ticks(k: u64, seed: u64) -> u64 {
     });
     let olds: Vec<(NodeId, Node)> = std::mem::take(&mut cluster.nodes).into_iter().collect();
     for (p, n) in olds {
-        let next = n.start_next_config(server(p)).map_err(|(e, _)| e).expect("next config");
+        let next = n
+            .start_next_config(server(p))
+            .map_err(|(e, _)| e)
+            .expect("next config");
         cluster.nodes.insert(p, next);
     }
     // From now on the links are limited.
@@ -207,8 +213,7 @@ fn catch_up_ticks(k: u64, seed: u64) -> u64 {
     cluster.nodes.insert(JOINER, joiner);
     cluster.run_until(1_000_000, |c| {
         let j = &c.nodes[&JOINER];
-        j.get_migration_status().is_none()
-            && matches!(j.read(0), Some(LogEntry::Snapshotted(_)))
+        j.get_migration_status().is_none() && matches!(j.read(0), Some(LogEntry::Snapshotted(_)))
     })
 }
 
@@ -223,7 +228,10 @@ fn main() {
     println!(
         "Joiner catching up a {LOG}-entry log, links of {BANDWIDTH} entries/tick (median of {seeds} runs)"
     );
-    println!("{:>8} {:>12} {:>10} {:>14}", "sources", "ticks", "speedup", "goal (0.7 k)");
+    println!(
+        "{:>8} {:>12} {:>10} {:>14}",
+        "sources", "ticks", "speedup", "goal (0.7 k)"
+    );
     let base = median((0..seeds).map(|s| catch_up_ticks(1, s)).collect());
     println!("{:>8} {:>12} {:>10.2} {:>14}", 1, base, 1.0, "-");
     for k in [2, 4] {

@@ -136,6 +136,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     self.storage.write(ops, "adopt_compacted_prefix");
                     self.origins.hidden_below(self.storage.compacted_idx());
                     self.origins.prune(self.storage.compacted_idx());
+                    self.check_migration_superseded();
                 }
                 let extended = self.extend_in_ballot(
                     s.sync_idx,

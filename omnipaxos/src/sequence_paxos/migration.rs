@@ -371,13 +371,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.migration.is_some() {
             return false;
         }
-        // Trimmed all of it, with no snapshot: nothing to give.
-        if self.storage.compacted_idx() >= prefix.end
-            && prefix.end > 0
-            && !self.storage.has_snapshot()
-        {
-            return false;
-        }
+        // (A server that trimmed all of it still offers it: the offer tells a joiner where the
+        // old log ends, which it must know before it may lead.)
         let stopped_here = prefix.config_id == self.config_id
             && self.storage.stopsign_decided()
             && self.storage.log_end() == prefix.end;
@@ -510,11 +505,16 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Installs a snapshot of the decided log `0..upto` that covers the prefix we pull.
     fn install_migrated_snapshot(&mut self, upto: usize, snapshot: T::Snapshot) {
-        let mut ops = vec![
-            StorageOp::SetSnapshot(Some(snapshot)),
-            StorageOp::Trim(upto),
-            StorageOp::SetCompactedIdx(upto),
-        ];
+        let compacted = self.storage.compacted_idx();
+        if compacted > upto {
+            // Compacted past it meanwhile (a trim): the old log is not wanted any more.
+            self.migration = None;
+            return;
+        }
+        let mut ops = vec![StorageOp::SetSnapshot(Some(snapshot))];
+        if compacted < upto {
+            ops.extend([StorageOp::Trim(upto), StorageOp::SetCompactedIdx(upto)]);
+        }
         if self.storage.decided_idx() < upto {
             ops.push(StorageOp::SetDecidedIndex(upto));
         }
@@ -822,14 +822,18 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     /// A complete snapshot covering the whole log we pull was installed: nothing left to pull.
+    /// Also: compacted past it without a snapshot (the log below is trimmed), nothing to pull.
     pub(super) fn check_migration_superseded(&mut self) {
-        let done = self.migration.as_ref().is_some_and(|m| {
-            self.storage.has_snapshot() && self.storage.compacted_idx() >= m.prefix.end
-        });
-        if done {
+        let compacted = self.storage.compacted_idx();
+        let Some(end) = self.migration.as_ref().map(|m| m.prefix.end) else {
+            return;
+        };
+        if self.storage.has_snapshot() && compacted >= end {
             if let Some(m) = self.migration.take() {
                 self.become_source(m.prefix, m.stopsign);
             }
+        } else if compacted > end {
+            self.migration = None;
         }
     }
 

@@ -266,8 +266,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             // The entries below the snapshot's end reached us folded: their runs are unknown.
             self.origins.hidden_below(plan.start);
             self.stats.snapshot_installs += 1;
-            self.check_migration_superseded();
         }
+        self.check_migration_superseded();
         self.origins.prune(self.storage.compacted_idx());
     }
 }
