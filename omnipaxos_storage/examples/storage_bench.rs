@@ -1,1 +1,290 @@
-fn main() {}
+//! Prints a table of `write_atomically` throughput: `PersistentStorage` against the floor (the
+//! same bytes appended to a plain file with one `fsync` per batch) and against `MemoryStorage`.
+//!
+//! ```text
+//! cargo run --release -p omnipaxos_storage --example storage_bench [-- --dir PATH --secs S]
+//! ```
+//!
+//! * `--dir PATH`: where the files go (default: a temporary directory). Put it on the disk you
+//!   mean to run on: the numbers are mostly the disk's `fsync` latency.
+//! * `--secs S`: measuring time per cell (default 2).
+//!
+//! Each case is a batch of 1, 100 or 1,000 entries with a payload of 8 or 256 bytes, written
+//! with one `write_atomically` call (one `AppendEntries` plus a `SetDecidedIndex`, as a node
+//! does). Columns:
+//!
+//! * `entries/s`: entries written per second (batches/s × batch size);
+//! * `syncs/s`: durable batches per second (`write_atomically` calls that returned; for the
+//!   floor, `write` + `fsync` pairs);
+//! * `x floor`: time per batch of `PersistentStorage` divided by that of the floor (1.0 would
+//!   be as fast as a plain file; `Immediate` syncs the log and then sled, so about 2 is
+//!   expected);
+//! * `x memory`: time per batch of `PersistentStorage` divided by that of `MemoryStorage`.
+//!
+//! A `Deferred` row shows what the durability setting buys (it does not sync).
+//!
+//! Batches are built before the clock starts; only the writes are timed. The backends of a
+//! case take turns in 10 rounds, so that changes in the disk's load affect them alike.
+
+use omnipaxos::storage::{Entry, NoSnapshot, Storage, StorageOp};
+use omnipaxos_storage::{
+    memory_storage::MemoryStorage,
+    persistent_storage::{Durability, PersistentStorage, PersistentStorageConfig},
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+/// The benchmark's entry: a payload of a fixed size.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BenchEntry {
+    payload: Vec<u8>,
+}
+
+impl Entry for BenchEntry {
+    type Snapshot = NoSnapshot;
+}
+
+/// Batches built ahead of one timed chunk.
+const CHUNK: usize = 64;
+/// Measuring rounds per cell (the backends take turns).
+const ROUNDS: usize = 10;
+/// `MemoryStorage` is replaced by a fresh one (outside the clock) past this many entries.
+const MEMORY_RESET: usize = 2_000_000;
+
+fn batch(n: usize, payload: usize, decided: usize) -> Vec<StorageOp<BenchEntry>> {
+    let entries = (0..n)
+        .map(|i| BenchEntry {
+            payload: vec![i as u8; payload],
+        })
+        .collect();
+    vec![
+        StorageOp::AppendEntries(entries),
+        StorageOp::SetDecidedIndex(decided),
+    ]
+}
+
+/// One measurement: batches done and the time they took.
+#[derive(Copy, Clone, Debug)]
+struct Measured {
+    batches: u64,
+    time: Duration,
+}
+
+impl Measured {
+    fn per_batch(&self) -> f64 {
+        self.time.as_secs_f64() / self.batches as f64
+    }
+    fn batches_per_s(&self) -> f64 {
+        self.batches as f64 / self.time.as_secs_f64()
+    }
+}
+
+/// Something measured in rounds: each call runs for about the given time and says how many
+/// batches it did in how long. Keeps its state (storage, file) between calls.
+type Runner = Box<dyn FnMut(f64) -> Measured>;
+
+/// `write_atomically` of batches of `n` entries on storages from `make` (a fresh one when the
+/// current one holds `reset_after` entries).
+fn storage_runner<S: Storage<BenchEntry> + 'static>(
+    mut make: impl FnMut() -> S + 'static,
+    n: usize,
+    payload: usize,
+    reset_after: Option<usize>,
+) -> Runner {
+    let mut s = make();
+    let mut written = 0usize;
+    Box::new(move |secs| {
+        let mut time = Duration::ZERO;
+        let mut batches = 0u64;
+        while time.as_secs_f64() < secs {
+            if reset_after.is_some_and(|max| written >= max) {
+                s = make();
+                written = 0;
+            }
+            let ops: Vec<_> = (0..CHUNK)
+                .map(|i| batch(n, payload, written + (i + 1) * n))
+                .collect();
+            let t = Instant::now();
+            for b in ops {
+                if let Err(e) = s.write_atomically(b) {
+                    eprintln!("write_atomically failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+            time += t.elapsed();
+            written += CHUNK * n;
+            batches += CHUNK as u64;
+        }
+        Measured { batches, time }
+    })
+}
+
+/// The floor: the encoded bytes of a batch appended to a plain file, one `fsync` per batch.
+fn floor_runner(path: &Path, n: usize, payload: usize) -> std::io::Result<Runner> {
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        let e = BenchEntry {
+            payload: vec![i as u8; payload],
+        };
+        bytes.extend(bincode::serialize(&e).map_err(std::io::Error::other)?);
+    }
+    let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Box::new(move |secs| {
+        let mut time = Duration::ZERO;
+        let mut batches = 0u64;
+        while time.as_secs_f64() < secs {
+            let t = Instant::now();
+            for _ in 0..CHUNK {
+                if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_all()) {
+                    eprintln!("plain file: {e}");
+                    std::process::exit(1);
+                }
+            }
+            time += t.elapsed();
+            batches += CHUNK as u64;
+        }
+        Measured { batches, time }
+    }))
+}
+
+fn persistent_maker(
+    root: PathBuf,
+    durability: Durability,
+) -> impl FnMut() -> PersistentStorage<BenchEntry> {
+    let mut k = 0;
+    move || {
+        k += 1;
+        let mut cfg = PersistentStorageConfig::with_path(root.join(format!("store-{k}")));
+        cfg.set_durability(durability);
+        PersistentStorage::new(cfg).unwrap_or_else(|e| {
+            eprintln!("cannot create the storage: {e}");
+            std::process::exit(1);
+        })
+    }
+}
+
+struct Args {
+    dir: Option<PathBuf>,
+    secs: f64,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        dir: None,
+        secs: 2.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--dir" => a.dir = Some(it.next().ok_or("--dir needs a path")?.into()),
+            "--secs" => {
+                let v = it.next().ok_or("--secs needs a number")?;
+                a.secs = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .ok_or(format!("--secs: not a positive number: {v}"))?;
+            }
+            // `cargo bench` passes this to every target.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other:?} (use --dir, --secs)")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = args().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    let root = match &args.dir {
+        Some(d) => std::fs::create_dir_all(d).and_then(|()| tempfile::tempdir_in(d)),
+        None => tempfile::tempdir(),
+    };
+    let tmp = root.unwrap_or_else(|e| {
+        eprintln!("cannot create a temporary directory: {e}");
+        std::process::exit(1);
+    });
+    println!(
+        "write_atomically, {} s per cell, files in {}",
+        args.secs,
+        tmp.path().display()
+    );
+    println!(
+        "{:>6} {:>8}  {:<22} {:>12} {:>10} {:>8} {:>9}",
+        "batch", "payload", "backend", "entries/s", "syncs/s", "x floor", "x memory"
+    );
+    let mut case = 0;
+    for &payload in &[8usize, 256] {
+        for &n in &[1usize, 100, 1000] {
+            case += 1;
+            let dir = tmp.path().join(format!("case-{case}"));
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                eprintln!("cannot create {}: {e}", dir.display());
+                std::process::exit(1);
+            }
+            let floor = floor_runner(&dir.join("plain-file"), n, payload).unwrap_or_else(|e| {
+                eprintln!("plain file: {e}");
+                std::process::exit(1);
+            });
+            let mut runners: Vec<Runner> = vec![
+                floor,
+                storage_runner(MemoryStorage::default, n, payload, Some(MEMORY_RESET)),
+                storage_runner(
+                    persistent_maker(dir.join("immediate"), Durability::Immediate),
+                    n,
+                    payload,
+                    None,
+                ),
+                storage_runner(
+                    persistent_maker(dir.join("deferred"), Durability::Deferred),
+                    n,
+                    payload,
+                    None,
+                ),
+            ];
+            // Round-robin, so that the disk's changing load (fsync latency depends on what
+            // else the machine writes) falls on every backend alike.
+            let mut total = vec![
+                Measured {
+                    batches: 0,
+                    time: Duration::ZERO
+                };
+                runners.len()
+            ];
+            for _ in 0..ROUNDS {
+                for (r, t) in runners.iter_mut().zip(total.iter_mut()) {
+                    let m = r(args.secs / ROUNDS as f64);
+                    t.batches += m.batches;
+                    t.time += m.time;
+                }
+            }
+            drop(runners);
+            let (floor, memory, immediate, deferred) = (total[0], total[1], total[2], total[3]);
+            let row = |name: &str, m: &Measured| {
+                println!(
+                    "{:>6} {:>7}B  {:<22} {:>12.0} {:>10.0} {:>8.2} {:>9.1}",
+                    n,
+                    payload,
+                    name,
+                    m.batches_per_s() * n as f64,
+                    m.batches_per_s(),
+                    m.per_batch() / floor.per_batch(),
+                    m.per_batch() / memory.per_batch(),
+                );
+            };
+            row("plain file + fsync", &floor);
+            row("MemoryStorage", &memory);
+            row("Persistent Immediate", &immediate);
+            row("Persistent Deferred", &deferred);
+            // Free the disk space of this case before the next.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

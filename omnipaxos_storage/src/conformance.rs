@@ -107,9 +107,11 @@ pub fn ballot(n: u32) -> Ballot {
 
 /// A stop sign naming configuration `id`.
 pub fn stop_sign(id: u32) -> StopSign {
-    let mut c = ClusterConfig::default();
-    c.configuration_id = id;
-    c.nodes = vec![1, 2, 3];
+    let c = ClusterConfig {
+        configuration_id: id,
+        nodes: vec![1, 2, 3],
+        ..Default::default()
+    };
     StopSign::with(c, Some(vec![id as u8]))
 }
 
@@ -204,7 +206,10 @@ pub fn observe<S: Storage<TestEntry>>(s: &S, first: usize) -> Observed {
 pub fn same_state<S: Storage<TestEntry>>(s: &S, model: &MemoryStorage<TestEntry>) -> bool {
     let first = model.first_idx();
     observe(s, first) == observe(model, first)
-        && (first == 0 || s.get_entries(first - 1, first).expect("get_entries").is_empty())
+        && (first == 0
+            || s.get_entries(first - 1, first)
+                .expect("get_entries")
+                .is_empty())
 }
 
 fn write<S: Storage<TestEntry>>(s: &mut S, ops: Vec<StorageOp<TestEntry>>) {
@@ -274,14 +279,27 @@ pub fn append_on_prefix_truncates<S: Storage<TestEntry>>(b: &mut Backend<'_, S>)
     s.append_on_prefix(5, entries(100..102))
         .expect("append_on_prefix");
     let want: Vec<u64> = (0..5).chain(100..102).collect();
-    assert_eq!(ids(&s.get_suffix(0).expect("get_suffix")), want, "append_on_prefix");
-    s.append_on_prefix(7, Vec::new()).expect("append_on_prefix at end");
-    s.append_on_prefix(6, Vec::new()).expect("append_on_prefix(6, [])");
+    assert_eq!(
+        ids(&s.get_suffix(0).expect("get_suffix")),
+        want,
+        "append_on_prefix"
+    );
+    s.append_on_prefix(7, Vec::new())
+        .expect("append_on_prefix at end");
+    s.append_on_prefix(6, Vec::new())
+        .expect("append_on_prefix(6, [])");
     assert_eq!(s.get_log_len().expect("get_log_len"), 6);
-    write(&mut s, vec![StorageOp::AppendOnPrefix(2, entries(200..203))]);
+    write(
+        &mut s,
+        vec![StorageOp::AppendOnPrefix(2, entries(200..203))],
+    );
     s = b.reopen(s);
     let want: Vec<u64> = (0..2).chain(200..203).collect();
-    assert_eq!(ids(&s.get_suffix(0).expect("get_suffix")), want, "after reopen");
+    assert_eq!(
+        ids(&s.get_suffix(0).expect("get_suffix")),
+        want,
+        "after reopen"
+    );
     s.append_on_prefix(0, entries(300..301))
         .expect("append_on_prefix(0)");
     assert_eq!(s.get_entries(0, 1).expect("get_entries"), entries(300..301));
@@ -381,7 +399,10 @@ pub fn promise_and_accepted_round<S: Storage<TestEntry>>(b: &mut Backend<'_, S>)
     // Lowering is allowed (a node resets its ballots when it moves to a new configuration).
     s.set_promise(Ballot::default()).expect("set_promise");
     s = b.reopen(s);
-    assert_eq!(s.get_promise().expect("get_promise"), Some(Ballot::default()));
+    assert_eq!(
+        s.get_promise().expect("get_promise"),
+        Some(Ballot::default())
+    );
     assert_eq!(
         s.get_accepted_round().expect("get_accepted_round"),
         Some(ballot(7))
@@ -503,10 +524,7 @@ pub fn write_atomically_all_or_nothing<S: Storage<TestEntry>>(b: &mut Backend<'_
         "write_atomically_all_or_nothing: partly applied: {:?}",
         observe(&s, 0)
     );
-    let below = vec![
-        StorageOp::Trim(3),
-        StorageOp::AppendOnPrefix(1, Vec::new()),
-    ];
+    let below = vec![StorageOp::Trim(3), StorageOp::AppendOnPrefix(1, Vec::new())];
     assert!(
         s.write_atomically(below).is_err(),
         "AppendOnPrefix below the trimmed index must fail"
@@ -514,7 +532,8 @@ pub fn write_atomically_all_or_nothing<S: Storage<TestEntry>>(b: &mut Backend<'_
     s = b.reopen(s);
     assert!(same_state(&s, &m), "after reopen: {:?}", observe(&s, 0));
     // Still usable.
-    s.append_entry(entry(5)).expect("append_entry after a failed batch");
+    s.append_entry(entry(5))
+        .expect("append_entry after a failed batch");
     assert_eq!(s.get_entries(4, 6).expect("get_entries"), entries(4..6));
 }
 
@@ -528,7 +547,16 @@ pub fn get_entries_empty_for_partially_missing_ranges<S: Storage<TestEntry>>(
         &mut s,
         vec![StorageOp::Trim(3), StorageOp::SetCompactedIdx(3)],
     );
-    for (from, to) in [(0, 4), (2, 3), (8, 11), (9, 20), (10, 11), (5, 5), (6, 4), (0, 0)] {
+    for (from, to) in [
+        (0, 4),
+        (2, 3),
+        (8, 11),
+        (9, 20),
+        (10, 11),
+        (5, 5),
+        (6, 4),
+        (0, 0),
+    ] {
         assert!(
             s.get_entries(from, to).expect("get_entries").is_empty(),
             "get_entries({from}, {to}) must be empty"
@@ -555,19 +583,21 @@ pub fn large_reads<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
     let huge: Vec<TestEntry> = (20_000..20_004)
         .map(|i| entry_with_len(i, 100_000))
         .collect();
-    s.append_entries(huge.clone()).expect("append_entries (100 KB)");
+    s.append_entries(huge.clone())
+        .expect("append_entries (100 KB)");
     s = b.reopen(s);
     let all = s.get_entries(0, 20_004).expect("get_entries");
     assert_eq!(all.len(), 20_004, "large_reads: count");
     for (i, e) in all.iter().enumerate() {
         let want_len = if i < 20_000 { 256 } else { 100_000 };
-        assert_eq!(*e, entry_with_len(i as u64, want_len), "large_reads: entry {i}");
+        assert_eq!(
+            *e,
+            entry_with_len(i as u64, want_len),
+            "large_reads: entry {i}"
+        );
     }
     assert_eq!(s.get_suffix(20_000).expect("get_suffix"), huge);
-    assert_eq!(
-        s.get_entries(9_990, 10_010).expect("get_entries").len(),
-        20
-    );
+    assert_eq!(s.get_entries(9_990, 10_010).expect("get_entries").len(), 20);
 }
 
 /// A small deterministic PRNG (SplitMix64) for the model and crash tests.
@@ -715,7 +745,8 @@ pub fn model_test<S: Storage<TestEntry>>(b: &mut Backend<'_, S>, seed: u64, step
             (single(&mut s, op), single(&mut m, ops.into_iter().next()))
         } else {
             (
-                s.write_atomically(clone_ops(&ops)).map_err(|e| e.to_string()),
+                s.write_atomically(clone_ops(&ops))
+                    .map_err(|e| e.to_string()),
                 m.write_atomically(ops).map_err(|e| e.to_string()),
             )
         };

@@ -12,6 +12,59 @@
 //! operations or none. An operation that does not fit the log (an `AppendOnPrefix` outside the
 //! stored entries) is refused with an [`InvalidOpError`] before anything of its batch is
 //! applied.
+//!
+//! ## Example
+//!
+//! A single-server cluster on persistent storage, stopped and started again on the same
+//! directory: the node recovers what it decided.
+//!
+//! ```
+//! use omnipaxos::storage::{Entry, NoSnapshot};
+//! use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+//! use omnipaxos_storage::{PersistentStorage, PersistentStorageConfig};
+//! use serde::{Deserialize, Serialize};
+//!
+//! // `PersistentStorage` encodes entries with serde.
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! struct Put {
+//!     key: String,
+//!     value: u64,
+//! }
+//!
+//! // What `#[derive(Entry)]` (feature `macros` of `omnipaxos`) writes for you.
+//! impl Entry for Put {
+//!     type Snapshot = NoSnapshot;
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let storage_config = PersistentStorageConfig::with_path(dir.path().join("server-1"));
+//! let config = OmniPaxosConfig {
+//!     cluster_config: ClusterConfig { configuration_id: 1, nodes: vec![1], ..Default::default() },
+//!     server_config: ServerConfig { pid: 1, ..Default::default() },
+//! };
+//!
+//! let storage: PersistentStorage<Put> = PersistentStorage::open(storage_config.clone())?;
+//! let mut node = config.clone().build(storage)?;
+//! node.append(Put { key: "a".into(), value: 1 }).expect("not reconfiguring");
+//! while node.get_decided_idx() < 1 {
+//!     node.tick(); // a single server is its own quorum: no messages to move
+//!     let _ = node.outgoing_messages();
+//! }
+//! drop(node); // the process stops
+//!
+//! let storage: PersistentStorage<Put> = PersistentStorage::open(storage_config)?;
+//! let node = config.build(storage)?;
+//! assert_eq!(node.get_decided_idx(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Features
+//!
+//! * `conformance`: the module `conformance` and the macro `storage_conformance_tests!`, the
+//!   test suite for storage backends. Enable it in the `[dev-dependencies]` of a crate that
+//!   writes its own backend.
+// docs.rs builds with nightly and `--cfg docsrs`: mark feature-gated items with their feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "conformance")]
@@ -77,11 +130,9 @@ pub(crate) fn check_ops<T: Entry>(
                 }
                 end = from + v.len();
             }
-            StorageOp::Trim(idx) => {
-                if *idx > first {
-                    first = *idx;
-                    end = end.max(*idx);
-                }
+            StorageOp::Trim(idx) if *idx > first => {
+                first = *idx;
+                end = end.max(*idx);
             }
             _ => {}
         }

@@ -106,7 +106,12 @@ fn run_child(
 ) -> Outcome {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
-        .args(["--exact", "crash_kill_and_reopen", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_kill_and_reopen",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(
             CHILD_ENV,
             format!("{};{seed};{start};{durability}", path.display()),
@@ -188,8 +193,10 @@ fn crash_runs(histories: u64, kills: usize, durability: Durability) -> (usize, u
         let mut done = 0usize; // batches in the recovered state
         for k in 0..kills {
             let after_ready = !rng.chance(15);
+            // Writes sync three times (~1 to 10 ms on a shared disk): a window of up to 80 ms
+            // lets a child acknowledge several writes and die in the middle of one.
             let kill_after = Duration::from_micros(if after_ready {
-                rng.below(25_000)
+                rng.below(80_000)
             } else {
                 rng.below(40_000)
             });
@@ -201,10 +208,14 @@ fn crash_runs(histories: u64, kills: usize, durability: Durability) -> (usize, u
                 assert_eq!(out.acked, done, "acks without a storage: {:?}", out.lines);
                 continue;
             }
-            let s = PersistentStorage::<TestEntry>::open(config(&path, durability))
-                .unwrap_or_else(|e| {
-                    panic!("history {h} kill {k}: reopen failed: {e}\nchild said {:?}", out.lines)
-                });
+            let s = PersistentStorage::<TestEntry>::open(config(&path, durability)).unwrap_or_else(
+                |e| {
+                    panic!(
+                        "history {h} kill {k}: reopen failed: {e}\nchild said {:?}",
+                        out.lines
+                    )
+                },
+            );
             let lowest = match durability {
                 Durability::Immediate => out.acked,
                 Durability::Deferred => done,
@@ -239,7 +250,10 @@ fn crash_kill_and_reopen() {
     let (kills, acked) = crash_runs(10, 12, Durability::Immediate);
     assert!(kills >= 100, "only {kills} kills");
     // Non-vacuity: the children did write (and were killed mid-run, not all before READY).
-    assert!(acked >= 200, "only {acked} acknowledged batches over {kills} kills");
+    assert!(
+        acked >= 200,
+        "only {acked} acknowledged batches over {kills} kills"
+    );
     eprintln!(
         "crash_kill_and_reopen: {kills} kills, {acked} acknowledged batches, {:?}",
         started.elapsed()

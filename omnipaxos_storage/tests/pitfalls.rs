@@ -2,7 +2,10 @@
 //! (see its module documentation). If one of these starts failing after a dependency update,
 //! the workaround may no longer be needed, or may no longer work.
 
-use commitlog::{message::{MessageBuf, MessageSet}, AppendError, CommitLog, LogOptions, ReadLimit};
+use commitlog::{
+    message::{MessageBuf, MessageSet},
+    AppendError, CommitLog, LogOptions, ReadLimit,
+};
 use std::{fs, panic};
 
 fn log_with(dir: &std::path::Path, n: u64, len: usize) -> CommitLog {
@@ -84,7 +87,10 @@ fn sled_reopens_an_overwritten_file_as_an_empty_database() {
     let file = path.join("db");
     let len = fs::metadata(&file).expect("meta").len();
     fs::write(&file, vec![0u8; len as usize]).expect("overwrite");
-    let db = sled::Config::new().path(&path).open().expect("sled opens it without error");
+    let db = sled::Config::new()
+        .path(&path)
+        .open()
+        .expect("sled opens it without error");
     assert_eq!(db.get(b"k").expect("get"), None, "and the data is gone");
 }
 
@@ -107,10 +113,54 @@ fn sled_rolls_back_a_truncated_file_silently() {
         .expect("open")
         .set_len(len / 2)
         .expect("truncate");
-    let db = sled::Config::new().path(&path).open().expect("sled opens it without error");
-    let v = db.get(b"k").expect("get").map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+    let db = sled::Config::new()
+        .path(&path)
+        .open()
+        .expect("sled opens it without error");
+    let v = db
+        .get(b"k")
+        .expect("get")
+        .map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
     assert!(
         matches!(v, Some(x) if x < 199) || v.is_none(),
         "expected an older value, got {v:?}"
+    );
+}
+
+const ABORT_CHILD_ENV: &str = "OMNIPAXOS_STORAGE_SLED_ABORT_CHILD";
+
+/// The child of `sled_loses_an_unflushed_insert_on_abort`: inserts without `flush` and aborts.
+fn sled_abort_child(path: &str) -> ! {
+    let db = sled::Config::new().path(path).open().expect("open");
+    db.insert(b"flushed", b"yes").expect("insert");
+    db.flush().expect("flush");
+    db.insert(b"unflushed", b"yes").expect("insert");
+    std::process::abort();
+}
+
+#[test]
+fn sled_loses_an_unflushed_insert_on_abort() {
+    if let Ok(path) = std::env::var(ABORT_CHILD_ENV) {
+        sled_abort_child(&path);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let status = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+        .args(["--exact", "sled_loses_an_unflushed_insert_on_abort"])
+        .env(ABORT_CHILD_ENV, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("spawn child");
+    assert!(!status.success(), "the child aborts");
+    let db = sled::Config::new().path(&path).open().expect("reopen");
+    assert_eq!(
+        db.get(b"flushed").expect("get").as_deref(),
+        Some(&b"yes"[..])
+    );
+    assert_eq!(
+        db.get(b"unflushed").expect("get"),
+        None,
+        "the insert without flush is lost"
     );
 }

@@ -14,10 +14,11 @@ pub const DEFAULT_LOG_REWRITE_THRESHOLD: usize = 4096;
 /// reaches the disk. Atomicity does not depend on it; durability does.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
-    /// Every write syncs before it returns: the commitlog segment files are `fdatasync`ed and
-    /// sled is flushed (which syncs its file). A returned write survives a process kill and a
-    /// power loss. Costs two syncs per write (about 2× a plain file with one `fsync` per batch;
-    /// see the crate's benchmark).
+    /// Every write syncs before it returns: the commitlog segment files are `fdatasync`ed, sled
+    /// is flushed and its data file `fdatasync`ed (sled's own flush does not). A returned write
+    /// survives a process kill and a power loss. Costs three syncs per write, whatever its
+    /// size: batch entries (see the crate's benchmark, `examples/storage_bench.rs`, for the
+    /// cost against a plain file with one `fsync` per batch).
     #[default]
     Immediate,
     /// Writes return once the data is handed to the OS (commitlog) and to sled's memory; sled
@@ -234,7 +235,9 @@ mod tests {
 
     #[test]
     fn sled_config_keeps_user_options_and_takes_our_path() {
-        let user = sled::Config::new().cache_capacity(12_345).path("/elsewhere");
+        let user = sled::Config::new()
+            .cache_capacity(12_345)
+            .path("/elsewhere");
         let keep = user.clone(); // shared: `path` on it directly would panic
         let ours = sled_config_for(&user, Path::new("/ours"));
         assert_eq!(ours.cache_capacity, 12_345);

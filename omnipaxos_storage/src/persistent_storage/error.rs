@@ -24,8 +24,9 @@ pub enum PersistentStorageError {
         /// The storage directory.
         path: PathBuf,
     },
-    /// A file of the storage fails its checks (bad magic, checksum, length, order of records).
-    /// The data is damaged; restore from a backup or rebuild the node from its peers.
+    /// A file of the storage fails its checks (bad magic, checksum, length, order of records),
+    /// or sled reports its database file as corrupted. The data is damaged; restore from a
+    /// backup or rebuild the node from its peers.
     Corrupt {
         /// The damaged file.
         path: PathBuf,
@@ -71,9 +72,9 @@ pub enum PersistentStorageError {
     /// a backup or rebuild the node from its peers.
     StateRolledBack {
         /// The (promise, accepted round) the anchor allows (before and after its last change).
-        allowed: [(Option<Ballot>, Option<Ballot>); 2],
+        allowed: Box<[(Option<Ballot>, Option<Ballot>); 2]>,
         /// The (promise, accepted round) found in the database.
-        found: (Option<Ballot>, Option<Ballot>),
+        found: Box<(Option<Ballot>, Option<Ballot>)>,
     },
     /// The database lost writes it had committed: the log holds the entries of write
     /// `logged`, which started only after write `logged - 1` was synced, but the database

@@ -145,7 +145,8 @@ impl Log {
             max_record: 0,
             total_bytes: 0,
         };
-        l.append(&[header], None).map_err(|e| io::Error::other(e.to_string()))?;
+        l.append(&[header], None)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         l.sync().map_err(|e| io::Error::other(e.to_string()))?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
@@ -197,14 +198,13 @@ impl Log {
         let options = limits.options_for(dir);
         // Last resort: the files are checked and the indexes fresh, so commitlog should not
         // panic; if it still does, report it as damage instead of unwinding into the caller.
-        let log = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            CommitLog::new(options)
-        }))
-        .map_err(|_| PersistentStorageError::Corrupt {
-            path: dir.to_path_buf(),
-            reason: "commitlog panicked while opening the log".into(),
-        })?
-        .map_err(open_io(ctx("opening commitlog")))?;
+        let log =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CommitLog::new(options)))
+                .map_err(|_| PersistentStorageError::Corrupt {
+                    path: dir.to_path_buf(),
+                    reason: "commitlog panicked while opening the log".into(),
+                })?
+                .map_err(open_io(ctx("opening commitlog")))?;
         if log.next_offset() != records {
             return Err(PersistentStorageError::Corrupt {
                 path: dir.to_path_buf(),
@@ -296,16 +296,13 @@ impl Log {
 
     fn append_batch(&mut self, buf: &mut MessageBuf) -> Result<(), StorageError> {
         let first = self.records;
-        let range = self
-            .log
-            .append(buf)
-            .map_err(|e| StorageError::Io {
-                context: format!("appending to the commitlog in {}", self.dir.display()),
-                source: match e {
-                    commitlog::AppendError::Io(e) => e,
-                    other => io::Error::other(other.to_string()),
-                },
-            })?;
+        let range = self.log.append(buf).map_err(|e| StorageError::Io {
+            context: format!("appending to the commitlog in {}", self.dir.display()),
+            source: match e {
+                commitlog::AppendError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            },
+        })?;
         if range.first() != first {
             return Err(StorageError::Corrupt(format!(
                 "commitlog appended at offset {}, expected {first}",
@@ -368,11 +365,10 @@ impl Log {
                 self.records
             )));
         }
-        let avg = if self.records > 0 {
-            (self.total_bytes / self.records).max(1)
-        } else {
-            64
-        };
+        let avg = self
+            .total_bytes
+            .checked_div(self.records)
+            .map_or(64, |a| a.max(1));
         // Enough for the wanted records (estimated), at least the largest record, at most a
         // few MiB per read call.
         let mut limit = (avg.saturating_mul(n) as usize)
@@ -575,10 +571,9 @@ fn scan(dir: &Path, records: u64, expected_chain: u32) -> Result<Scan, Persisten
         if count == records && !kept.is_empty() {
             // Wholly after the committed records: removed, but read for write tags.
             beyond.push(base);
-            if !tail.stopped {
-                if base != tail.next || !for_each_record(&path, |r| Ok(tail.see(r)))? {
-                    tail.stopped = true;
-                }
+            if !tail.stopped && (base != tail.next || !for_each_record(&path, |r| Ok(tail.see(r)))?)
+            {
+                tail.stopped = true;
             }
             continue;
         }
@@ -599,10 +594,16 @@ fn scan(dir: &Path, records: u64, expected_chain: u32) -> Result<Scan, Persisten
             if count == records {
                 return Ok(tail.see(r));
             }
-            if r.offset != count || !r.header_ok || !(r.meta_len == 0 || r.meta_len == WriteTag::LEN) {
+            if r.offset != count
+                || !r.header_ok
+                || !(r.meta_len == 0 || r.meta_len == WriteTag::LEN)
+            {
                 return Err(corrupt(
                     &path,
-                    format!("bad record header at byte {} (offset {}, expected {count})", r.pos, r.offset),
+                    format!(
+                        "bad record header at byte {} (offset {}, expected {count})",
+                        r.pos, r.offset
+                    ),
                 ));
             }
             if !r.crc_ok {

@@ -70,13 +70,30 @@
 //! # Durability and its cost
 //!
 //! With [`Durability::Immediate`] (the default) a write that returned `Ok` is on disk: the
-//! segment files are `fdatasync`ed (commitlog's own `flush()` does not sync) and sled is
-//! flushed. That is two syncs per write (three when a segment or the anchor is created), so
-//! batch entries into as few writes as you can: the benchmark
-//! `cargo bench -p omnipaxos_storage` and `cargo run --release -p omnipaxos_storage
-//! --example storage_bench` measure it against a plain file with one `fsync` per batch.
+//! segment files are `fdatasync`ed (commitlog's own `flush()` does not sync), sled is flushed,
+//! and sled's data file is `fdatasync`ed as well: on Linux, sled 0.34's `flush()` only calls
+//! `sync_file_range`, which neither flushes the disk's write cache nor the file's size, and it
+//! never syncs the blob files it keeps large values in (so after a write with a snapshot of
+//! 16 KiB or more, the blob files and directories are synced too). That is three syncs per
+//! write (more when a segment or the anchor is created), whatever the number of entries, so
+//! batch entries into as few writes as you can. The benchmark `cargo bench -p
+//! omnipaxos_storage` and `cargo run --release -p omnipaxos_storage --example storage_bench`
+//! measure it against a plain file with one `fsync` per batch and against `MemoryStorage`.
 //! [`Durability::Deferred`] skips the syncs (except for promise changes) for speed, losing
 //! the last writes on a crash; see there.
+//!
+//! # Errors
+//!
+//! * Opening: [`PersistentStorageError`], one variant per cause (see the next section for
+//!   damage). `new` on a non-empty directory is `AlreadyExists`; a non-empty directory without
+//!   an anchor is `NotAStorage`; a directory in use by another live instance is `Database`
+//!   (after waiting up to a second for sled's lock, which a storage dropped a moment ago in the
+//!   same process may still hold).
+//! * Reads and writes: [`StorageError`]. A batch that does not fit the log (`InvalidOp`) or an
+//!   entry over the commitlog's message size (`TooLarge`) is refused before anything is
+//!   written, and the storage stays usable. An I/O or sled failure while the log or the
+//!   database is being changed leaves the storage `Poisoned`: the disk holds the state before
+//!   or after that write, and only reopening tells which, so further writes are refused.
 //!
 //! # Damage
 //!
@@ -92,12 +109,23 @@
 //!   of commitlog during open with `std::panic::catch_unwind`);
 //! * meta and snapshot carry CRCs; meta, anchor and log header carry the storage id (files
 //!   of another storage are refused), and the anchor the entry type names;
-//! * sled 0.34 can reopen a damaged database as an empty one without error: the anchor
-//!   tells `open` that the database must hold a state, and which promise.
+//! * sled 0.34 can reopen a damaged database as an empty one, or roll a truncated one back to
+//!   an older state, without error: the anchor tells `open` that the database must hold a
+//!   state, and which promise; the write tags in the log's uncommitted tail show writes the
+//!   database lost (`WritesLost`); damage that sled itself notices is reported as `Corrupt`.
 //!
 //! Only then does `open` cut the log back to the committed records and delete stale files.
 //! A storage directory copied as a whole from another node is consistent and opens: give
 //! each node its own path.
+//!
+//! # Known problem
+//!
+//! sled 0.34.7 can deadlock under a sustained stream of small writes: seen once in the
+//! benchmark (single-entry writes, thousands per second for several seconds, on a busy
+//! disk), the writing thread waited in sled's `SegmentAccountant::bump_tip` for a file
+//! truncation queued on sled's I/O threads, which waited for the lock that thread held.
+//! `write_atomically` then never returns. sled is pinned to 0.34.7, so this is not fixed
+//! here; the way out would be to keep the state record in a file of our own instead.
 
 mod config;
 mod crc;
@@ -105,7 +133,9 @@ mod error;
 mod log;
 mod meta;
 
-pub use config::{Durability, PersistentStorageConfig, DEFAULT_LOG_REWRITE_THRESHOLD, DEFAULT_PATH};
+pub use config::{
+    Durability, PersistentStorageConfig, DEFAULT_LOG_REWRITE_THRESHOLD, DEFAULT_PATH,
+};
 pub use error::{PersistentStorageError, StorageError};
 
 use crate::InvalidOpError;
@@ -152,6 +182,10 @@ pub struct PersistentStorage<T: Entry> {
     rewrite_threshold: u64,
     limits: LogLimits,
     db: sled::Db,
+    /// sled's data file and directory, synced after each flush: sled 0.34 on Linux only
+    /// `sync_file_range`s what it writes, which neither flushes the disk's cache nor the
+    /// file's metadata.
+    sled_files: SledFiles,
     log: Log,
     /// The committed state. Invariant: equals the meta in sled.
     meta: Meta,
@@ -177,6 +211,95 @@ impl<T: Entry> fmt::Debug for PersistentStorage<T> {
     }
 }
 
+/// Where sled keeps its data, for the syncs that sled's own `flush` does not do.
+struct SledFiles {
+    dir: PathBuf,
+    /// `<db>/db`, sled's log file.
+    data: fs::File,
+}
+
+/// Snapshots at least this large may be stored by sled as a blob file of their own (sled 0.34
+/// moves values over a quarter of its segment size there, and never syncs them).
+const SLED_BLOB_MIN: usize = 16 * 1024;
+
+impl SledFiles {
+    fn open(dir: &Path) -> io::Result<SledFiles> {
+        Ok(SledFiles {
+            dir: dir.to_path_buf(),
+            data: fs::File::open(dir.join("db"))?,
+        })
+    }
+
+    /// Makes what sled flushed durable: its data file, and with `blobs` every blob file and
+    /// the directories.
+    fn sync(&self, blobs: bool) -> io::Result<()> {
+        self.data.sync_data()?;
+        if blobs {
+            let dir = self.dir.join("blobs");
+            match fs::read_dir(&dir) {
+                Ok(listing) => {
+                    for e in listing {
+                        let e = e?;
+                        if e.file_type()?.is_file() {
+                            fs::File::open(e.path())?.sync_data()?;
+                        }
+                    }
+                    sync_dir(&dir)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// How long `open` waits for sled's lock on the database (see [`open_sled`]).
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Opens sled, waiting up to [`SLED_LOCK_WAIT`] for its lock: a storage just dropped in this
+/// process may still have sled's background threads finishing with the file for a moment. A
+/// lock held longer (another live instance or process) is an error.
+fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Syncs every file and directory under `dir` (a freshly built storage).
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            sync_tree(&e.path())?;
+        } else if t.is_file() {
+            fs::File::open(e.path())?.sync_all()?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// What a write will do, computed before anything is written.
+struct Plan {
+    /// The meta after the write (its log fields still to be filled in).
+    next: Meta,
+    /// The encoded entries to append to the log.
+    records: Vec<Vec<u8>>,
+    /// The new snapshot bytes (`Some(None)`: remove it), if the write changes the snapshot.
+    snapshot: Option<Option<Vec<u8>>>,
+}
+
 /// What is at the storage path.
 enum PathState {
     /// Nothing, or an empty directory: a fresh storage can be created there.
@@ -192,11 +315,10 @@ fn path_state(path: &Path) -> Result<PathState, PersistentStorageError> {
             PathState::Occupied
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PathState::Vacant),
-        Err(e) if e.kind() == io::ErrorKind::NotADirectory || path.is_file() => {
-            Err(PersistentStorageError::NotAStorage {
-                path: path.to_path_buf(),
-            })
-        }
+        // A file, or a path through a file (ENOTDIR).
+        Err(_) if path.ancestors().any(Path::is_file) => Err(PersistentStorageError::NotAStorage {
+            path: path.to_path_buf(),
+        }),
         Err(e) => Err(open_io(format!("reading {}", path.display()))(e)),
     }
 }
@@ -287,14 +409,16 @@ where
     ) -> Result<(), PersistentStorageError> {
         let path = config.get_path();
         let name = path.file_name().ok_or_else(|| {
-            PersistentStorageError::InvalidConfig(format!("{} has no directory name", path.display()))
+            PersistentStorageError::InvalidConfig(format!(
+                "{} has no directory name",
+                path.display()
+            ))
         })?;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&parent)
-            .map_err(open_io(format!("creating {}", parent.display())))?;
+        fs::create_dir_all(&parent).map_err(open_io(format!("creating {}", parent.display())))?;
         let id = random_id();
         let tmp = parent.join(format!(
             ".{}.creating-{:016x}",
@@ -302,7 +426,8 @@ where
             id as u64
         ));
         let result = Self::build_fresh(config, limits, id, &tmp).and_then(|()| {
-            fs::rename(&tmp, path).map_err(open_io(format!("moving storage to {}", path.display())))?;
+            fs::rename(&tmp, path)
+                .map_err(open_io(format!("moving storage to {}", path.display())))?;
             sync_dir(&parent).map_err(open_io(format!("syncing {}", parent.display())))
         });
         if result.is_err() {
@@ -361,6 +486,9 @@ where
         }
         .write(dir)
         .map_err(open_io(ctx("writing the anchor")))?;
+        // sled's files were only `sync_file_range`d: make the whole new tree durable before
+        // it is moved into place.
+        sync_tree(dir).map_err(open_io(ctx("syncing the new storage")))?;
         Ok(())
     }
 
@@ -394,13 +522,18 @@ where
             // sled would create an empty database here.
             return Err(PersistentStorageError::StateLost { path: root });
         }
-        let db = sled_config_for(&config.get_database_options(), &db_path)
-            .open()
-            .map_err(PersistentStorageError::Database)?;
-        let Some(sealed) = db.get(META_KEY).map_err(PersistentStorageError::Database)? else {
+        let db_err = |e: sled::Error| match e {
+            // sled found damage it could not roll back: name the file, like our own checks.
+            sled::Error::Corruption { .. } => corrupt(&db_path, format!("sled: {e}")),
+            e => PersistentStorageError::Database(e),
+        };
+        let db = open_sled(&sled_config_for(&config.get_database_options(), &db_path))
+            .map_err(db_err)?;
+        let Some(sealed) = db.get(META_KEY).map_err(db_err)? else {
             return Err(PersistentStorageError::StateLost { path: root });
         };
-        let body = unseal(&sealed).ok_or_else(|| corrupt(&db_path, "state checksum mismatch".into()))?;
+        let body =
+            unseal(&sealed).ok_or_else(|| corrupt(&db_path, "state checksum mismatch".into()))?;
         let meta: Meta = decode(body).map_err(|e| corrupt(&db_path, format!("state: {e}")))?;
         if meta.id != anchor.id {
             return Err(PersistentStorageError::Foreign {
@@ -410,25 +543,36 @@ where
         }
         if !anchor.guards.contains(&meta.guard()) {
             return Err(PersistentStorageError::StateRolledBack {
-                allowed: anchor.guards,
-                found: meta.guard(),
+                allowed: Box::new(anchor.guards),
+                found: Box::new(meta.guard()),
             });
         }
         if let Some(r) = meta.snapshot {
             let ok = db
                 .get(SNAPSHOT_KEY)
-                .map_err(PersistentStorageError::Database)?
+                .map_err(db_err)?
                 .is_some_and(|b| b.len() as u64 == r.len && crc32c(&b) == r.crc);
             if !ok {
                 return Err(corrupt(&db_path, "snapshot missing or damaged".into()));
             }
         }
         let map_ok = meta.map.extents.iter().all(|e| {
-            e.len > 0 && e.off >= 1 && e.off.checked_add(e.len).is_some_and(|x| x <= meta.log_records)
-        }) && meta.map.extents.windows(2).all(|w| w[0].off + w[0].len <= w[1].off)
+            e.len > 0
+                && e.off >= 1
+                && e.off
+                    .checked_add(e.len)
+                    .is_some_and(|x| x <= meta.log_records)
+        }) && meta
+            .map
+            .extents
+            .windows(2)
+            .all(|w| w[0].off + w[0].len <= w[1].off)
             && meta.map.start.checked_add(meta.map.len()).is_some();
         if !map_ok || meta.log_records == 0 {
-            return Err(corrupt(&db_path, "state refers to records the log cannot hold".into()));
+            return Err(corrupt(
+                &db_path,
+                "state refers to records the log cannot hold".into(),
+            ));
         }
 
         let dir = log_dir(&root, meta.gen);
@@ -462,7 +606,8 @@ where
         }
 
         // Everything checks out: remove what an interrupted rewrite or anchor update left.
-        let listing = fs::read_dir(&root).map_err(open_io(format!("reading {}", root.display())))?;
+        let listing =
+            fs::read_dir(&root).map_err(open_io(format!("reading {}", root.display())))?;
         for entry in listing.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -477,8 +622,12 @@ where
 
         // What we read may still be only in sled's memory (after a process crash): make it
         // durable, so the next write can tell it follows a synced one.
-        db.flush().map_err(PersistentStorageError::Database)?;
+        db.flush().map_err(db_err)?;
+        let sled_files = SledFiles::open(&db_path)
+            .and_then(|f| f.sync(true).map(|()| f))
+            .map_err(open_io(format!("syncing {}", db_path.display())))?;
         Ok(PersistentStorage {
+            sled_files,
             root,
             durability: config.get_durability(),
             rewrite_threshold: config.get_log_rewrite_threshold() as u64,
@@ -494,10 +643,7 @@ where
     }
 
     /// Computes the meta after `ops` and the records to append; writes nothing.
-    fn plan(
-        &self,
-        ops: Vec<StorageOp<T>>,
-    ) -> Result<(Meta, Vec<Vec<u8>>, Option<Option<Vec<u8>>>), StorageError> {
+    fn plan(&self, ops: Vec<StorageOp<T>>) -> Result<Plan, StorageError> {
         let mut next = self.meta.clone();
         let mut records: Vec<Vec<u8>> = Vec::new();
         let mut snapshot = None;
@@ -553,7 +699,11 @@ where
                 }
             }
         }
-        Ok((next, records, snapshot))
+        Ok(Plan {
+            next,
+            records,
+            snapshot,
+        })
     }
 
     /// Commits `next` (with `snapshot` bytes if changed) in one sled batch; flushes if `sync`.
@@ -566,6 +716,7 @@ where
         let body = encode(&next).map_err(StorageError::Codec)?;
         let mut batch = sled::Batch::default();
         batch.insert(META_KEY, seal(&body));
+        let big_snapshot = matches!(&snapshot, Some(Some(b)) if b.len() >= SLED_BLOB_MIN);
         match snapshot {
             Some(Some(bytes)) => batch.insert(SNAPSHOT_KEY, bytes),
             Some(None) => batch.remove(SNAPSHOT_KEY),
@@ -576,6 +727,9 @@ where
         self.db.apply_batch(batch)?;
         if sync {
             self.db.flush()?;
+            self.sled_files
+                .sync(big_snapshot)
+                .map_err(io_err("syncing the database files"))?;
         }
         self.poisoned = false;
         self.meta = next;
@@ -587,7 +741,11 @@ where
             return Err(StorageError::Poisoned);
         }
         self.maybe_rewrite()?;
-        let (mut next, records, snapshot) = self.plan(ops)?;
+        let Plan {
+            mut next,
+            records,
+            snapshot,
+        } = self.plan(ops)?;
         let guard_changed = next.guard() != self.meta.guard();
         let sync = self.durability == Durability::Immediate || guard_changed;
         next.seq = self.meta.seq + 1;
@@ -736,8 +894,8 @@ impl<T: Entry> Drop for PersistentStorage<T> {
     fn drop(&mut self) {
         if self.durability == Durability::Deferred && !self.poisoned {
             // Best effort: with `Deferred`, this is when the last writes reach the disk.
-            if self.log.sync().is_ok() {
-                let _ = self.db.flush();
+            if self.log.sync().is_ok() && self.db.flush().is_ok() {
+                let _ = self.sled_files.sync(true);
             }
         }
     }

@@ -8,7 +8,7 @@ use omnipaxos::{
 };
 use omnipaxos_storage::{
     conformance::{TestEntry, TestSnapshot},
-    persistent_storage::{PersistentStorage, PersistentStorageConfig},
+    persistent_storage::{Durability, PersistentStorage, PersistentStorageConfig},
 };
 use tempfile::TempDir;
 
@@ -30,8 +30,20 @@ pub struct TempStorage {
 impl TempStorage {
     /// A fresh storage with `small_config`.
     pub fn fresh() -> Self {
+        Self::fresh_with(Durability::Immediate)
+    }
+
+    /// A fresh storage with `small_config` and `Durability::Deferred`: the same code without
+    /// the syncs (a reopen drops the storage, which syncs), for the long random tests; the
+    /// crash test covers what the syncs are for.
+    pub fn fresh_deferred() -> Self {
+        Self::fresh_with(Durability::Deferred)
+    }
+
+    fn fresh_with(durability: Durability) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = small_config(&dir.path().join("store"));
+        let mut cfg = small_config(&dir.path().join("store"));
+        cfg.set_durability(durability);
         let s = PersistentStorage::new(cfg.clone()).expect("new");
         TempStorage { s, cfg, dir }
     }
