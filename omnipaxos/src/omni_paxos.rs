@@ -63,7 +63,12 @@ impl Clock {
 /// safety. Rebuild the node on its storage to recover.
 ///
 /// Replication messages are built when you take the outgoing messages, so that everything
-/// appended between two takes travels to each follower in one message.
+/// appended between two takes travels to each follower in one message. On the leader, a full
+/// batch (with the default `batch_size` of 1: every append) is written to storage in one write
+/// when the node next acts (a take, a message, a tick), so the appends in between also share
+/// one storage write; until then they count in [`get_batched_len`](Self::get_batched_len)
+/// and not yet in [`get_accepted_idx`](Self::get_accepted_idx). (A leader that is a write
+/// quorum on its own writes at once: that decides the entries.)
 pub struct OmniPaxos<T: Entry, B: Storage<T>> {
     ble: Ble,
     sp: SequencePaxos<T, B>,

@@ -50,13 +50,32 @@ impl<T: Entry> MemoryStorage<T> {
         self.trimmed_idx + self.log.len()
     }
 
+    /// Makes room for `additional` more entries. The log grows by a quarter at a time rather
+    /// than doubling, so that spare capacity is at most a fifth of what it holds (a doubling
+    /// vector may hold twice the memory its entries need); still amortised O(1) per entry.
+    fn reserve(&mut self, additional: usize) {
+        let need = self.log.len() + additional;
+        let cap = self.log.capacity();
+        if need > cap {
+            let target = need.max(cap + cap / 4).max(16);
+            self.log.reserve_exact(target - self.log.len());
+        }
+    }
+
     /// Applies one operation that [`check_ops`] accepted.
     fn apply(&mut self, op: StorageOp<T>) {
         match op {
-            StorageOp::AppendEntry(e) => self.log.push(e),
-            StorageOp::AppendEntries(mut v) => self.log.append(&mut v),
+            StorageOp::AppendEntry(e) => {
+                self.reserve(1);
+                self.log.push(e)
+            }
+            StorageOp::AppendEntries(mut v) => {
+                self.reserve(v.len());
+                self.log.append(&mut v)
+            }
             StorageOp::AppendOnPrefix(from, mut v) => {
                 self.log.truncate(from - self.trimmed_idx);
+                self.reserve(v.len());
                 self.log.append(&mut v);
             }
             StorageOp::SetPromise(b) => self.promise = Some(b),
@@ -89,10 +108,12 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         Ok(self.apply_all(ops)?)
     }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.reserve(1);
         self.log.push(entry);
         Ok(())
     }
     fn append_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
+        self.reserve(entries.len());
         self.log.append(&mut entries);
         Ok(())
     }

@@ -148,9 +148,9 @@ impl<T: Entry> LeaderState<T> {
             .unwrap_or(usize::MAX);
         let end = self.tail_start + self.tail.len();
         let keep_from = min_next.min(end).max(end.saturating_sub(cap));
-        while self.tail_start < keep_from {
-            self.tail.pop_front();
-            self.tail_start += 1;
+        if self.tail_start < keep_from {
+            self.tail.drain(..keep_from - self.tail_start);
+            self.tail_start = keep_from;
         }
     }
 }
@@ -472,7 +472,22 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return;
         }
         l.batch.push(entry);
-        if l.batch.len() >= self.batch_size {
+        // A full batch goes to storage when the node next acts (a take of the outgoing
+        // messages, a message, a tick: see `flush_full_batch`), so that everything appended in
+        // between costs one storage write and travels in one message. Alone we decide by
+        // writing, so then at once.
+        if l.batch.len() >= self.batch_size && self.quorum.write_size() <= 1 {
+            self.leader_flush_batch();
+        }
+    }
+
+    /// Writes a full batch of appended entries to our log (before anything reads or sends it).
+    pub(super) fn flush_full_batch(&mut self) {
+        if self
+            .leader
+            .as_ref()
+            .is_some_and(|l| !l.batch.is_empty() && l.batch.len() >= self.batch_size)
+        {
             self.leader_flush_batch();
         }
     }
@@ -540,14 +555,21 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.phase != Phase::Accept {
             return;
         }
-        if !l.batch.is_empty() {
+        let grew = !l.batch.is_empty();
+        if grew {
             let base = self.storage.log_end();
-            let entries = std::mem::take(&mut l.batch);
-            self.storage.write(
-                vec![StorageOp::AppendEntries(entries.clone())],
-                "append_entries",
-            );
-            l.tail.extend(entries);
+            // One clone of each entry for the storage, the originals move into the tail, and
+            // `batch` keeps its buffer; a lone entry travels without a vector of its own.
+            if l.batch.len() == 1 {
+                let e = l.batch.pop().expect("one entry");
+                self.storage
+                    .write(vec![StorageOp::AppendEntry(e.clone())], "append_entries");
+                l.tail.push_back(e);
+            } else {
+                let op = StorageOp::AppendEntries(l.batch.clone());
+                self.storage.write(vec![op], "append_entries");
+                l.tail.extend(l.batch.drain(..));
+            }
             if !l.batch_runs.is_empty() {
                 // The forwarded proposals are in our log now: remember their runs, and tell
                 // their forwarders.
@@ -572,9 +594,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             if let Some(ss) = l.pending_stopsign.take() {
                 self.storage
                     .write(vec![StorageOp::SetStopsign(Some(ss))], "set_stopsign");
+                return self.try_decide();
             }
         }
-        self.try_decide();
+        // Our log is the longest of the ballot, so growing it raises the decided index only when
+        // we alone are a write quorum; otherwise the followers' `Accepted` do.
+        if grew && self.quorum.write_size() <= 1 {
+            self.try_decide();
+        }
     }
 
     /// Builds the coalesced replication messages: for each follower, one `AcceptDecide` with

@@ -409,6 +409,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Handles a message addressed to this node.
     pub(crate) fn handle(&mut self, m: PaxosMessage<T>) {
+        self.flush_full_batch();
         let from = m.from;
         if let PaxosMsg::Migration(mig) = m.msg {
             // Migration crosses configurations: any server may offer or ask for a stopped log.
@@ -552,6 +553,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Every tick.
     pub(crate) fn tick(&mut self) {
+        self.flush_full_batch();
         self.now += 1;
     }
 
@@ -618,6 +620,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Drains the queued messages, building the coalesced replication messages first.
     pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, PaxosMessage<T>> {
         if self.leader.is_some() {
+            self.flush_full_batch();
             self.leader_build_outgoing();
         } else {
             self.follower_build_outgoing();

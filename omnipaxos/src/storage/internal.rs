@@ -111,33 +111,47 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
     }
 
     /// Writes `ops` atomically, then updates the cache. `what` names the operation in a panic.
+    ///
+    /// On the hot path (one append, or a decided index) this copies a few integers: the cached
+    /// stop sign is cloned only when an operation sets it.
     pub(crate) fn write(&mut self, ops: Vec<StorageOp<T>>, what: &str) {
         if ops.is_empty() {
             return;
         }
-        let mut next = self.c.clone();
+        let c = &self.c;
+        let (mut promise, mut accepted_round) = (c.promise, c.accepted_round);
+        let (mut decided_idx, mut compacted_idx) = (c.decided_idx, c.compacted_idx);
+        let (mut log_end, mut has_snapshot) = (c.log_end, c.has_snapshot);
+        let mut new_stopsign = None;
         for op in &ops {
             match op {
-                StorageOp::AppendEntry(_) => next.log_end += 1,
-                StorageOp::AppendEntries(v) => next.log_end += v.len(),
-                StorageOp::AppendOnPrefix(from, v) => next.log_end = from + v.len(),
-                StorageOp::SetPromise(b) => next.promise = *b,
-                StorageOp::SetDecidedIndex(i) => next.decided_idx = *i,
-                StorageOp::SetAcceptedRound(b) => next.accepted_round = *b,
-                StorageOp::SetCompactedIdx(i) => next.compacted_idx = *i,
-                StorageOp::Trim(i) => next.log_end = next.log_end.max(*i),
-                StorageOp::SetStopsign(s) => next.stopsign = s.clone(),
-                StorageOp::SetSnapshot(s) => next.has_snapshot = s.is_some(),
+                StorageOp::AppendEntry(_) => log_end += 1,
+                StorageOp::AppendEntries(v) => log_end += v.len(),
+                StorageOp::AppendOnPrefix(from, v) => log_end = from + v.len(),
+                StorageOp::SetPromise(b) => promise = *b,
+                StorageOp::SetDecidedIndex(i) => decided_idx = *i,
+                StorageOp::SetAcceptedRound(b) => accepted_round = *b,
+                StorageOp::SetCompactedIdx(i) => compacted_idx = *i,
+                StorageOp::Trim(i) => log_end = log_end.max(*i),
+                StorageOp::SetStopsign(s) => new_stopsign = Some(s.clone()),
+                StorageOp::SetSnapshot(s) => has_snapshot = s.is_some(),
             }
         }
         debug_assert!(
-            next.compacted_idx <= next.log_end,
-            "compacted {} beyond log end {}",
-            next.compacted_idx,
-            next.log_end
+            compacted_idx <= log_end,
+            "compacted {compacted_idx} beyond log end {log_end}"
         );
         expect_storage(self.backend.write_atomically(ops), what);
-        self.c = next;
+        let c = &mut self.c;
+        c.promise = promise;
+        c.accepted_round = accepted_round;
+        c.decided_idx = decided_idx;
+        c.compacted_idx = compacted_idx;
+        c.log_end = log_end;
+        c.has_snapshot = has_snapshot;
+        if let Some(s) = new_stopsign {
+            c.stopsign = s;
+        }
     }
 
     pub(crate) fn set_promise(&mut self, b: Ballot) {
