@@ -1,0 +1,435 @@
+//! Real server processes on loopback: load with leader and follower SIGKILLs and restarts,
+//! deduplicated retries, linearizability of the recorded history (and a deliberately broken
+//! server variant the checker must catch), and bad input.
+
+use omnipaxos_kv::checker::check_history;
+use omnipaxos_kv::client::KvClient;
+use omnipaxos_kv::cluster::{ClusterOptions, ProcessCluster, Signal};
+use omnipaxos_kv::config::RequestInterval;
+use omnipaxos_kv::kv::{KVCommand, KVResult, NodeId};
+use omnipaxos_kv::net::{
+    read_frame, write_frame, ClientRequest, Hello, ServerReply, Welcome, PROTOCOL_VERSION,
+};
+use omnipaxos_kv::workload::{run_workload, Record, Workload};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+fn server_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_server"))
+}
+
+fn start(dir: &Path, env: Vec<(String, String)>) -> ProcessCluster {
+    let opts = ClusterOptions {
+        env,
+        ..Default::default()
+    };
+    ProcessCluster::start(server_bin(), dir, opts).expect("start the cluster")
+}
+
+async fn leader(c: &ProcessCluster) -> NodeId {
+    c.wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader within 20 s")
+}
+
+fn client(addrs: Vec<String>) -> KvClient {
+    KvClient::new(addrs, Duration::from_millis(500), Duration::from_secs(20))
+}
+
+/// Runs `client.execute` and records it like the workload does.
+async fn recorded(c: &mut KvClient, t0: Instant, cmd: KVCommand) -> Record {
+    let start = t0.elapsed();
+    let res = c.execute(cmd.clone()).await;
+    let end = t0.elapsed();
+    Record {
+        client_id: c.client_id(),
+        cmd,
+        start,
+        end: res.as_ref().ok().map(|_| end),
+        result: res.ok(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_leader_and_follower_kills_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), Vec::new());
+    leader(&cluster).await;
+    let addrs = cluster.addrs();
+    let t0 = Instant::now();
+    let workload = Workload {
+        servers: addrs.clone(),
+        intervals: vec![RequestInterval {
+            duration_sec: 9,
+            requests_per_sec: 0,
+            read_ratio: 0.4,
+        }],
+        workers: 6,
+        num_keys: 20,
+        attempt_timeout: Duration::from_millis(500),
+        request_deadline: Duration::from_secs(15),
+        seed: 42,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let load = tokio::spawn(run_workload(workload, t0, tx));
+
+    // A second client writes keys that nobody else touches, one at a time, through the faults.
+    let writer_addrs = addrs.clone();
+    let unique = tokio::spawn(async move {
+        let mut c = client(writer_addrs);
+        let mut acked = Vec::new();
+        let start = Instant::now();
+        let mut i = 0;
+        while start.elapsed() < Duration::from_secs(8) {
+            let (k, v) = (format!("u{i}"), format!("value-{i}"));
+            if c.put(&k, &v).await.is_ok() {
+                acked.push((k, v));
+            }
+            i += 1;
+        }
+        acked
+    });
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let l = leader(&cluster).await;
+    cluster.kill(l);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.spawn(l, &[]).unwrap();
+    let l2 = leader(&cluster).await;
+    let follower = *cluster.ids().iter().find(|&&i| i != l2).unwrap();
+    cluster.kill(follower);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.spawn(follower, &[]).unwrap();
+
+    let mut records = Vec::new();
+    while let Some(r) = rx.recv().await {
+        records.push(r);
+    }
+    load.await.unwrap();
+    let acked = unique.await.unwrap();
+    assert!(
+        acked.len() > 20,
+        "only {} unique writes acknowledged",
+        acked.len()
+    );
+    let answered = records.iter().filter(|r| r.end.is_some()).count();
+    assert!(answered > 200, "only {answered} requests answered");
+
+    // Every acknowledged write is still there, read linearizably through each server.
+    for (n, addr) in addrs.iter().enumerate() {
+        let mut c = client(vec![addr.clone()]);
+        for (k, v) in acked.iter().skip(n).step_by(3) {
+            assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v.as_str()), "{k}");
+        }
+    }
+    // A final read of every workload key, then the whole history must be linearizable.
+    let mut c = client(addrs.clone());
+    for k in 0..20 {
+        records.push(recorded(&mut c, t0, KVCommand::Get(format!("key{k}"))).await);
+    }
+    check_history(&records).expect("the recorded history is linearizable");
+
+    // All servers, the restarted ones included, converge on the same log.
+    let start = Instant::now();
+    loop {
+        let st = cluster.statuses().await;
+        if st.len() == 3 && st.iter().all(|s| s.applied == st[0].applied) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no convergence: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes v1, kills follower F, writes v2, freezes the two others, restarts F and reads
+/// through F alone; then unfreezes. Returns the history.
+async fn stale_read_scenario(unsafe_local_reads: bool) -> Vec<Record> {
+    let dir = tempfile::tempdir().unwrap();
+    let env = if unsafe_local_reads {
+        vec![(
+            "OMNIPAXOS_UNSAFE_LOCAL_READS".to_string(),
+            "true".to_string(),
+        )]
+    } else {
+        Vec::new()
+    };
+    let mut cluster = start(dir.path(), env);
+    let l = leader(&cluster).await;
+    let f = *cluster.ids().iter().find(|&&i| i != l).unwrap();
+    let g = *cluster.ids().iter().find(|&&i| i != l && i != f).unwrap();
+    let t0 = Instant::now();
+    let mut records = Vec::new();
+    let mut writer = client(vec![cluster.addr(l)]);
+    let put = |v: &str| KVCommand::Put("k".into(), v.into());
+    records.push(recorded(&mut writer, t0, put("v1")).await);
+    // Wait until F applied v1.
+    let start = Instant::now();
+    loop {
+        let st = cluster.statuses().await;
+        if st.len() == 3 && st.iter().all(|s| s.applied == st[0].applied) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.kill(f);
+    records.push(recorded(&mut writer, t0, put("v2")).await);
+    assert!(
+        records.iter().all(|r| r.end.is_some()),
+        "writes acknowledged"
+    );
+    cluster.signal(l, Signal::Stop);
+    cluster.signal(g, Signal::Stop);
+    cluster.spawn(f, &[]).unwrap();
+    let mut reader = KvClient::new(
+        vec![cluster.addr(f)],
+        Duration::from_millis(500),
+        Duration::from_secs(15),
+    );
+    let resume = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.signal(l, Signal::Cont);
+        cluster.signal(g, Signal::Cont);
+        cluster
+    });
+    records.push(recorded(&mut reader, t0, KVCommand::Get("k".into())).await);
+    let _cluster = resume.await.unwrap();
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_catches_a_server_that_reads_its_local_map() {
+    let records = stale_read_scenario(true).await;
+    let read = records.last().unwrap();
+    assert_ne!(
+        read.result,
+        Some(KVResult::Read(Some("v2".into()))),
+        "the broken server was expected to answer from its stale map"
+    );
+    let err = check_history(&records).expect_err("the checker must flag the stale read");
+    assert!(err.to_string().contains("\"k\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_the_log_are_not_stale_after_a_restart() {
+    let records = stale_read_scenario(false).await;
+    assert_eq!(
+        records.last().unwrap().result,
+        Some(KVResult::Read(Some("v2".into())))
+    );
+    check_history(&records).expect("linearizable");
+}
+
+async fn raw_client(addr: &str, client_id: u64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    write_frame(
+        &mut s,
+        &Hello::Client {
+            version: PROTOCOL_VERSION,
+            client_id,
+        },
+    )
+    .await
+    .unwrap();
+    let w: Welcome = read_frame(&mut s).await.unwrap();
+    assert!(matches!(w, Welcome::Accepted(_)));
+    s
+}
+
+async fn raw_append(s: &mut TcpStream, id: u64, acked_below: u64, cmd: KVCommand) -> ServerReply {
+    write_frame(
+        s,
+        &ClientRequest::Append {
+            id,
+            acked_below,
+            cmd,
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), read_frame(s))
+        .await
+        .expect("an answer")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_put_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), Vec::new());
+    leader(&cluster).await;
+    let put_a = KVCommand::Put("k".into(), "a".into());
+    let mut x = raw_client(&cluster.addr(1), 77).await;
+    let r = raw_append(&mut x, 1, 1, put_a.clone()).await;
+    assert!(matches!(r, ServerReply::Done(1, KVResult::Write)), "{r:?}");
+    let mut y = client(vec![cluster.addr(2)]);
+    y.put("k", "b").await.unwrap();
+    // Client 77 retries command 1 (its answer "got lost"), on the same and on another server.
+    let r = raw_append(&mut x, 1, 1, put_a.clone()).await;
+    assert!(matches!(r, ServerReply::Done(1, KVResult::Write)), "{r:?}");
+    let mut x2 = raw_client(&cluster.addr(3), 77).await;
+    let r = raw_append(&mut x2, 1, 1, put_a).await;
+    assert!(matches!(r, ServerReply::Done(1, KVResult::Write)), "{r:?}");
+    // Neither retry overwrote b.
+    let r = raw_append(&mut x2, 2, 2, KVCommand::Get("k".into())).await;
+    match r {
+        ServerReply::Done(2, KVResult::Read(v)) => assert_eq!(v.as_deref(), Some("b")),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Delete works too.
+    y.delete("k").await.unwrap();
+    assert_eq!(y.get("k").await.unwrap(), None);
+}
+
+/// The server closes the connection: reading yields EOF or an error, and no panic anywhere.
+async fn expect_closed(s: &mut TcpStream) {
+    let r = tokio::time::timeout(Duration::from_secs(10), read_frame::<ServerReply, _>(s)).await;
+    assert!(
+        matches!(r, Ok(Err(_))),
+        "connection should be closed, got {r:?}"
+    );
+}
+
+async fn hello_as_server(addr: &str, id: NodeId) -> Welcome {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    write_frame(
+        &mut s,
+        &Hello::Server {
+            version: PROTOCOL_VERSION,
+            id,
+        },
+    )
+    .await
+    .unwrap();
+    read_frame(&mut s).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_does_not_take_a_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), Vec::new());
+    leader(&cluster).await;
+    let a1 = cluster.addr(1);
+    let a2 = cluster.addr(2);
+
+    // Garbage instead of a handshake.
+    let mut s = TcpStream::connect(&a1).await.unwrap();
+    s.write_all(b"\x00\x00\x00\x05hello world, this is not bincode")
+        .await
+        .unwrap();
+    expect_closed(&mut s).await;
+    // An oversized frame.
+    let mut s = TcpStream::connect(&a1).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    expect_closed(&mut s).await;
+    // Peers with unknown ids, this server's own id, or a lower id (which must not connect).
+    match hello_as_server(&a1, 99).await {
+        Welcome::Refused(r) => assert!(r.contains("not a member"), "{r}"),
+        w => panic!("accepted an unknown server id: {w:?}"),
+    }
+    match hello_as_server(&a1, 1).await {
+        Welcome::Refused(r) => assert!(r.contains("own id"), "{r}"),
+        w => panic!("accepted its own id: {w:?}"),
+    }
+    match hello_as_server(&a2, 1).await {
+        Welcome::Refused(r) => assert!(r.contains("lower ids"), "{r}"),
+        w => panic!("accepted server 1 connecting to server 2: {w:?}"),
+    }
+    // A client that sends garbage after a good handshake, then a frame claiming 2^60 bytes of
+    // string inside a valid length.
+    let mut s = raw_client(&a1, 5).await;
+    s.write_all(&[0, 0, 0, 4, 9, 9, 9, 9]).await.unwrap();
+    expect_closed(&mut s).await;
+    let mut s = raw_client(&a1, 6).await;
+    let mut body = vec![0u8, 1, 1, 0, 253];
+    body.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    s.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&body).await.unwrap();
+    expect_closed(&mut s).await;
+    // A connection that says nothing and disconnects.
+    drop(TcpStream::connect(&a1).await.unwrap());
+    // An impostor claiming to be server 3 (a valid id, already connected) sends garbage and
+    // leaves: server 1 must keep talking to the real server 3.
+    let start = Instant::now();
+    loop {
+        let st = omnipaxos_kv::client::status(&a1, Duration::from_secs(2))
+            .await
+            .unwrap();
+        if st.peers_connected == vec![2, 3] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut s = TcpStream::connect(&a1).await.unwrap();
+    write_frame(
+        &mut s,
+        &Hello::Server {
+            version: PROTOCOL_VERSION,
+            id: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let w: Welcome = read_frame(&mut s).await.unwrap();
+    assert!(matches!(w, Welcome::Accepted(1)), "{w:?}");
+    s.write_all(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
+    expect_closed(&mut s).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = omnipaxos_kv::client::status(&a1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(st.peers_connected, vec![2, 3], "{st:?}");
+
+    // Everyone is still up and serving.
+    for id in [1, 2, 3] {
+        assert!(cluster.is_running(id), "server {id} died");
+    }
+    let mut c = client(vec![a1.clone()]);
+    c.put("still", "alive").await.unwrap();
+    assert_eq!(c.get("still").await.unwrap().as_deref(), Some("alive"));
+    // Server 3 still follows: it applies everything the others applied.
+    let mut c3 = client(vec![cluster.addr(3)]);
+    assert_eq!(c3.get("still").await.unwrap().as_deref(), Some("alive"));
+    let start = Instant::now();
+    loop {
+        let st = cluster.statuses().await;
+        if st.len() == 3 && st.iter().all(|s| s.applied == st[0].applied) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{st:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_wrong_config_key_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster.toml");
+    let server = dir.path().join("server.toml");
+    std::fs::write(&cluster, "nodes = [1]\nnode_addrs = [\"127.0.0.1:1\"]\n").unwrap();
+    std::fs::write(&server, "server_id = 1\nlisten_port = 1\nlisten_prot = 5\n").unwrap();
+    let out = std::process::Command::new(server_bin())
+        .env("CLUSTER_CONFIG_FILE", &cluster)
+        .env("SERVER_CONFIG_FILE", &server)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen_prot"), "{err}");
+    let out = std::process::Command::new(server_bin())
+        .env_remove("CLUSTER_CONFIG_FILE")
+        .env("SERVER_CONFIG_FILE", &server)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CLUSTER_CONFIG_FILE"));
+}
