@@ -22,7 +22,14 @@ pub struct ClusterOptions {
     pub election_ticks: u64,
     /// Extra environment variables for every server (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// Command-line arguments for every server process (e.g. [`SERVE_ARG`] when the program
+    /// is not the `server` binary but one that serves when given it).
+    pub server_args: Vec<String>,
 }
+
+/// The argument with which `local_cluster` and `bench` run as a server: they start copies of
+/// themselves, so that `cargo run --bin local_cluster` needs no other binary built first.
+pub const SERVE_ARG: &str = "--serve";
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for ClusterOptions {
             tick_ms: 10,
             election_ticks: 10,
             env: Vec::new(),
+            server_args: Vec::new(),
         }
     }
 }
@@ -98,7 +106,8 @@ impl ProcessCluster {
             .append(true)
             .open(self.dir.join(format!("server-{id}.log")))?;
         let mut cmd = Command::new(&self.server_bin);
-        cmd.env("CLUSTER_CONFIG_FILE", self.dir.join("cluster.toml"))
+        cmd.args(&self.opts.server_args)
+            .env("CLUSTER_CONFIG_FILE", self.dir.join("cluster.toml"))
             .env(
                 "SERVER_CONFIG_FILE",
                 self.dir.join(format!("server-{id}.toml")),

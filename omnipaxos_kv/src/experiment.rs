@@ -39,6 +39,8 @@ pub struct ExperimentOptions {
     pub out_dir: PathBuf,
     /// Print one progress line per second.
     pub progress: bool,
+    /// Command-line arguments for the server program (see [`crate::cluster::SERVE_ARG`]).
+    pub server_args: Vec<String>,
 }
 
 impl Default for ExperimentOptions {
@@ -55,6 +57,7 @@ impl Default for ExperimentOptions {
             check: true,
             out_dir: default_out_dir("omnipaxos-kv-results"),
             progress: true,
+            server_args: Vec::new(),
         }
     }
 }
@@ -192,6 +195,7 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
         .map_err(|e| format!("cannot create {}: {e}", opts.out_dir.display()))?;
     let copts = ClusterOptions {
         fsync: opts.fsync,
+        server_args: opts.server_args.clone(),
         ..Default::default()
     };
     let mut cluster = ProcessCluster::start(server_bin, data.path(), copts)

@@ -72,6 +72,44 @@ impl Shared {
     }
 }
 
+/// The whole server program: logging to stderr (filtered by `RUST_LOG`, default `info`, with
+/// commitlog's per-file messages and a spurious sled warning muted), settings from
+/// `CLUSTER_CONFIG_FILE`, `SERVER_CONFIG_FILE` and `OMNIPAXOS_*`, then [`run_server`] on a
+/// two-thread runtime. Returns the process exit code: 0 after a clean stop, 2 for bad settings,
+/// 1 for any other failure (each printed on stderr first).
+pub fn serve_from_env() -> i32 {
+    // A second logger (when a program calls this after setting up its own) is not an error.
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,commitlog=warn,sled::config=off"),
+    )
+    .try_init();
+    let settings = match ServerSettings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("server: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run_server(settings)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("server: {e}");
+            1
+        }
+    }
+}
+
 /// Opens the storage, replays the log and serves until the process is stopped (SIGTERM or
 /// Ctrl-C end it cleanly; SIGKILL loses nothing that was acknowledged).
 pub async fn run_server(settings: ServerSettings) -> Result<(), ServerError> {

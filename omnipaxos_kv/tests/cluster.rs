@@ -433,3 +433,32 @@ fn a_wrong_config_key_is_a_clear_start_up_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CLUSTER_CONFIG_FILE"));
 }
+
+/// The README's first command, shortened: `local_cluster` starts copies of itself as the
+/// servers (no other binary needed), kills the leader half way, restarts it, checks the history
+/// and writes the summary and the plot.
+#[test]
+fn the_main_job_runs_on_its_own_binary() {
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_local_cluster"))
+        .args(["--duration", "4", "--workers", "4", "--out"])
+        .arg(out_dir.path())
+        .output()
+        .expect("run local_cluster");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "local_cluster failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("== summary =="), "no summary:\n{stdout}");
+    for file in ["plot.svg", "summary.json", "requests.csv"] {
+        let path = out_dir.path().join(file);
+        let len = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{} missing: {e}\n{stdout}", path.display()))
+            .len();
+        assert!(len > 0, "{} is empty", path.display());
+    }
+    let summary = std::fs::read_to_string(out_dir.path().join("summary.json")).unwrap();
+    assert!(summary.contains("throughput"), "summary.json: {summary}");
+}

@@ -3,11 +3,16 @@
 //! time without a leader. `bench [--duration SECS] [--workers N]`. Results go to
 //! `target/omnipaxos-kv-bench/<run>/`.
 
+use omnipaxos_kv::cluster::SERVE_ARG;
 use omnipaxos_kv::experiment::{default_out_dir, run_experiment, ExperimentOptions};
 use omnipaxos_kv::stats::ms;
 use std::time::Duration;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(SERVE_ARG) {
+        // A server of the cluster this program started (a copy of itself).
+        std::process::exit(omnipaxos_kv::server::serve_from_env());
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut duration = 10u64;
     let mut workers = 16usize;
@@ -23,12 +28,10 @@ fn main() {
             }
         }
     }
-    let server_bin = std::env::current_exe()
-        .map(|p| p.with_file_name("server"))
-        .unwrap_or_else(|e| {
-            eprintln!("bench: cannot locate this executable: {e}");
-            std::process::exit(1)
-        });
+    let server_bin = std::env::current_exe().unwrap_or_else(|e| {
+        eprintln!("bench: cannot locate this executable: {e}");
+        std::process::exit(1)
+    });
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| {
         eprintln!("bench: cannot start the async runtime: {e}");
         std::process::exit(1)
@@ -44,6 +47,7 @@ fn main() {
             restart: false,
             check: false,
             progress: false,
+            server_args: vec![SERVE_ARG.to_string()],
             out_dir: default_out_dir("omnipaxos-kv-bench").join(format!(
                 "read-{read_ratio}{}",
                 if kill { "-kill" } else { "" }

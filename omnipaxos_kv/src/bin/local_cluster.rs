@@ -3,6 +3,7 @@
 //! runs a workload, SIGKILLs the leader half way and restarts it later, prints progress every
 //! second, and ends with a summary and an SVG plot. `--help` lists the options.
 
+use omnipaxos_kv::cluster::SERVE_ARG;
 use omnipaxos_kv::experiment::{run_experiment, ExperimentOptions};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,21 +82,26 @@ fn parse(args: &[String]) -> Result<ExperimentOptions, String> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(SERVE_ARG) {
+        // A server of the cluster this program started (a copy of itself).
+        std::process::exit(omnipaxos_kv::server::serve_from_env());
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{HELP}");
         return;
     }
-    let opts = match parse(&args) {
+    let mut opts = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("local_cluster: {e}\n{HELP}");
             std::process::exit(2);
         }
     };
+    opts.server_args = vec![SERVE_ARG.to_string()];
     let server_bin = match std::env::current_exe() {
-        Ok(p) => p.with_file_name("server"),
+        Ok(p) => p,
         Err(e) => {
             eprintln!("local_cluster: cannot locate this executable: {e}");
             std::process::exit(1);
