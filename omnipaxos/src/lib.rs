@@ -60,7 +60,9 @@
 //! * `toml_config`: [`OmniPaxosConfig::with_toml`] to load a configuration from a TOML file.
 //! * `logging`: accepted for omnipaxos 0.2 manifests; the core writes no logs.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// docs.rs builds with nightly and `--cfg docsrs`: mark feature-gated items with their feature
+// (`doc_cfg` includes what was `doc_auto_cfg` before that feature was merged into it).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod ballot_leader_election;

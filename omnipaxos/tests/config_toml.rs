@@ -476,7 +476,6 @@ fn parse_error_has_the_toml_error_as_source() {
 }
 
 #[test]
-#[ignore = "bug: the doc of ConfigError::Parse promises the line, but key errors have none"]
 fn unknown_key_error_gives_the_line() {
     let (err, display) = parse_error(OmniPaxosConfig::from_toml_str(&server_with("pidd = 1")));
     assert_eq!(err.key(), Some("server_config.pidd"));
@@ -488,17 +487,80 @@ fn unknown_key_error_gives_the_line() {
 }
 
 #[test]
-fn missing_file_is_a_read_error() {
+fn value_errors_give_the_line_of_their_key() {
+    // `cluster_with(..)` puts the line on line 4; `server_with(..)` on line 8.
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(&server_with(
+        "batch_size = \"ten\"",
+    )));
+    assert_eq!(err.line(), Some(8), "{err}");
+    assert!(err.message().ends_with("(line 8)"), "{err}");
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(&cluster_with(
+        "flexible_quorum = { read_quorum_size = 2, write = 2 }",
+    )));
+    assert_eq!(err.key(), Some("cluster_config.flexible_quorum.write"));
+    assert_eq!(err.line(), Some(4), "{err}");
+    // A missing key is reported at its table.
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(&cluster_with(
+        "flexible_quorum = { read_quorum_size = 2 }",
+    )));
+    assert_eq!(err.line(), Some(4), "{err}");
+}
+
+#[test]
+fn a_bad_node_gives_the_line_of_the_element() {
+    let text = "[cluster_config]\nconfiguration_id = 1\nnodes = [\n  1,\n  \"two\",\n]\n";
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(text));
+    assert_eq!(err.key(), Some("cluster_config.nodes[1]"));
+    assert_eq!(err.line(), Some(5), "{err}");
+}
+
+#[test]
+fn dotted_and_top_level_keys_give_their_line() {
+    let text = "cluster_config.configuration_id = 1\n\nserver_config.pidd = 1\n";
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(text));
+    assert_eq!(err.key(), Some("server_config.pidd"));
+    assert_eq!(err.line(), Some(3), "{err}");
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str("\nextra = 1\n"));
+    assert_eq!(err.key(), Some("extra"));
+    assert_eq!(err.line(), Some(2), "{err}");
+}
+
+#[test]
+fn a_syntax_error_has_its_line_too() {
+    let text = "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2\n";
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(text));
+    assert_eq!(err.line(), Some(3), "{err}");
+}
+
+#[test]
+fn read_error_keeps_the_io_error_as_source() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("missing.toml");
-    match OmniPaxosConfig::with_toml(path.to_str().expect("utf-8")) {
-        Err(ConfigError::ReadFile(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+    let err = OmniPaxosConfig::with_toml(path.to_str().expect("utf-8")).unwrap_err();
+    let source = err.source().expect("a ReadFile error has a source");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("the source is the io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    match err {
+        ConfigError::ReadFile { path: p, .. } => assert_eq!(p, path),
         other => panic!("expected ConfigError::ReadFile, got {other:?}"),
     }
 }
 
 #[test]
-#[ignore = "bug: ConfigError::ReadFile does not say which file could not be read"]
+fn missing_file_is_a_read_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("missing.toml");
+    match OmniPaxosConfig::with_toml(path.to_str().expect("utf-8")) {
+        Err(ConfigError::ReadFile { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+        }
+        other => panic!("expected ConfigError::ReadFile, got {other:?}"),
+    }
+}
+
+#[test]
 fn missing_file_error_names_the_path() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("missing.toml");

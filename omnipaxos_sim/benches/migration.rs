@@ -54,9 +54,12 @@ fn cost(m: &Message<SimEntry>) -> u64 {
     n.max(1) as u64
 }
 
+/// A directed link's FIFO queue: each message with its remaining cost (in entries).
+type LinkQueue = VecDeque<(Message<SimEntry>, u64)>;
+
 /// Links with a bandwidth: per directed link a FIFO queue; the head message's remaining cost.
 struct Net {
-    links: BTreeMap<(NodeId, NodeId), VecDeque<(Message<SimEntry>, u64)>>,
+    links: BTreeMap<(NodeId, NodeId), LinkQueue>,
     bandwidth: Option<u64>,
 }
 

@@ -60,14 +60,15 @@ fn run_tier(nodes: usize, first_seed: u64, seeds: u64) -> Totals {
                 };
                 // A panic inside a node (not a failed check, which names its seed) still says
                 // which seed to replay.
-                let r = std::panic::catch_unwind(|| run_seed(seed, nodes, TICKS))
-                    .unwrap_or_else(|_| {
+                let r = std::panic::catch_unwind(|| run_seed(seed, nodes, TICKS)).unwrap_or_else(
+                    |_| {
                         panic!(
                             "seed {seed} panicked; replay: OMNIPAXOS_SIM_SEED={seed} \
                              OMNIPAXOS_SIM_NODES={nodes} cargo test -p omnipaxos_sim --test \
                              randomized replay -- --nocapture"
                         )
-                    });
+                    },
+                );
                 let mut t = totals.lock().unwrap();
                 t.seeds += 1;
                 if r.compaction != omnipaxos_sim::randomized::Compaction::None {

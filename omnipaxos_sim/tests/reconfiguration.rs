@@ -75,12 +75,12 @@ fn decide_tags(s: &mut MemSim, tags: std::ops::Range<u64>, max_ticks: u64) {
             decided(s)
         );
         let now_leader = s.leader();
-        if now_leader.is_some() && now_leader != leader {
+        if let Some(l) = now_leader.filter(|_| now_leader != leader) {
             // A new leader: append what is missing again (as new tags).
             leader = now_leader;
             let missing = want - decided(s);
             for _ in 0..missing {
-                if s.append(now_leader.unwrap(), SimEntry { id: next }).is_ok() {
+                if s.append(l, SimEntry { id: next }).is_ok() {
                     next += 1;
                 }
             }

@@ -1,0 +1,151 @@
+//! Chapter "Storage": the two backends, and a backend of your own checked by the conformance
+//! suite.
+
+use omnipaxos::{
+    ballot_leader_election::Ballot,
+    storage::{Entry, StopSign, Storage, StorageOp, StorageResult},
+    ClusterConfig,
+};
+use omnipaxos_guide::{kv, node_config, KeyValue, LocalCluster};
+use omnipaxos_storage::{persistent_storage::Durability, MemoryStorage};
+use omnipaxos_storage::{PersistentStorage, PersistentStorageConfig};
+
+#[test]
+fn persistent_storage_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // ANCHOR: persistent
+    let mut storage_config = PersistentStorageConfig::with_path(dir.path().join("node-1"));
+    // The default: every write is synced before `write_atomically` returns.
+    storage_config.set_durability(Durability::Immediate);
+    let storage: PersistentStorage<KeyValue> =
+        PersistentStorage::open(storage_config.clone()).expect("storage opens");
+
+    let cluster = ClusterConfig {
+        configuration_id: 1,
+        nodes: vec![1],
+        ..Default::default()
+    };
+    let mut node = node_config(&cluster, 1).build(storage).unwrap();
+    // A single-server cluster decides on its own.
+    let mut outgoing = Vec::new();
+    node.append(kv("k", 42)).unwrap();
+    for _ in 0..20 {
+        node.tick();
+        node.take_outgoing_messages(&mut outgoing);
+    }
+    assert_eq!(node.get_decided_idx(), 1);
+
+    // Stop the process (here: drop the node and its storage), then start again on the same
+    // directory: the node recovers its log.
+    drop(node);
+    let storage: PersistentStorage<KeyValue> =
+        PersistentStorage::open(storage_config).expect("storage reopens");
+    let node = node_config(&cluster, 1).build(storage).unwrap();
+    assert_eq!(node.get_decided_idx(), 1);
+    // ANCHOR_END: persistent
+}
+
+// ANCHOR: own_storage
+/// A backend of your own: here, one that wraps another and counts the atomic writes (e.g. to
+/// export them as a metric). A real one would keep the state in your database.
+#[derive(Default)]
+pub struct CountingStorage<S> {
+    inner: S,
+    /// Calls of `write_atomically` so far.
+    pub atomic_writes: u64,
+}
+
+impl<T: Entry, S: Storage<T>> Storage<T> for CountingStorage<S> {
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        self.atomic_writes += 1;
+        self.inner.write_atomically(ops)
+    }
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.inner.append_entry(entry)
+    }
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        self.inner.append_entries(entries)
+    }
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        self.inner.append_on_prefix(from_idx, entries)
+    }
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.inner.set_promise(n_prom)
+    }
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        self.inner.set_decided_idx(ld)
+    }
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        self.inner.get_decided_idx()
+    }
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.inner.set_accepted_round(na)
+    }
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        self.inner.get_accepted_round()
+    }
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        self.inner.get_entries(from, to)
+    }
+    fn get_log_len(&self) -> StorageResult<usize> {
+        self.inner.get_log_len()
+    }
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
+        self.inner.get_suffix(from)
+    }
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        self.inner.get_promise()
+    }
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.inner.set_stopsign(s)
+    }
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        self.inner.get_stopsign()
+    }
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        self.inner.trim(idx)
+    }
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        self.inner.set_compacted_idx(idx)
+    }
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        self.inner.get_compacted_idx()
+    }
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        self.inner.set_snapshot(snapshot)
+    }
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        self.inner.get_snapshot()
+    }
+}
+// ANCHOR_END: own_storage
+
+// ANCHOR: conformance
+/// The conformance suite, one `#[test]` per check, against the custom backend.
+mod counting_storage_conformance {
+    use super::CountingStorage;
+    use omnipaxos_storage::{conformance::Backend, MemoryStorage};
+
+    omnipaxos_storage::storage_conformance_tests!(Backend::new(
+        CountingStorage::<MemoryStorage<_>>::default
+    ));
+}
+// ANCHOR_END: conformance
+
+#[test]
+fn the_custom_backend_runs_a_cluster() {
+    let cluster = ClusterConfig {
+        configuration_id: 1,
+        nodes: vec![1, 2, 3],
+        ..Default::default()
+    };
+    let mut local = LocalCluster::new([1, 2, 3].map(|pid| {
+        node_config(&cluster, pid)
+            .build(CountingStorage::<MemoryStorage<KeyValue>>::default())
+            .unwrap()
+    }));
+    let leader = local.elect(100);
+    local.node(leader).append(kv("a", 1)).unwrap();
+    assert!(local.run_until(50, |c| c.all_decided(1)));
+    assert!(local.node(leader).get_storage().atomic_writes > 0);
+}
