@@ -242,9 +242,20 @@ impl<T: Entry> Migration<T> {
             .collect();
         self.parts.retain(|start, _| *start >= upto);
         for seg in &mut self.segments {
+            if seg.from >= upto {
+                continue;
+            }
+            // A request in flight for it is not wanted any more (its answer will not match):
+            // its source is free again. (Left busy, a source would never be asked again.)
+            if let SegState::Asked { source, .. } = seg.state {
+                if let Some(s) = self.sources.get_mut(&source) {
+                    s.busy = s.busy.saturating_sub(1);
+                }
+                seg.state = SegState::Pending;
+            }
             if seg.to <= upto {
                 seg.state = SegState::Done;
-            } else if seg.from < upto {
+            } else {
                 if straddling.contains(&(seg.from, seg.to)) {
                     seg.state = SegState::Pending;
                 }
@@ -876,5 +887,91 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClusterConfig;
+
+    #[derive(Clone, Debug)]
+    struct E;
+
+    /// The number of entries folded in.
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    struct Count(usize);
+
+    impl Entry for E {
+        type Snapshot = Count;
+    }
+
+    impl Snapshot<E> for Count {
+        fn create(entries: &[E]) -> Self {
+            Count(entries.len())
+        }
+        fn merge(&mut self, delta: Self) {
+            self.0 += delta.0;
+        }
+        fn use_snapshots() -> bool {
+            true
+        }
+    }
+
+    fn migration(end: usize) -> Migration<E> {
+        let prefix = PrefixId { config_id: 1, end };
+        let ss = StopSign::with(
+            ClusterConfig {
+                configuration_id: 2,
+                nodes: vec![1, 2, 3],
+                flexible_quorum: None,
+            },
+            None,
+        );
+        Migration::new(prefix, ss, None, 40)
+    }
+
+    fn pulls(requests: &[(NodeId, MigrationMsg<E>)]) -> Vec<(NodeId, usize, usize)> {
+        requests
+            .iter()
+            .filter_map(|(to, m)| match m {
+                MigrationMsg::Pull { from, to: b, .. } => Some((*to, *from, *b)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segments_are_spread_over_sources_a_few_at_a_time() {
+        let mut m = migration(160);
+        m.add_source(1, 0, false);
+        m.add_source(2, 0, false);
+        let asked = pulls(&m.assign(0));
+        assert_eq!(asked.len(), 2 * PER_SOURCE);
+        assert_eq!(asked.iter().filter(|(p, _, _)| *p == 1).count(), PER_SOURCE);
+        assert_eq!(asked[0], (1, 0, 10));
+        // Nothing more while all are busy.
+        assert!(m.assign(0).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_that_covers_requests_in_flight_frees_their_sources() {
+        let mut m = migration(160);
+        m.add_source(1, 0, false);
+        m.add_source(2, 100, true);
+        let asked = pulls(&m.assign(0));
+        // Source 1 asked for the first two segments, source 2 for the two after 100.
+        assert_eq!(
+            asked,
+            vec![(1, 0, 10), (1, 10, 20), (2, 100, 110), (2, 110, 120)]
+        );
+        // Source 2's snapshot of 0..105 arrives: it covers 0..100 and cuts 100..110.
+        assert!(m.take_snapshot(105, Count(105)));
+        let again = pulls(&m.assign(1));
+        // Source 1 is free again, and source 2 has one request left (110..120): the cut segment
+        // is asked anew from 105, and the rest goes on. (Had the requests the snapshot made
+        // useless kept their sources busy, nothing would ever be asked again.)
+        assert_eq!(again, vec![(1, 105, 110), (1, 120, 130), (2, 130, 140)]);
     }
 }
