@@ -14,6 +14,21 @@
 //! So a node that still reaches a happy leader (or a happy follower of it) never disrupts it (the
 //! *chained* scenario), and a quorum-connected node takes over from a leader that lost its quorum
 //! even if it still reaches that leader (the *quorum-loss* and *constrained election* scenarios).
+//!
+//! **Fast failover.** The peers' replies in the round in which a leader crashes were given
+//! before they noticed (they still say happy), so that round cannot justify a takeover, and
+//! waiting for the next full round would add a whole election timeout to every failover. Two
+//! rules remove that wait without weakening the takeover condition:
+//!
+//! * A follower whose leader stopped answering (no reply at all in a round, not a reply saying
+//!   it lost its quorum: late replies cause that for a round, and the leader recovers from it)
+//!   becomes unhappy and sends a fresh reply to the latest request of each peer: a reply
+//!   replaces the same peer's earlier reply of that round, so the peer's round sees the news.
+//! * Such a follower also runs a *confirmation round*: it ends as soon as every peer that
+//!   answered the last round has answered and all of them are unhappy (else at the timeout,
+//!   like any round). This happens at most once per loss of the leader (never two short
+//!   rounds in a row), and a round with a happy reply runs its full length, so a node cut off
+//!   from a leader that others still reach (the chained scenario) does not flood them.
 
 use crate::{
     ballot_leader_election::Ballot,
@@ -58,6 +73,19 @@ pub(crate) struct Ble {
     /// Whether this node may take over. A server that joined a configuration does not until it
     /// knows where the log it continues ends: leading with an empty log would lose it.
     can_lead: bool,
+    /// The current round is a confirmation round: it ends as soon as every node in `expected`
+    /// replied and every reply is unhappy. Set only by a round whose evaluation lost the leader,
+    /// and cleared by the next round's start, so two short rounds never follow each other.
+    confirming: bool,
+    /// The round of the latest heartbeat request answered, per peer (for fresh replies when this
+    /// node becomes unhappy).
+    answered: Vec<(NodeId, u32)>,
+    /// This node became unhappy in the round just evaluated: tell the peers (see `answered`).
+    announce_unhappy: bool,
+    /// The peers that replied in the last round (those a confirmation round waits for).
+    expected: Vec<NodeId>,
+    /// Whether the round that is starting may be a confirmation round (see `confirming`).
+    confirm_next: bool,
 }
 
 impl Ble {
@@ -90,6 +118,11 @@ impl Ble {
             higher_promise: None,
             outgoing: Vec::new(),
             can_lead: true,
+            confirming: false,
+            answered: Vec::new(),
+            announce_unhappy: false,
+            expected: Vec::new(),
+            confirm_next: false,
         }
     }
 
@@ -183,6 +216,12 @@ impl Ble {
             None
         };
         self.start_round();
+        if std::mem::take(&mut self.announce_unhappy) {
+            for i in 0..self.answered.len() {
+                let (to, round) = self.answered[i];
+                self.reply(to, round);
+            }
+        }
         result
     }
 
@@ -196,11 +235,22 @@ impl Ble {
                 self.leader = rep.r.leader;
             }
         }
+        let was_happy = self.happy;
         self.happy = if self.is_leader() {
             self.quorum_connected
         } else {
             self.hears_happy_leader()
         };
+        // Our leader did not answer at all (crashed or cut off), as opposed to answering that it
+        // lost its quorum for a round (which late replies can cause; it may recover by itself).
+        let leader_silent = !self.is_leader()
+            && self.leader != Ballot::default()
+            && !self.replies.iter().any(|rep| rep.from == self.leader.pid);
+        self.announce_unhappy = was_happy && !self.happy && leader_silent;
+        // A follower that just lost its leader confirms with a short round (see the module
+        // docs), unless this round already was one.
+        self.confirm_next =
+            self.announce_unhappy && !self.confirming && self.can_lead && !self.replies.is_empty();
 
         if self.is_leader() && self.happy {
             // A peer is stuck on a promise above our ballot (e.g. it crashed while taking over):
@@ -252,6 +302,12 @@ impl Ble {
 
     fn start_round(&mut self) {
         self.leader_is_new = false;
+        self.confirming = std::mem::take(&mut self.confirm_next);
+        self.expected.clear();
+        if self.confirming {
+            self.expected
+                .extend(self.replies.iter().map(|rep| rep.from));
+        }
         if !self.is_leader() {
             // A former leader's ballot takes the priority set while it led.
             self.current.priority = self.priority;
@@ -275,6 +331,42 @@ impl Ble {
         *b == Ballot::default() || (b.config_id == self.config_id && b.pid != 0)
     }
 
+    /// Whether the current round is a confirmation round that has all the replies it waits for:
+    /// the caller then ends the round now ([`Ble::round_end`]) instead of at the timeout.
+    pub(crate) fn round_complete_early(&self) -> bool {
+        self.confirming
+            && self.replies.iter().all(|rep| !rep.r.happy)
+            && self
+                .expected
+                .iter()
+                .all(|p| self.replies.iter().any(|rep| rep.from == *p))
+    }
+
+    /// Answers `to`'s heartbeat request of `round` with this node's freshest view: happy or
+    /// connected at the end of the last round, or already in this round's replies (a healed
+    /// leader need not wait a round).
+    fn reply(&mut self, to: NodeId, round: u32) {
+        let connected_now = self.quorum.is_connected_quorum(self.replies.len() + 1);
+        let happy_now = if self.is_leader() {
+            connected_now
+        } else {
+            self.hears_happy_leader()
+        };
+        let reply = HeartbeatReply {
+            round,
+            ballot: self.current,
+            leader: self.leader,
+            happy: self.happy || happy_now,
+            // Only a possible candidate makes others defer to it.
+            quorum_connected: (self.quorum_connected || connected_now) && self.can_lead,
+        };
+        self.outgoing.push(BLEMessage {
+            from: self.pid,
+            to,
+            msg: HeartbeatMsg::Reply(reply),
+        });
+    }
+
     /// Handles a heartbeat message from `m.from` (already checked to be a peer).
     pub(crate) fn handle(&mut self, m: BLEMessage) {
         match m.msg {
@@ -282,27 +374,11 @@ impl Ble {
                 if req.config_id != self.config_id {
                     return;
                 }
-                // Report the freshest view: happy or connected at the end of the last round, or
-                // already in this round's replies (a healed leader need not wait a round).
-                let connected_now = self.quorum.is_connected_quorum(self.replies.len() + 1);
-                let happy_now = if self.is_leader() {
-                    connected_now
-                } else {
-                    self.hears_happy_leader()
-                };
-                let reply = HeartbeatReply {
-                    round: req.round,
-                    ballot: self.current,
-                    leader: self.leader,
-                    happy: self.happy || happy_now,
-                    // Only a possible candidate makes others defer to it.
-                    quorum_connected: (self.quorum_connected || connected_now) && self.can_lead,
-                };
-                self.outgoing.push(BLEMessage {
-                    from: self.pid,
-                    to: m.from,
-                    msg: HeartbeatMsg::Reply(reply),
-                });
+                match self.answered.iter_mut().find(|(p, _)| *p == m.from) {
+                    Some(a) => a.1 = req.round,
+                    None => self.answered.push((m.from, req.round)),
+                }
+                self.reply(m.from, req.round);
             }
             HeartbeatMsg::Reply(r) => {
                 let well_formed = r.round == self.round
@@ -312,8 +388,12 @@ impl Ble {
                     && (r.leader == Ballot::default()
                         || self.peers.contains(&r.leader.pid)
                         || r.leader.pid == self.pid);
-                if well_formed && !self.replies.iter().any(|rep| rep.from == m.from) {
-                    self.replies.push(Reply { from: m.from, r });
+                if well_formed {
+                    // A later reply of the same round is the peer's fresher view.
+                    match self.replies.iter_mut().find(|rep| rep.from == m.from) {
+                        Some(rep) => rep.r = r,
+                        None => self.replies.push(Reply { from: m.from, r }),
+                    }
                 }
             }
         }

@@ -26,6 +26,11 @@ impl Clock {
         Clock { period, elapsed: 0 }
     }
 
+    /// Starts a new period now.
+    fn restart(&mut self) {
+        self.elapsed = 0;
+    }
+
     fn tick(&mut self) -> bool {
         self.elapsed += 1;
         if self.elapsed >= self.period {
@@ -261,7 +266,13 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
                     }
                 }
                 if b.from != self.sp.pid() && self.is_member(b.from) && !self.sp.is_sealed() {
-                    self.ble.handle(b)
+                    self.ble.handle(b);
+                    if self.ble.round_complete_early() {
+                        // A confirmation round has its replies: end it now, and give the next
+                        // round a full timeout.
+                        self.election_clock.restart();
+                        self.end_election_round();
+                    }
                 }
             }
         }
@@ -283,19 +294,25 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             return;
         }
         if self.election_clock.tick() {
-            if let Some(h) = self.sp.take_higher_promise() {
-                self.ble.report_higher_promise(h);
-            }
-            self.ble.set_can_lead(self.sp.can_lead());
-            if let Some(leader) = self.ble.round_end(self.sp.promise()) {
-                self.sp.handle_leader(leader);
-            }
+            self.end_election_round();
         }
         if self.resend_clock.tick() {
             self.sp.resend_timeout();
         }
         if self.flush_clock.tick() {
             self.sp.flush_batch_timeout();
+        }
+    }
+
+    /// Ends the election round: the election decides who leads (with what Sequence Paxos
+    /// reports), and Sequence Paxos follows a new leader.
+    fn end_election_round(&mut self) {
+        if let Some(h) = self.sp.take_higher_promise() {
+            self.ble.report_higher_promise(h);
+        }
+        self.ble.set_can_lead(self.sp.can_lead());
+        if let Some(leader) = self.ble.round_end(self.sp.promise()) {
+            self.sp.handle_leader(leader);
         }
     }
 

@@ -48,6 +48,91 @@ fn failover_takes_a_few_election_timeouts() {
     assert!(ticks <= 40, "failover took {ticks} ticks");
 }
 
+/// Failover within two election timeouts, whatever the phase of the heartbeat round in which
+/// the leader crashes: a follower that loses its leader confirms with a short round instead of
+/// waiting a whole round for its peers to notice too.
+#[test]
+fn failover_within_two_election_timeouts_at_every_crash_phase() {
+    const E: u64 = 10; // SimConfig's election timeout, in ticks
+    for n in [3, 5] {
+        let mut worst = (0, 0);
+        let mut all = Vec::new();
+        for phase in 0..E {
+            let mut s = sim(n);
+            let l = elect(&mut s, 50);
+            append_decided(&mut s, l, 1..2, 10);
+            for _ in 0..phase {
+                s.step();
+            }
+            s.crash(l);
+            let other = s.pids().find(|p| *p != l).unwrap();
+            s.append(other, SimEntry { id: 2 }).unwrap();
+            let ticks = s
+                .run_until(100, |s| s.checker().is_decided(2))
+                .expect("an entry is decided after the leader crashed");
+            all.push(ticks);
+            worst = worst.max((ticks, phase));
+        }
+        all.sort_unstable();
+        println!("{n} nodes: failover ticks at phases 0..{E}: {all:?}");
+        // One tick of message latency each way for the heartbeats, the takeover and the decide.
+        assert!(
+            worst.0 <= 2 * E + 4,
+            "{n} nodes: failover took {} ticks (> 2 election timeouts) when the leader crashed {} ticks into a round",
+            worst.0,
+            worst.1
+        );
+    }
+}
+
+/// The same when the servers' heartbeat rounds are out of phase (as on real machines, which
+/// start at different times): a follower restarted `shift` ticks late keeps that offset.
+#[test]
+fn failover_within_two_election_timeouts_with_rounds_out_of_phase() {
+    const E: u64 = 10;
+    for n in [3, 5] {
+        for shift in 1..E {
+            let mut all = Vec::new();
+            for phase in 0..E {
+                let mut s = sim(n);
+                let l = elect(&mut s, 50);
+                // Shift the rounds of every follower but one by a different amount.
+                let followers: Vec<u64> = s.pids().filter(|p| *p != l).collect();
+                for (i, f) in followers.iter().enumerate().skip(1) {
+                    s.crash(*f);
+                    for _ in 0..(shift * i as u64) % E {
+                        s.step();
+                    }
+                    s.restart(*f);
+                }
+                // Let the restarted followers hear the leader for a few rounds.
+                for _ in 0..3 * E {
+                    s.step();
+                }
+                elect(&mut s, 50);
+                assert_eq!(s.leader(), Some(l));
+                append_decided(&mut s, l, 1..2, 20);
+                for _ in 0..phase {
+                    s.step();
+                }
+                s.crash(l);
+                s.append(followers[0], SimEntry { id: 2 }).unwrap();
+                let ticks = s
+                    .run_until(100, |s| s.checker().is_decided(2))
+                    .expect("an entry is decided after the leader crashed");
+                all.push(ticks);
+            }
+            all.sort_unstable();
+            println!("{n} nodes, followers shifted by multiples of {shift} ticks: {all:?}");
+            let worst = *all.last().unwrap();
+            assert!(
+                worst <= 2 * E + 4,
+                "{n} nodes, shift {shift}: failover took {worst} ticks (> 2 election timeouts)"
+            );
+        }
+    }
+}
+
 #[test]
 fn priorities_choose_the_leader() {
     let mut cfg = SimConfig::new(3, 1);
