@@ -278,7 +278,15 @@ fn main() {
         // `one SYSTEM SIZE WINDOW TOTAL`: a single run, e.g. under a profiler.
         let nums: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
         let system = args.get(1).map(String::as_str).unwrap_or("ours");
-        let (size, window, total) = (nums[0], nums[1], nums[2]);
+        let (size, window, total) = match nums[..] {
+            [size, window, total] if window > 0 && total > 0 => (size, window, total),
+            _ => {
+                eprintln!(
+                    "usage: omnipaxos_bench one ours|upstream|raft SIZE(8|256) WINDOW TOTAL (WINDOW and TOTAL positive)"
+                );
+                std::process::exit(2);
+            }
+        };
         let s = match (system, size) {
             ("ours", 8) => run_once::<E8, Ours<E8>>(window, total),
             ("ours", _) => run_once::<E256, Ours<E256>>(window, total),
