@@ -33,17 +33,25 @@ fn leader_crash_is_followed_by_takeover_and_nothing_decided_is_lost() {
     assert_eq!(s.leader(), Some(new));
 }
 
+/// Crashes the leader `l` after `phase` more ticks, appends entry 2 at `at`, and returns the
+/// ticks until it is decided.
+fn crash_and_time_next_decide(s: &mut MemSim, l: u64, at: u64, phase: u64) -> u64 {
+    for _ in 0..phase {
+        s.step();
+    }
+    s.crash(l);
+    s.append(at, SimEntry { id: 2 }).unwrap();
+    s.run_until(100, |s| s.checker().is_decided(2))
+        .expect("an entry is decided after the leader crashed")
+}
+
 #[test]
 fn failover_takes_a_few_election_timeouts() {
     let mut s = sim(3);
     let l = elect(&mut s, 50);
     append_decided(&mut s, l, 1..2, 10);
-    s.crash(l);
     let other = s.pids().find(|p| *p != l).unwrap();
-    s.append(other, SimEntry { id: 2 }).unwrap();
-    let ticks = s
-        .run_until(100, |s| s.checker().is_decided(2))
-        .expect("an entry is decided after the leader crashed");
+    let ticks = crash_and_time_next_decide(&mut s, l, other, 0);
     // Election timeout is 10 ticks: detection, takeover and the first decide within 4 of them.
     assert!(ticks <= 40, "failover took {ticks} ticks");
 }
@@ -61,15 +69,8 @@ fn failover_within_two_election_timeouts_at_every_crash_phase() {
             let mut s = sim(n);
             let l = elect(&mut s, 50);
             append_decided(&mut s, l, 1..2, 10);
-            for _ in 0..phase {
-                s.step();
-            }
-            s.crash(l);
             let other = s.pids().find(|p| *p != l).unwrap();
-            s.append(other, SimEntry { id: 2 }).unwrap();
-            let ticks = s
-                .run_until(100, |s| s.checker().is_decided(2))
-                .expect("an entry is decided after the leader crashed");
+            let ticks = crash_and_time_next_decide(&mut s, l, other, phase);
             all.push(ticks);
             worst = worst.max((ticks, phase));
         }
@@ -112,15 +113,7 @@ fn failover_within_two_election_timeouts_with_rounds_out_of_phase() {
                 elect(&mut s, 50);
                 assert_eq!(s.leader(), Some(l));
                 append_decided(&mut s, l, 1..2, 20);
-                for _ in 0..phase {
-                    s.step();
-                }
-                s.crash(l);
-                s.append(followers[0], SimEntry { id: 2 }).unwrap();
-                let ticks = s
-                    .run_until(100, |s| s.checker().is_decided(2))
-                    .expect("an entry is decided after the leader crashed");
-                all.push(ticks);
+                all.push(crash_and_time_next_decide(&mut s, l, followers[0], phase));
             }
             all.sort_unstable();
             println!("{n} nodes, followers shifted by multiples of {shift} ticks: {all:?}");
