@@ -132,6 +132,9 @@ fn default_election_ticks() -> u64 {
 fn default_batch_size() -> usize {
     8
 }
+fn default_snapshot_interval() -> usize {
+    10_000
+}
 
 /// The server file: one per server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +167,10 @@ pub struct ServerFile {
     /// next tick).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Applied entries between two compactions of the log into a snapshot of the map (default
+    /// 10,000; 0: never compact).
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: usize,
     /// FOR TESTS ONLY: answer `Get`s from the local map without the log. This breaks
     /// linearizability on purpose, so the test suite can check that its checker notices.
     #[doc(hidden)]
@@ -182,6 +189,7 @@ impl ConfigFile for ServerFile {
         "tick_ms",
         "election_ticks",
         "batch_size",
+        "snapshot_interval",
         "unsafe_local_reads",
     ];
 }

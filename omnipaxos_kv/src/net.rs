@@ -122,7 +122,7 @@ pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(
 }
 
 /// Protocol version carried in the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first frame on every connection, from the side that connected.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +186,8 @@ pub struct StatusInfo {
     pub decided_idx: usize,
     /// Number of log entries applied to its map.
     pub applied: usize,
+    /// Index below which its log is compacted into a snapshot of the map.
+    pub compacted_idx: usize,
     /// Servers it currently has a connection to.
     pub peers_connected: Vec<NodeId>,
 }

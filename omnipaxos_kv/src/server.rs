@@ -52,7 +52,8 @@ impl std::error::Error for ServerError {}
 enum Event {
     PeerUp(NodeId, ConnId, Outbox),
     PeerDown(NodeId, ConnId),
-    FromPeer(NodeId, Message<Command>),
+    /// (Boxed: messages carry snapshots of the map, much larger than the other events.)
+    FromPeer(NodeId, Box<Message<Command>>),
     ClientUp(ConnId, ClientId, Outbox),
     ClientDown(ConnId),
     FromClient(ConnId, ClientId, ClientRequest),
@@ -272,7 +273,7 @@ impl State {
                         msg.get_receiver()
                     );
                 } else {
-                    self.node.handle_incoming(msg);
+                    self.node.handle_incoming(*msg);
                 }
             }
             Event::ClientUp(conn, client_id, sender) => {
@@ -307,6 +308,7 @@ impl State {
                     leader: self.node.get_current_leader().map(|(l, _)| l),
                     decided_idx: self.node.get_decided_idx(),
                     applied: self.db.applied_len(),
+                    compacted_idx: self.node.get_compacted_idx(),
                     peers_connected: {
                         let mut p: Vec<NodeId> = self.peers.keys().copied().collect();
                         p.sort_unstable();
@@ -383,15 +385,38 @@ impl State {
                     }
                 }
                 LogEntry::StopSign(..) => self.db.skip_entry(),
+                LogEntry::Snapshotted(s) => {
+                    // The log before `trimmed_idx` was compacted (here, or by the leader that
+                    // brought us up to date): the snapshot is the state after it.
+                    self.db = Database::from_snapshot(&s.snapshot, s.trimmed_idx);
+                }
                 other => {
                     return Err(ServerError(format!(
-                        "unexpected decided log entry at {}: {other:?} (this server never compacts its log)",
+                        "unexpected decided log entry at {}: {other:?} (servers compact by snapshots only)",
                         self.db.applied_len()
                     )))
                 }
             }
         }
+        self.compact();
         Ok(())
+    }
+
+    /// Folds the applied log into a snapshot once `snapshot_interval` entries piled up since
+    /// the last one (each server on its own schedule), so the log does not grow without end.
+    fn compact(&mut self) {
+        let interval = self.cfg.snapshot_interval;
+        let applied = self.db.applied_len();
+        if interval == 0 || applied < self.node.get_compacted_idx().saturating_add(interval) {
+            return;
+        }
+        match self.node.snapshot(Some(applied), true) {
+            Ok(()) => debug!("server {}: log compacted up to {applied}", self.me),
+            Err(e) => warn!(
+                "server {}: cannot compact the log up to {applied}: {e:?}",
+                self.me
+            ),
+        }
     }
 
     fn write_stats(&self) {
@@ -527,7 +552,12 @@ async fn peer_reader(
     loop {
         let msg: PeerMessage = read_frame_limited(reader, MAX_PEER_FRAME_LEN).await?;
         let PeerMessage::Paxos(m) = msg;
-        if shared.events.send(Event::FromPeer(id, m)).await.is_err() {
+        if shared
+            .events
+            .send(Event::FromPeer(id, Box::new(m)))
+            .await
+            .is_err()
+        {
             return Ok(());
         }
     }

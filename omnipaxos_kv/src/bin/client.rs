@@ -55,8 +55,8 @@ async fn one_shot(args: Vec<String>) -> Result<(), String> {
             for s in &servers {
                 match status(s, Duration::from_secs(2)).await {
                     Ok(st) => println!(
-                        "{s}: server {} leader {:?} decided {} applied {}",
-                        st.id, st.leader, st.decided_idx, st.applied
+                        "{s}: server {} leader {:?} decided {} applied {} compacted {}",
+                        st.id, st.leader, st.decided_idx, st.applied, st.compacted_idx
                     ),
                     Err(e) => println!("{s}: {e}"),
                 }
