@@ -170,6 +170,19 @@ fn persistent_maker(
     }
 }
 
+/// A `PersistentStorage` backend: a new storage below `root` for each round.
+fn persistent_backend(
+    root: PathBuf,
+    durability: Durability,
+    n: usize,
+    payload: usize,
+) -> Box<dyn Fn(usize) -> Runner> {
+    Box::new(move |round| {
+        let make = persistent_maker(root.join(format!("round-{round}")), durability);
+        storage_runner(make, n, payload, None)
+    })
+}
+
 /// Writes back every dirty page of the machine (the `sync` command), best effort.
 fn settle_disk() {
     let _ = std::process::Command::new("sync").status();
@@ -253,24 +266,8 @@ fn main() {
                 Box::new(move |_| {
                     storage_runner(MemoryStorage::default, n, payload, Some(MEMORY_RESET))
                 }),
-                Box::new(move |round| {
-                    let root = immediate.join(format!("round-{round}"));
-                    storage_runner(
-                        persistent_maker(root, Durability::Immediate),
-                        n,
-                        payload,
-                        None,
-                    )
-                }),
-                Box::new(move |round| {
-                    let root = deferred.join(format!("round-{round}"));
-                    storage_runner(
-                        persistent_maker(root, Durability::Deferred),
-                        n,
-                        payload,
-                        None,
-                    )
-                }),
+                persistent_backend(immediate, Durability::Immediate, n, payload),
+                persistent_backend(deferred, Durability::Deferred, n, payload),
             ];
             // Round-robin, so that the disk's changing load (fsync latency depends on what
             // else the machine writes) falls on every backend alike.
