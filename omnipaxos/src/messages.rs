@@ -152,6 +152,10 @@ pub mod sequence_paxos {
         pub log_sync: LogSync<T>,
         /// The forwarding session the follower uses for proposals to this leader.
         pub forward_session: u64,
+        /// The number of the next proposal the leader expects in that session. A follower that
+        /// opens the session numbers its proposals from here: after a restart it cannot know
+        /// how far its previous incarnation got, and numbers already taken would be skipped.
+        pub forward_next_seq: u64,
     }
 
     /// The leader streams `entries`, which start at absolute index `start_idx`, and tells its

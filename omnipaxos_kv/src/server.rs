@@ -389,6 +389,10 @@ impl State {
                     // The log before `trimmed_idx` was compacted (here, or by the leader that
                     // brought us up to date): the snapshot is the state after it.
                     self.db = Database::from_snapshot(&s.snapshot, s.trimmed_idx);
+                    debug!(
+                        "server {}: map rebuilt from a snapshot of the log up to {}",
+                        self.me, s.trimmed_idx
+                    );
                 }
                 other => {
                     return Err(ServerError(format!(

@@ -17,6 +17,27 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// Prints the end of every server's log when the test fails (dropped while panicking), so a
+/// failure in CI can be understood from its output alone.
+struct LogsOnFailure(std::path::PathBuf);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for id in 1..=3 {
+            let path = self.0.join(format!("server-{id}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- {} (last 60 lines)", path.display());
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 fn server_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_server"))
 }
@@ -58,8 +79,15 @@ async fn load_with_leader_and_follower_kills_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     // Compact often, so that restarted servers recover from snapshots of the map and a server
     // that was down is brought up to date past the others' compacted logs.
-    let env = vec![("OMNIPAXOS_SNAPSHOT_INTERVAL".to_string(), "100".to_string())];
+    let env = vec![
+        ("OMNIPAXOS_SNAPSHOT_INTERVAL".to_string(), "100".to_string()),
+        (
+            "RUST_LOG".to_string(),
+            "info,omnipaxos_kv=debug".to_string(),
+        ),
+    ];
     let mut cluster = start(dir.path(), env);
+    let _logs = LogsOnFailure(dir.path().to_path_buf());
     leader(&cluster).await;
     let addrs = cluster.addrs();
     let t0 = Instant::now();
@@ -125,7 +153,13 @@ async fn load_with_leader_and_follower_kills_loses_no_acknowledged_write() {
     for (n, addr) in addrs.iter().enumerate() {
         let mut c = client(vec![addr.clone()]);
         for (k, v) in acked.iter().skip(n).step_by(3) {
-            assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v.as_str()), "{k}");
+            match c.get(k).await {
+                Ok(got) => assert_eq!(got.as_deref(), Some(v.as_str()), "{k}"),
+                Err(e) => panic!(
+                    "read of {k} through {addr} failed: {e}\nservers: {:?}",
+                    cluster.statuses().await
+                ),
+            }
         }
     }
     // A final read of every workload key, then the whole history must be linearizable.

@@ -165,7 +165,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         self.resync_sent_at = None;
         self.accepted_owed = true;
-        self.forwarder.open_session(a.n, a.forward_session);
+        self.forwarder
+            .open_session(a.n, a.forward_session, a.forward_next_seq);
         let batch = self.batch_size;
         self.flush_forwards(batch, true);
         self.forward_stopsign();

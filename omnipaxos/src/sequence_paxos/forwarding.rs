@@ -104,7 +104,8 @@ impl<T: Entry> Forwarder<T> {
                 Some(o)
                     if o.previous.n == previous.n
                         && o.previous.session == previous.session
-                        && o.previous.first_seq + o.entries.len() as u64 == previous.first_seq =>
+                        && o.previous.first_seq.wrapping_add(o.entries.len() as u64)
+                            == previous.first_seq =>
                 {
                     o.previous.min_idx = o.previous.min_idx.min(previous.min_idx);
                     o.entries.extend(b.entries);
@@ -117,9 +118,11 @@ impl<T: Entry> Forwarder<T> {
         }
     }
 
-    /// `leader` opened session `id` for us. The first session per leader is kept: an extra one
-    /// (from a duplicated promise) would strand what is in flight in the first.
-    pub(crate) fn open_session(&mut self, leader: Ballot, id: u64) {
+    /// `leader` opened session `id` for us, in which it expects proposal `next_seq` next. The
+    /// first session per leader is kept: an extra one (from a duplicated promise) would strand
+    /// what is in flight in the first. A session we open is numbered on from `next_seq`: the
+    /// leader may have kept it from before we restarted, and takes each number once.
+    pub(crate) fn open_session(&mut self, leader: Ballot, id: u64, next_seq: u64) {
         match self.session {
             Some(s) if s.leader == leader => {}
             _ => {
@@ -127,7 +130,7 @@ impl<T: Entry> Forwarder<T> {
                 self.session = Some(Session {
                     leader,
                     id,
-                    next_seq: 0,
+                    next_seq,
                 });
             }
         }
@@ -182,7 +185,7 @@ impl<T: Entry> Forwarder<T> {
         };
         for o in self.orphans.drain(..) {
             let first_seq = s.next_seq;
-            s.next_seq += o.entries.len() as u64;
+            s.next_seq = s.next_seq.wrapping_add(o.entries.len() as u64);
             let b = Batch {
                 first_seq,
                 entries: o.entries,
@@ -203,7 +206,7 @@ impl<T: Entry> Forwarder<T> {
                 Vec::new()
             };
             let first_seq = s.next_seq;
-            s.next_seq += entries.len() as u64;
+            s.next_seq = s.next_seq.wrapping_add(entries.len() as u64);
             let b = Self::send_batch(
                 s,
                 Batch {
@@ -256,16 +259,16 @@ impl<T: Entry> Forwarder<T> {
             return;
         }
         while let Some(b) = self.in_flight.front_mut() {
-            let end = b.first_seq + b.entries.len() as u64;
+            let end = b.first_seq.saturating_add(b.entries.len() as u64);
             if end <= ack.next_seq {
                 self.in_flight.pop_front();
             } else {
                 if ack.next_seq > b.first_seq {
                     let k = (ack.next_seq - b.first_seq) as usize;
                     b.entries.drain(..k);
-                    b.first_seq += k as u64;
+                    b.first_seq = b.first_seq.wrapping_add(k as u64);
                     if let Some(p) = &mut b.previous {
-                        p.first_seq += k as u64;
+                        p.first_seq = p.first_seq.wrapping_add(k as u64);
                     }
                 }
                 break;
@@ -316,6 +319,14 @@ impl ForwardSessions {
             unflushed_from: None,
         });
         id
+    }
+
+    /// The next proposal number session `id` of `peer` expects (0 for an unknown session).
+    pub(crate) fn next_seq(&self, peer: NodeId, id: u64) -> u64 {
+        self.by_peer
+            .get(&peer)
+            .and_then(|v| v.iter().find(|s| s.id == id))
+            .map_or(0, |s| s.next_seq)
     }
 
     fn get(&mut self, peer: NodeId, id: u64) -> Option<&mut PeerSession> {

@@ -387,6 +387,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         };
         let n = l.n;
         let session = l.forward_sessions.session_for_promise(pid, held_session);
+        let forward_next_seq = l.forward_sessions.next_seq(pid, session);
         let Some(pr) = l.progress_mut(pid) else {
             return;
         };
@@ -413,6 +414,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 decided_idx,
                 log_sync,
                 forward_session: session,
+                forward_next_seq,
             }),
         );
     }
