@@ -170,32 +170,36 @@ fn late_reordered_resync_requests_are_harmless() {
 }
 
 /// A follower that restarts forgets how many proposals it forwarded, while the leader may keep
-/// its forwarding session (and sync it again in that session, e.g. when the connection comes
-/// back or its log is behind the leader's compacted prefix). Its new proposals must not be taken
-/// for ones the leader already has. (Found by the omnipaxos-kv process tests, where Gets through
-/// a restarted server went undecided; there the fix, numbering from the leader's
-/// `forward_next_seq`, is what the test exercises. Here the leader happens to sync in a fresh
-/// session, so this test guards the restarted follower's forwarding, not that exact race.)
+/// its forwarding session and sync it again in that session (when the connection comes back, or
+/// when its log is behind the leader's compacted prefix). Its new proposals must not be taken
+/// for ones the leader already has: before `AcceptSync::forward_next_seq`, the restarted node
+/// numbered from 0 and the leader acknowledged and dropped them. (Found by the omnipaxos-kv
+/// process tests: Gets through a restarted server went undecided.)
 #[test]
 fn a_restarted_followers_proposals_are_not_mistaken_for_its_old_ones() {
     let mut s = sim(3);
     let l = elect(&mut s, 50);
     let f = s.pids().find(|p| *p != l).unwrap();
-    // Ten proposals forwarded by `f` in its session with the leader.
-    append_decided(&mut s, f, 1..11, 60);
-    s.crash(f);
-    // The restarted node's own way back (asking for a Prepare, promising) would open a new
-    // session: hold it back for a while, so that the leader's sync in the kept session is what
-    // the node gets.
+    // One promise per incarnation of `f`, so that the session the leader streams in is the one
+    // `f` forwards in (a repeated promise would make the leader open a second one).
+    let mut promises = 0;
     s.set_filter(Some(Box::new(move |m| {
-        if matches!(kind(m), "PrepareReq" | "Prepare" | "Promise") {
-            Verdict::Drop
-        } else {
-            Verdict::Pass
+        if kind(m) == "Promise" && m.get_sender() == f {
+            promises += 1;
+            if promises > 1 {
+                return Verdict::Drop;
+            }
         }
+        Verdict::Pass
     })));
+    s.crash(f);
     s.restart(f);
-    // The leader syncs `f` again at once, in the session it kept.
+    s.run_until(50, |s| s.decided(f) == s.decided(l)).unwrap();
+    // Ten proposals forwarded by `f` in that session.
+    append_decided(&mut s, f, 1..11, 60);
+    // `f` restarts; the leader syncs it again at once, in the session it kept.
+    s.crash(f);
+    s.restart(f);
     s.node_mut(l).unwrap().reconnected(f);
     for id in 100..103 {
         s.append(f, SimEntry { id }).unwrap();
