@@ -278,8 +278,10 @@ impl<T: Entry> Forwarder<T> {
 }
 
 /// At most this many sessions are remembered per follower (older ones belong to incarnations
-/// that crashed).
-const SESSIONS_PER_PEER: usize = 4;
+/// that crashed). Generous: every promise without a session opens one, and a follower keeps the
+/// first that reaches it, so under message loss the one in use can be an early one; forgotten,
+/// its proposals would never be acknowledged (found by the simulator with 4).
+const SESSIONS_PER_PEER: usize = 1024;
 
 /// A follower's session at the leader.
 #[derive(Copy, Clone, Debug)]
