@@ -8,6 +8,8 @@
 //! ```
 
 mod alloc;
+#[macro_use]
+mod omnipaxos_cluster;
 mod ours;
 mod raft_rs;
 mod upstream;
