@@ -201,6 +201,16 @@ impl Ble {
         Some(self.become_leader(b))
     }
 
+    /// We lead with ballot `n` and a follower asks us to lead on in a higher one: take one now,
+    /// if we still lead with `n` and are happy (we heard from enough servers to take over).
+    pub(crate) fn lead_on_above(&mut self, n: Ballot) -> Option<Ballot> {
+        if !self.is_leader() || self.current != n || !self.happy || !self.can_lead {
+            return None;
+        }
+        let b = self.next_ballot(n)?;
+        Some(self.become_leader(b))
+    }
+
     /// Ends the heartbeat round: decides who leads, then starts the next round. Returns the new
     /// leader when it changed. `promise` is the ballot Sequence Paxos promised.
     pub(crate) fn round_end(&mut self, promise: Ballot) -> Option<Ballot> {

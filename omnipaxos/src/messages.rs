@@ -150,12 +150,9 @@ pub mod sequence_paxos {
         pub decided_idx: usize,
         /// The leader's log from the sync point on.
         pub log_sync: LogSync<T>,
-        /// The forwarding session the follower uses for proposals to this leader.
+        /// The forwarding session the follower uses for proposals to this leader (numbered from
+        /// 0: only one incarnation of a follower ever forwards in a ballot, see [`NewBallotReq`]).
         pub forward_session: u64,
-        /// The number of the next proposal the leader expects in that session. A follower that
-        /// opens the session numbers its proposals from here: after a restart it cannot know
-        /// how far its previous incarnation got, and numbers already taken would be skipped.
-        pub forward_next_seq: u64,
     }
 
     /// The leader streams `entries`, which start at absolute index `start_idx`, and tells its
@@ -271,6 +268,20 @@ pub mod sequence_paxos {
         pub session: u64,
         /// All proposals of the session numbered below this are in the leader's log.
         pub next_seq: u64,
+    }
+
+    /// A follower asks the leader of ballot `n` to lead on in a higher ballot, so that it can
+    /// forward its proposals.
+    ///
+    /// A node forwards only in ballots above the one it had promised when it was built (before
+    /// a crash, it may have forwarded in that one, and its new proposals could be mistaken for
+    /// old ones still in flight). A follower that restarts under the same leader therefore asks
+    /// for a new ballot once it has proposals to forward; the leader takes one at once.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct NewBallotReq {
+        /// The ballot of the leader asked (the follower's promise).
+        pub n: Ballot,
     }
 
     /// A reconfiguration requested at a follower, forwarded to the leader of ballot `n`.
@@ -437,6 +448,7 @@ pub mod sequence_paxos {
         ProposalForward(ProposalForward<T>),
         ForwardAck(ForwardAck),
         ForwardStopSign(ForwardStopSign),
+        NewBallotReq(NewBallotReq),
         Compaction(CompactionReq),
         Migration(MigrationMsg<T>),
     }
@@ -459,6 +471,7 @@ pub mod sequence_paxos {
                 PaxosMsg::ProposalForward(m) => m.n,
                 PaxosMsg::ForwardAck(m) => m.n,
                 PaxosMsg::ForwardStopSign(m) => m.n,
+                PaxosMsg::NewBallotReq(m) => m.n,
                 PaxosMsg::Compaction(m) => m.n,
                 PaxosMsg::Migration(m) => Ballot {
                     config_id: m.prefix().config_id,

@@ -255,6 +255,12 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         match m {
             Message::SequencePaxos(p) => {
                 self.sp.handle(p);
+                if let Some(n) = self.sp.take_new_ballot_wanted() {
+                    // A follower that restarted asks us to lead on in a higher ballot.
+                    if let Some(b) = self.ble.lead_on_above(n) {
+                        self.sp.handle_leader(b);
+                    }
+                }
                 self.ble.observe_promise(self.sp.promise());
             }
             Message::BLE(b) => {

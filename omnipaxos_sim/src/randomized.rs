@@ -429,14 +429,11 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
                 "a fresh append at leader {leader} was not decided within {fresh_bound} ticks"
             ))
         });
-    // With OMNIPAXOS_SIM_CHECK_FORWARDS set, also one at each follower: forwarded, it must reach
-    // the decided log too. Off by default: it still finds forwards stuck after healing in a few
-    // seeds per ten thousand (e.g. 3833 on 3 nodes, 1002886 on 5), an open bug.
-    let check_forwards = std::env::var_os("OMNIPAXOS_SIM_CHECK_FORWARDS").is_some();
+    // Also one at each follower: forwarded, it must reach the decided log too.
     let followers: Vec<NodeId> = sim
         .members()
         .into_iter()
-        .filter(|p| check_forwards && *p != leader && sim.is_up(*p))
+        .filter(|p| *p != leader && sim.is_up(*p))
         .collect();
     let mut tags = Vec::new();
     for (k, p) in followers.iter().enumerate() {

@@ -158,6 +158,7 @@ fn set_ballot(msg: &mut PaxosMsg<SimEntry>, b: Ballot) {
         PaxosMsg::ProposalForward(m) => m.n = b,
         PaxosMsg::ForwardAck(m) => m.n = b,
         PaxosMsg::ForwardStopSign(m) => m.n = b,
+        PaxosMsg::NewBallotReq(m) => m.n = b,
         PaxosMsg::Compaction(m) => m.n = b,
         PaxosMsg::Migration(_) => {}
     }

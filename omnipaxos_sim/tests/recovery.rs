@@ -172,22 +172,26 @@ fn late_reordered_resync_requests_are_harmless() {
 /// A follower that restarts forgets how many proposals it forwarded, while the leader may keep
 /// its forwarding session and sync it again in that session (when the connection comes back, or
 /// when its log is behind the leader's compacted prefix). Its new proposals must not be taken
-/// for ones the leader already has: before `AcceptSync::forward_next_seq`, the restarted node
-/// numbered from 0 and the leader acknowledged and dropped them. (Found by the omnipaxos-kv
-/// process tests: Gets through a restarted server went undecided.)
+/// for ones the leader already has (before sessions were fenced per incarnation the restarted
+/// node numbered from 0 and the leader acknowledged and dropped them; found by the omnipaxos-kv
+/// process tests: Gets through a restarted server went undecided).
 #[test]
 fn a_restarted_followers_proposals_are_not_mistaken_for_its_old_ones() {
     let mut s = sim(3);
     let l = elect(&mut s, 50);
+    let first = s.node(l).unwrap().get_promise();
     let f = s.pids().find(|p| *p != l).unwrap();
-    // One promise per incarnation of `f`, so that the session the leader streams in is the one
-    // `f` forwards in (a repeated promise would make the leader open a second one).
+    // One promise per incarnation of `f` in the first ballot, so that the session the leader
+    // streams in is the one `f` forwarded in (a repeated promise would make the leader open a
+    // second one).
     let mut promises = 0;
     s.set_filter(Some(Box::new(move |m| {
-        if kind(m) == "Promise" && m.get_sender() == f {
-            promises += 1;
-            if promises > 1 {
-                return Verdict::Drop;
+        if let Message::SequencePaxos(p) = m {
+            if kind(m) == "Promise" && p.from == f && p.msg.ballot() == first {
+                promises += 1;
+                if promises > 1 {
+                    return Verdict::Drop;
+                }
             }
         }
         Verdict::Pass
@@ -195,7 +199,7 @@ fn a_restarted_followers_proposals_are_not_mistaken_for_its_old_ones() {
     s.crash(f);
     s.restart(f);
     s.run_until(50, |s| s.decided(f) == s.decided(l)).unwrap();
-    // Ten proposals forwarded by `f` in that session.
+    // Ten proposals forwarded by `f`, in a ballot it had not promised before it restarted.
     append_decided(&mut s, f, 1..11, 60);
     // `f` restarts; the leader syncs it again at once, in the session it kept.
     s.crash(f);
@@ -207,4 +211,75 @@ fn a_restarted_followers_proposals_are_not_mistaken_for_its_old_ones() {
     s.run_until(30, |s| (100..103).all(|id| s.checker().is_decided(id)))
         .expect("the restarted follower's proposals are decided");
     s.set_filter(None);
+    assert_eq!(s.leader(), Some(l), "the leader led on in higher ballots");
+}
+
+/// The forwards of a follower's previous incarnation can reach the leader after the follower
+/// restarted and forwarded new proposals (a slow or clogged link, or a duplicate). Had both
+/// incarnations numbered in one session, the leader would take the old proposals under the new
+/// numbers and drop the new ones as already seen: the restarted follower forwards in a higher
+/// ballot instead (it asks the leader for one). Rebuilds seed 3833 of the randomized tier.
+#[test]
+fn old_forwards_delivered_after_a_restart_do_not_displace_new_ones() {
+    let mut s = sim(3);
+    // Node 1 follows. One promise per ballot from it, so that the leader streams to it in the
+    // session it forwards in (a repeated promise would open a second one).
+    let f = 1;
+    let promised = Rc::new(RefCell::new(Vec::new()));
+    let p = promised.clone();
+    s.set_filter(Some(Box::new(move |m| match m {
+        Message::SequencePaxos(sp) if kind(m) == "Promise" && sp.from == f => {
+            let b = sp.msg.ballot();
+            if p.borrow().contains(&b) {
+                return Verdict::Drop;
+            }
+            p.borrow_mut().push(b);
+            Verdict::Pass
+        }
+        _ => Verdict::Pass,
+    })));
+    let l = elect(&mut s, 50);
+    assert_ne!(l, f);
+    append_decided(&mut s, f, 1..4, 60);
+    // `f`'s next forwards are held back by the network; `f` crashes with them in flight.
+    let held = Rc::new(RefCell::new(Vec::<Message<SimEntry>>::new()));
+    let hold = Rc::new(std::cell::Cell::new(true));
+    let (h, on) = (held.clone(), hold.clone());
+    s.set_filter(Some(Box::new(move |m| match m {
+        Message::SequencePaxos(sp) if kind(m) == "Promise" && sp.from == f => {
+            let b = sp.msg.ballot();
+            if promised.borrow().contains(&b) {
+                return Verdict::Drop;
+            }
+            promised.borrow_mut().push(b);
+            Verdict::Pass
+        }
+        _ if on.get() && kind(m) == "ProposalForward" && m.get_sender() == f => {
+            h.borrow_mut().push(m.clone());
+            Verdict::Drop
+        }
+        _ => Verdict::Pass,
+    })));
+    for id in 10..15 {
+        s.append(f, SimEntry { id }).unwrap();
+    }
+    s.run(5);
+    assert!(!held.borrow().is_empty(), "the old incarnation forwarded");
+    s.crash(f);
+    s.restart(f);
+    s.node_mut(l).unwrap().reconnected(f);
+    s.run_until(50, |s| s.decided(f) == s.decided(l)).unwrap();
+    // The new incarnation forwards (held back too), then the old forwards arrive.
+    let old: Vec<_> = held.borrow_mut().drain(..).collect();
+    for id in 100..103 {
+        s.append(f, SimEntry { id }).unwrap();
+    }
+    s.run(3 * E);
+    for m in old {
+        s.node_mut(l).unwrap().handle_incoming(m);
+    }
+    hold.set(false);
+    s.run_until(10 * E, |s| (100..103).all(|id| s.checker().is_decided(id)))
+        .expect("the new incarnation's proposals are decided");
+    assert_eq!(s.leader(), Some(l));
 }

@@ -165,10 +165,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         self.resync_sent_at = None;
         self.accepted_owed = true;
-        self.forwarder
-            .open_session(a.n, a.forward_session, a.forward_next_seq);
+        self.forwarder.open_session(a.n, a.forward_session);
         let batch = self.batch_size;
         self.flush_forwards(batch, true);
+        self.ask_for_new_ballot(false);
         self.forward_stopsign();
     }
 

@@ -19,6 +19,17 @@
 //! leader appends each only if the runs of its log (see [`super::origins`]) show it is not there
 //! already. A leader always records a forwarded proposal under the identity of its first
 //! forward, so one check finds it however many leaders it went through.
+//!
+//! **One incarnation per ballot.** A node that restarts forgets what it forwarded, while its
+//! old forwards may still be in flight (or resent by the network) and reach the leader after
+//! the new incarnation started numbering. Had both incarnations numbered in one session, the
+//! leader would take the old proposals for new ones and drop the new ones as seen. So a node
+//! forwards only in ballots above the one it had promised when it was built (its *fence*): its
+//! earlier incarnations promised at most that one, so they never forwarded in such a ballot. A
+//! follower that restarts under the same leader asks it for a higher ballot
+//! ([`crate::messages::sequence_paxos::NewBallotReq`]) once it has proposals to forward, and
+//! keeps them until then. Within one incarnation and one ballot a follower uses a single
+//! session, the first that reaches it, so a session is numbered by one incarnation, from 0.
 
 use crate::{
     ballot_leader_election::Ballot,
@@ -54,18 +65,28 @@ pub(crate) struct Orphan<T> {
 /// The follower side: proposals waiting to reach the leader's log.
 pub(crate) struct Forwarder<T> {
     unsent: Vec<T>,
+    /// Invariant: a session's leader ballot is above `fence`.
     session: Option<Session>,
     in_flight: VecDeque<Batch<T>>,
     orphans: Vec<Orphan<T>>,
+    /// The ballot this node had promised when it was built: it forwards only in higher ones
+    /// of that configuration (see the module docs). Forwards in other configurations never
+    /// meet: a node acts only on its own configuration's.
+    fence: Ballot,
+    /// The ballot whose leader we last asked for a higher one.
+    asked: Option<Ballot>,
 }
 
 impl<T: Entry> Forwarder<T> {
-    pub(crate) fn new() -> Self {
+    /// A forwarder for a node that had promised `fence` when it was built.
+    pub(crate) fn new(fence: Ballot) -> Self {
         Forwarder {
             unsent: Vec::new(),
             session: None,
             in_flight: VecDeque::new(),
             orphans: Vec::new(),
+            fence,
+            asked: None,
         }
     }
 
@@ -118,11 +139,13 @@ impl<T: Entry> Forwarder<T> {
         }
     }
 
-    /// `leader` opened session `id` for us, in which it expects proposal `next_seq` next. The
-    /// first session per leader is kept: an extra one (from a duplicated promise) would strand
-    /// what is in flight in the first. A session we open is numbered on from `next_seq`: the
-    /// leader may have kept it from before we restarted, and takes each number once.
-    pub(crate) fn open_session(&mut self, leader: Ballot, id: u64, next_seq: u64) {
+    /// `leader` opened session `id` for us. The first session per leader is kept: an extra one
+    /// (from a duplicated promise) would strand what is in flight in the first. Refused at or
+    /// below the fence: an earlier incarnation of ours may have forwarded in that ballot.
+    pub(crate) fn open_session(&mut self, leader: Ballot, id: u64) {
+        if self.fenced(leader) {
+            return;
+        }
         match self.session {
             Some(s) if s.leader == leader => {}
             _ => {
@@ -130,10 +153,27 @@ impl<T: Entry> Forwarder<T> {
                 self.session = Some(Session {
                     leader,
                     id,
-                    next_seq,
+                    next_seq: 0,
                 });
             }
         }
+    }
+
+    /// Whether an earlier incarnation of ours may have forwarded in ballot `n`.
+    fn fenced(&self, n: Ballot) -> bool {
+        n.config_id == self.fence.config_id && n <= self.fence
+    }
+
+    /// Whether to ask the leader of `promise` (which we follow in its accept phase) for a
+    /// higher ballot: we may not forward in this one and have proposals waiting. `again`: also
+    /// if we asked already (a resend).
+    pub(crate) fn should_ask_new_ballot(&mut self, promise: Ballot, again: bool) -> bool {
+        let waiting = !self.unsent.is_empty() || !self.orphans.is_empty();
+        if !self.fenced(promise) || !waiting || (!again && self.asked == Some(promise)) {
+            return false;
+        }
+        self.asked = Some(promise);
+        true
     }
 
     /// Orphans handed back by a leader state that never got to check them.
@@ -277,11 +317,11 @@ impl<T: Entry> Forwarder<T> {
     }
 }
 
-/// At most this many sessions are remembered per follower (older ones belong to incarnations
-/// that crashed). Generous: every promise without a session opens one, and a follower keeps the
-/// first that reaches it, so under message loss the one in use can be an early one; forgotten,
-/// its proposals would never be acknowledged (found by the simulator with 4).
-const SESSIONS_PER_PEER: usize = 1024;
+/// At most this many sessions are remembered per follower, oldest dropped first (a bound for
+/// hostile input). A promise without a session gets the newest session if nothing was
+/// forwarded in it yet, so a follower has the one it forwards in (it forwards in one session
+/// per ballot) and at most one unused.
+const SESSIONS_PER_PEER: usize = 8;
 
 /// A follower's session at the leader.
 #[derive(Copy, Clone, Debug)]
@@ -302,13 +342,18 @@ pub(crate) struct ForwardSessions {
 }
 
 impl ForwardSessions {
-    /// The session for `peer` after its promise: the one it holds if we know it, else a new one.
+    /// The session for `peer` after its promise: the one it holds if we know it, else the
+    /// newest if nothing was forwarded in it (the peer may hold that one already, from an earlier
+    /// sync), else a new one.
     pub(crate) fn session_for_promise(&mut self, peer: NodeId, held: Option<u64>) -> u64 {
         let sessions = self.by_peer.entry(peer).or_default();
         if let Some(id) = held {
             if sessions.iter().any(|s| s.id == id) {
                 return id;
             }
+        }
+        if let Some(s) = sessions.last().filter(|s| s.next_seq == 0) {
+            return s.id;
         }
         self.next_id += 1;
         let id = self.next_id;
@@ -321,14 +366,6 @@ impl ForwardSessions {
             unflushed_from: None,
         });
         id
-    }
-
-    /// The next proposal number session `id` of `peer` expects (0 for an unknown session).
-    pub(crate) fn next_seq(&self, peer: NodeId, id: u64) -> u64 {
-        self.by_peer
-            .get(&peer)
-            .and_then(|v| v.iter().find(|s| s.id == id))
-            .map_or(0, |s| s.next_seq)
     }
 
     fn get(&mut self, peer: NodeId, id: u64) -> Option<&mut PeerSession> {
@@ -380,5 +417,81 @@ impl ForwardSessions {
             session: id,
             next_seq: s.unflushed_from.unwrap_or(s.next_seq),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::NoSnapshot;
+
+    #[derive(Clone, Debug)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    struct E(u64);
+
+    impl Entry for E {
+        type Snapshot = NoSnapshot;
+    }
+
+    fn sent(f: &mut Forwarder<E>) -> Vec<ProposalForward<E>> {
+        let mut out = Vec::new();
+        f.flush(1, 100, true, 0, &mut |_, m| {
+            if let PaxosMsg::ProposalForward(p) = m {
+                out.push(p)
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn a_restarted_node_forwards_only_above_the_ballot_it_had_promised() {
+        let fence = Ballot::with(1, 4, 0, 3);
+        let mut f = Forwarder::new(fence);
+        f.push(E(1));
+        // The leader it promised before the crash: no session, and it asks for a higher ballot,
+        // once (and again only at a resend).
+        f.open_session(fence, 7);
+        assert!(sent(&mut f).is_empty());
+        assert!(f.should_ask_new_ballot(fence, false));
+        assert!(!f.should_ask_new_ballot(fence, false));
+        assert!(f.should_ask_new_ballot(fence, true));
+        // The same leader in a higher ballot: a session, numbered from 0.
+        let next = Ballot::with(1, 5, 0, 3);
+        assert!(!f.should_ask_new_ballot(next, false));
+        f.open_session(next, 8);
+        let p = sent(&mut f);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].n, p[0].session, p[0].first_seq), (next, 8, 0));
+        // A ballot of another configuration is never fenced (its forwards cannot meet ours).
+        let other = Ballot::with(2, 1, 0, 3);
+        let mut g = Forwarder::<E>::new(fence);
+        g.push(E(2));
+        assert!(!g.should_ask_new_ballot(other, false));
+        g.open_session(other, 1);
+        assert_eq!(sent(&mut g).len(), 1);
+    }
+
+    #[test]
+    fn nothing_to_forward_asks_for_nothing() {
+        let fence = Ballot::with(1, 4, 0, 3);
+        let mut f = Forwarder::<E>::new(fence);
+        assert!(!f.should_ask_new_ballot(fence, true));
+    }
+
+    #[test]
+    fn a_promise_without_a_session_gets_the_newest_unused_one() {
+        let mut s = ForwardSessions::default();
+        let a = s.session_for_promise(2, None);
+        assert_eq!(s.session_for_promise(2, None), a, "unused: given again");
+        assert_eq!(s.receive(2, a, 0, 3), Some(0));
+        let b = s.session_for_promise(2, None);
+        assert_ne!(b, a, "used: a new one");
+        assert_eq!(s.session_for_promise(2, Some(a)), a, "the held one");
+        assert_eq!(s.session_for_promise(2, None), b);
+        assert_ne!(s.session_for_promise(3, None), b, "per peer");
+        // Numbering: a repeat is skipped, a gap is refused, the rest is taken.
+        assert_eq!(s.receive(2, a, 1, 4), Some(2));
+        assert_eq!(s.receive(2, a, 9, 1), None);
+        assert_eq!(s.receive(2, 99, 0, 1), None, "unknown session");
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     ballot_leader_election::Ballot,
     messages::sequence_paxos::{
         AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardRun, ForwardStopSign,
-        LogSync, NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise,
+        LogSync, NewBallotReq, NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise,
         ProposalForward, ResyncReq,
     },
     quorum::quorum_index,
@@ -387,7 +387,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         };
         let n = l.n;
         let session = l.forward_sessions.session_for_promise(pid, held_session);
-        let forward_next_seq = l.forward_sessions.next_seq(pid, session);
         let Some(pr) = l.progress_mut(pid) else {
             return;
         };
@@ -414,7 +413,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 decided_idx,
                 log_sync,
                 forward_session: session,
-                forward_next_seq,
             }),
         );
     }
@@ -864,6 +862,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         };
         if let Some(ack) = l.forward_sessions.ack(l.n, from, f.session) {
             self.send(from, PaxosMsg::ForwardAck(ack));
+        }
+    }
+
+    /// A follower that restarted under our ballot asks us to lead on in a higher one, so that it
+    /// can forward (see [`super::forwarding`]). The leader election takes it, if we still lead.
+    pub(super) fn handle_new_ballot_req(&mut self, r: NewBallotReq) {
+        let ours = self.leader.as_ref().is_some_and(|l| l.n == r.n);
+        if ours && self.phase == Phase::Accept && !self.is_stopped() {
+            self.new_ballot_wanted = Some(r.n);
         }
     }
 

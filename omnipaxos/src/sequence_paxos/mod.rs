@@ -100,6 +100,8 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     election_timeout: u64,
     /// A peer promised a ballot above ours; the leader election takes it into account.
     higher_promise: Option<Ballot>,
+    /// Leader: a follower asked us to lead on in a ballot above this one (ours).
+    new_ballot_wanted: Option<Ballot>,
 }
 
 impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
@@ -110,6 +112,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let quorum = Quorum::new(nodes.len(), cfg.cluster_config.flexible_quorum);
         let (storage, recovered) = InternalStorage::load(storage);
         let origins = Origins::new(storage.log_end());
+        // What we promised before this incarnation (see `forwarding`).
+        let fence = storage.promise();
         let mut sp = SequencePaxos {
             pid,
             config_id: cfg.cluster_config.configuration_id,
@@ -120,7 +124,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             storage,
             phase: Phase::Idle,
             leader: None,
-            forwarder: Forwarder::new(),
+            forwarder: Forwarder::new(fence),
             origins,
             stats: NodeStats::default(),
             predecessor: None,
@@ -140,6 +144,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             resync_sent_at: None,
             election_timeout: cfg.server_config.election_tick_timeout,
             higher_promise: None,
+            new_ballot_wanted: None,
         };
         let recovered = recovered.filter(|b| *b != Ballot::default());
         let converted = sp.continue_predecessor();
@@ -448,6 +453,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::ProposalForward(f) => self.handle_proposal_forward(from, f),
             PaxosMsg::ForwardAck(a) => self.forwarder.handle_ack(&a),
             PaxosMsg::ForwardStopSign(f) => self.handle_forward_stopsign(f),
+            PaxosMsg::NewBallotReq(r) => self.handle_new_ballot_req(r),
             PaxosMsg::Compaction(c) => self.handle_compaction(from, c),
             PaxosMsg::Migration(_) => {}
         }
@@ -506,9 +512,32 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.forwarder.push(entry);
                 let batch = self.batch_size;
                 self.flush_forwards(batch, false);
+                self.ask_for_new_ballot(false);
             }
         }
         Ok(())
+    }
+
+    /// A follower that may not forward in its leader's ballot (it promised it before it was
+    /// built: see [`forwarding`]) and has proposals waiting asks the leader for a higher ballot;
+    /// once per ballot, and again at resends (`again`).
+    fn ask_for_new_ballot(&mut self, again: bool) {
+        let prom = self.storage.promise();
+        if self.leader.is_some() || self.phase != Phase::Accept || prom.pid == self.pid {
+            return;
+        }
+        if self.forwarder.should_ask_new_ballot(prom, again) {
+            self.send(
+                prom.pid,
+                PaxosMsg::NewBallotReq(crate::messages::sequence_paxos::NewBallotReq { n: prom }),
+            );
+        }
+    }
+
+    /// Leader: a follower asked us to lead on in a ballot above this one (ours, in the accept
+    /// phase when asked).
+    pub(crate) fn take_new_ballot_wanted(&mut self) -> Option<Ballot> {
+        self.new_ballot_wanted.take()
     }
 
     /// Proposes a stop sign. Errors if the configuration is already stopped.
@@ -580,6 +609,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             let out = &mut self.outgoing;
             self.forwarder
                 .resend(&mut |to, msg| out.push(PaxosMessage { from: pid, to, msg }));
+            self.ask_for_new_ballot(true);
             if self.storage.stopsign().is_none() {
                 self.forward_stopsign();
             } else {

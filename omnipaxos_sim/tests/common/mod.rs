@@ -31,6 +31,7 @@ pub fn kind(m: &Message<SimEntry>) -> &'static str {
             PaxosMsg::ProposalForward(_) => "ProposalForward",
             PaxosMsg::ForwardAck(_) => "ForwardAck",
             PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
+            PaxosMsg::NewBallotReq(_) => "NewBallotReq",
             PaxosMsg::Compaction(_) => "Compaction",
             PaxosMsg::Migration(m) => match m {
                 MigrationMsg::Offer { .. } => "MigrationOffer",
