@@ -43,6 +43,9 @@ pub mod sequence_paxos {
         pub n_accepted: Ballot,
         /// The end of the leader's log (absolute, including a stop sign).
         pub accepted_idx: usize,
+        /// From where the leader knows the runs of forwarded proposals in its log (it may have
+        /// restarted): a follower sends those of its log below it.
+        pub runs_known_from: usize,
     }
 
     /// A run of forwarded proposals in the log: entries `idx..idx + len` are the proposals
@@ -64,6 +67,18 @@ pub mod sequence_paxos {
         pub session: u64,
         /// Number of the first proposal in the session.
         pub seq: u64,
+    }
+
+    /// The runs of forwarded proposals in a stretch of the sender's log, as far as it knows them:
+    /// `runs` holds every run from `known_from` on (to the end of the stretch); before that,
+    /// entries of the stretch may be forwarded proposals it does not know of.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+    pub struct ForwardedRuns {
+        /// Absolute index from which `runs` is complete.
+        pub known_from: usize,
+        /// The runs, by index, clipped to the stretch.
+        pub runs: Vec<ForwardRun>,
     }
 
     /// Proposals forwarded earlier to another leader that never acknowledged them: the leader
@@ -106,8 +121,10 @@ pub mod sequence_paxos {
         pub snapshot_from: usize,
         /// The stop sign that ends the log, if any.
         pub stopsign: Option<StopSign>,
-        /// The forwarded runs in `suffix`, or `None` if the sender does not know them all.
-        pub forwarded: Option<Vec<ForwardRun>>,
+        /// The forwarded runs in `suffix`; when the sync replaces the receiver's prefix (a
+        /// snapshot, a compacted prefix) also those of the decided entries just before
+        /// `sync_idx` that the sender still knows.
+        pub forwarded: ForwardedRuns,
         /// The sender's log below `sync_idx` is compacted without a snapshot (a trim, or a
         /// predecessor's log it still pulls) and the receiver is behind it: the receiver takes
         /// that prefix as compacted too (decided, without entries).
@@ -131,9 +148,15 @@ pub mod sequence_paxos {
         /// The end of the follower's log (absolute, including a stop sign).
         pub accepted_idx: usize,
         /// The follower's log beyond what the leader reported, if it may be more up to date.
-        pub log_sync: Option<LogSync<T>>,
+        pub log_sync: Option<Box<LogSync<T>>>,
         /// The forwarding session the follower holds for this ballot (`None` after a restart).
         pub forward_session: Option<u64>,
+        /// The runs of the follower's log below `runs_end` (at most the leader's
+        /// `Prepare::runs_known_from`), as far as it knows them. The leader takes those of
+        /// entries its log shares: decided ones, and those of logs accepted in the same round.
+        pub runs: ForwardedRuns,
+        /// Where `runs` ends.
+        pub runs_end: usize,
     }
 
     /// The leader sets the follower's log to its own, from `log_sync.sync_idx` on.
@@ -172,8 +195,8 @@ pub mod sequence_paxos {
         pub start_idx: usize,
         /// The entries.
         pub entries: Vec<T>,
-        /// The forwarded runs among the entries, or `None` if the leader does not know them all.
-        pub forwarded: Option<Vec<ForwardRun>>,
+        /// The forwarded runs among the entries.
+        pub forwarded: ForwardedRuns,
     }
 
     /// The leader appends a stop sign at absolute index `idx`.
@@ -256,18 +279,27 @@ pub mod sequence_paxos {
         /// Set when these proposals were forwarded before to a leader that never acknowledged
         /// them.
         pub previous: Option<PreviousForward>,
+        /// The follower has taken in the acknowledgements of all proposals numbered below this
+        /// (the leader may forget which of those it gave up).
+        pub acked: u64,
     }
 
-    /// The leader has appended (to its log) the forwarded proposals numbered below `next_seq`.
-    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    /// The leader is done with the forwarded proposals numbered below `next_seq`: they are in
+    /// its log, except those in `given_up`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
     #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
     pub struct ForwardAck {
         /// The leader's ballot.
         pub n: Ballot,
         /// The forwarding session.
         pub session: u64,
-        /// All proposals of the session numbered below this are in the leader's log.
+        /// All proposals of the session numbered below this are in the leader's log, or given up.
         pub next_seq: u64,
+        /// Numbers `start..end` of proposals the leader did not append: forwarded before to a
+        /// leader that never acknowledged them, they may be in the log already and the leader
+        /// could not tell (it lacks the history, after restarts), or the configuration was
+        /// stopped. The follower hands them back to the application as uncertain.
+        pub given_up: Vec<(u64, u64)>,
     }
 
     /// A follower asks the leader of ballot `n` to lead on in a higher ballot, so that it can

@@ -126,9 +126,9 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// accepted it: watch [`get_decided_idx`](Self::get_decided_idx).
     ///
     /// Like any consensus log, an entry that has not reached a quorum may be lost when its leader
-    /// fails (and a forward in flight when the leader changes is given up rather than risk
-    /// deciding it twice): an application that must not lose a request re-appends it if it is
-    /// not decided in time, and deduplicates (as `omnipaxos_kv` does).
+    /// fails: an application that must not lose a request re-appends it if it is not decided in
+    /// time, and deduplicates (as `omnipaxos_kv` does). A forward whose fate the library cannot
+    /// know comes back through [`take_uncertain_appends`](Self::take_uncertain_appends).
     ///
     /// Errors with [`ProposeErr::PendingReconfigEntry`] (giving the entry back) once the
     /// configuration is being stopped by a reconfiguration.
@@ -138,6 +138,24 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         self.sp
             .append(entry)
             .map_err(ProposeErr::PendingReconfigEntry)
+    }
+
+    /// Takes the appends made on this node whose fate the library cannot know, oldest first.
+    ///
+    /// An append forwarded to a leader that is replaced before it acknowledges it is retried
+    /// with the next leader, which appends it unless its log holds it already. When that leader
+    /// cannot tell (it lacks the history of its log, after restarts), it gives the append up
+    /// rather than risk deciding it twice, and it comes back here; so do appends still waiting
+    /// here when the configuration is stopped. Each may or may not be decided: re-append those
+    /// your application deduplicates (as `omnipaxos_kv` does), and report the others as of
+    /// unknown outcome. Nothing is lost without coming back here, except with a crash of this
+    /// node or as any consensus log loses entries whose leader fails before a quorum has them.
+    ///
+    /// Kept until taken (the newest 10,000; [`NodeStats::uncertain_appends`] counts them all), and
+    /// carried over by [`start_next_config`](Self::start_next_config).
+    #[must_use = "the appends handed back are lost unless the application acts on them"]
+    pub fn take_uncertain_appends(&mut self) -> Vec<T> {
+        self.sp.take_uncertain_appends()
     }
 
     /// Proposes to stop this configuration and continue the log in `new_configuration`, with
@@ -221,7 +239,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         }
         let notice = self.sp.stop_notice();
         let old_nodes = self.sp.members().to_vec();
-        let mut next = OmniPaxos::new(cfg, self.sp.into_storage());
+        let mut sp = self.sp;
+        let uncertain = sp.take_uncertain_appends();
+        let mut next = OmniPaxos::new(cfg, sp.into_storage());
+        next.sp.keep_uncertain_appends(uncertain);
         // The old configuration's servers that missed the stop learn it from our offers.
         next.sp.offer_also_to(&old_nodes);
         if let Some((ss, prefix)) = notice {

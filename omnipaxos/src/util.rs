@@ -110,6 +110,9 @@ pub struct NodeStats {
     /// Forwarded proposals this node, as leader, gave up: it could not tell whether they were in
     /// its log already (its knowledge was partial), or the configuration was stopped.
     pub abandoned_forwards: u64,
+    /// Appends made on this node that were handed back as uncertain (see
+    /// [`OmniPaxos::take_uncertain_appends`](crate::OmniPaxos::take_uncertain_appends)).
+    pub uncertain_appends: u64,
     /// Pulls of a stopped configuration's log given up because no server had it any more (all
     /// compacted it without a snapshot); the node keeps it as a compacted prefix.
     pub abandoned_migrations: u64,

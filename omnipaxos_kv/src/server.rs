@@ -225,6 +225,7 @@ pub async fn run_server(settings: ServerSettings) -> Result<(), ServerError> {
                 return Ok(());
             }
         }
+        state.retry_uncertain();
         state.flush();
         state.apply_decided()?;
     }
@@ -338,6 +339,26 @@ impl State {
                     kv_cmd: cmd,
                 };
                 if let Err(e) = self.node.append(command) {
+                    self.reply(
+                        conn,
+                        &ServerReply::Refused(id, format!("cannot append: {e:?}")),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Commands the node handed back as of unknown outcome (their forward was given up) are
+    /// appended again: the map applies a command once however often it is decided.
+    fn retry_uncertain(&mut self) {
+        for cmd in self.node.take_uncertain_appends() {
+            debug!(
+                "server {}: command {} of client {} came back uncertain, appended again",
+                self.me, cmd.id, cmd.client_id
+            );
+            let (id, client_id) = (cmd.id, cmd.client_id);
+            if let Err(e) = self.node.append(cmd) {
+                if let Some(&conn) = self.routes.get(&client_id) {
                     self.reply(
                         conn,
                         &ServerReply::Refused(id, format!("cannot append: {e:?}")),

@@ -200,6 +200,11 @@ pub struct SimStats {
     pub decided_after_reconfiguration: u64,
     /// Old logs pulled in full by joining servers.
     pub migrations: u64,
+    /// Forwarded proposals leaders gave up (`NodeStats::abandoned_forwards`): they could not
+    /// tell whether they held them already.
+    pub abandoned_forwards: u64,
+    /// Appends handed back to the application as uncertain (`NodeStats::uncertain_appends`).
+    pub uncertain_appends: u64,
     /// The network's counts.
     pub net: NetStats,
 }
@@ -391,6 +396,20 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                     .filter_map(|n| n.op.as_ref())
                     .map(|o| o.get_stats().migrations_completed)
                     .sum::<u64>(),
+            abandoned_forwards: self.stats.abandoned_forwards
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.op.as_ref())
+                    .map(|o| o.get_stats().abandoned_forwards)
+                    .sum::<u64>(),
+            uncertain_appends: self.stats.uncertain_appends
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.op.as_ref())
+                    .map(|o| o.get_stats().uncertain_appends)
+                    .sum::<u64>(),
             reconfigurations: self.checker.configurations().saturating_sub(1) as u64,
             decided_after_reconfiguration: self.checker.decided_after_first_config() as u64,
             net: self.net.stats(),
@@ -554,6 +573,8 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             self.stats.crashes += 1;
             self.stats.snapshot_installs += op.get_stats().snapshot_installs;
             self.stats.migrations += op.get_stats().migrations_completed;
+            self.stats.abandoned_forwards += op.get_stats().abandoned_forwards;
+            self.stats.uncertain_appends += op.get_stats().uncertain_appends;
             if op.get_current_leader() == Some((pid, true)) {
                 self.stats.leader_crashes_in_accept += 1;
             }

@@ -37,6 +37,8 @@ fn add(t: &mut Totals, s: &SimStats) {
     t.stats.reconfigurations += s.reconfigurations;
     t.stats.decided_after_reconfiguration += s.decided_after_reconfiguration;
     t.stats.migrations += s.migrations;
+    t.stats.abandoned_forwards += s.abandoned_forwards;
+    t.stats.uncertain_appends += s.uncertain_appends;
     t.stats.net.sent += s.net.sent;
     t.stats.net.dropped += s.net.dropped;
     t.stats.net.duplicated += s.net.duplicated;
@@ -119,6 +121,10 @@ fn check_non_vacuous(t: &Totals) {
     assert!(
         t.reconfiguring_seeds * 10 >= t.seeds,
         "fewer than a tenth of the seeds reconfigure: {t:?}"
+    );
+    assert!(
+        t.stats.uncertain_appends > 0,
+        "no append was ever handed back as uncertain: {t:?}"
     );
     assert!(
         t.stats.decided_after_reconfiguration > 0 && t.stats.migrations > 0,

@@ -23,6 +23,15 @@ fn append_and_read() {
     assert!(cluster.run_until(100, |c| c.all_decided(2)));
     // ANCHOR_END: append
 
+    // ANCHOR: uncertain
+    // Each tick (or after handling messages): appends whose fate is unknown come back.
+    for entry in cluster.node(follower).take_uncertain_appends() {
+        // A put: deciding it twice does no harm, so it is appended again.
+        cluster.node(follower).append(entry).expect("not stopped");
+    }
+    // ANCHOR_END: uncertain
+    assert_eq!(cluster.node(follower).get_stats().uncertain_appends, 0);
+
     // ANCHOR: apply
     /// A state machine that applies the decided log in order, each entry exactly once.
     #[derive(Default)]

@@ -107,7 +107,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             ops.push(StorageOp::SetSnapshot(None));
         }
         self.storage.write(ops, "trim");
-        self.origins.prune(idx);
     }
 
     fn snapshot_local(&mut self, idx: usize) {
@@ -118,7 +117,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 vec![StorageOp::Trim(idx), StorageOp::SetCompactedIdx(idx)],
                 "snapshot_without_base",
             );
-            self.origins.prune(idx);
             return;
         }
         let snapshot = self.decided_snapshot(idx);
@@ -130,7 +128,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             ],
             "snapshot",
         );
-        self.origins.prune(idx);
         self.stats.snapshots_taken += 1;
     }
 

@@ -4,7 +4,7 @@ use super::{sync::PeerLog, Phase, SequencePaxos};
 use crate::{
     ballot_leader_election::Ballot,
     messages::sequence_paxos::{
-        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardRun, NotAccepted,
+        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardedRuns, NotAccepted,
         PaxosMsg, Prepare, PrepareReq, Promise, ResyncReq,
     },
     storage::{Entry, StopSign, Storage, StorageOp},
@@ -81,12 +81,23 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             decided: p.decided_idx,
         };
         let log_sync = if na > p.n_accepted {
-            Some(self.log_sync_for(p.decided_idx, leader_log))
+            Some(Box::new(self.log_sync_for(p.decided_idx, leader_log)))
         } else if na == p.n_accepted && la > p.accepted_idx {
-            Some(self.log_sync_for(p.accepted_idx, leader_log))
+            Some(Box::new(self.log_sync_for(p.accepted_idx, leader_log)))
         } else {
             None
         };
+        // The leader may lack the runs of forwarded entries it holds (it restarted): ours of the
+        // entries it shares with us are the same.
+        let log_end = self.storage.log_end();
+        let runs_end = p.runs_known_from.min(log_end);
+        let runs_from = self
+            .storage
+            .decided_idx()
+            .min(log_end)
+            .saturating_sub(self.runs_horizon())
+            .min(runs_end);
+        let runs = self.origins.runs_in(runs_from, runs_end);
         let promise = Promise {
             n: p.n,
             n_accepted: na,
@@ -94,6 +105,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             accepted_idx: la,
             log_sync,
             forward_session: self.forwarder.session_for(p.n),
+            runs,
+            runs_end,
         };
         self.send(from, PaxosMsg::Promise(promise));
     }
@@ -125,7 +138,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                         }
                         Ok(Some(ops)) => {
                             self.storage.write(ops, "install_snapshot");
-                            self.origins.hidden_below(self.storage.compacted_idx());
+                            self.origins.replace_prefix(s.sync_idx, &s.forwarded);
                             self.stats.snapshot_installs += 1;
                             self.check_migration_superseded();
                         }
@@ -134,8 +147,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 } else if let Some(ops) = self.compacted_prefix_ops(s.compacted_prefix, s.sync_idx)
                 {
                     self.storage.write(ops, "adopt_compacted_prefix");
-                    self.origins.hidden_below(self.storage.compacted_idx());
-                    self.origins.prune(self.storage.compacted_idx());
+                    self.origins.replace_prefix(s.sync_idx, &s.forwarded);
                     self.check_migration_superseded();
                 }
                 let extended = self.extend_in_ballot(
@@ -143,7 +155,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     s.suffix,
                     s.stopsign,
                     a.decided_idx,
-                    s.forwarded,
+                    &s.forwarded,
                 );
                 if !extended {
                     return;
@@ -175,7 +187,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(super) fn handle_accept_decide(&mut self, from: NodeId, a: AcceptDecide<T>) {
         match self.standing(from, a.n) {
             Standing::Synced => {
-                if self.extend_in_ballot(a.start_idx, a.entries, None, a.decided_idx, a.forwarded) {
+                if self.extend_in_ballot(a.start_idx, a.entries, None, a.decided_idx, &a.forwarded)
+                {
                     self.accepted_owed = true;
                 }
             }
@@ -188,7 +201,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         match self.standing(from, a.n) {
             Standing::Synced => {
                 let decided = self.storage.decided_idx();
-                if self.extend_in_ballot(a.idx, Vec::new(), Some(a.ss), decided, Some(Vec::new())) {
+                let none = ForwardedRuns::default();
+                if self.extend_in_ballot(a.idx, Vec::new(), Some(a.ss), decided, &none) {
                     self.accepted_owed = true;
                 }
             }
@@ -216,7 +230,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         mut entries: Vec<T>,
         stopsign: Option<StopSign>,
         decided: usize,
-        forwarded: Option<Vec<ForwardRun>>,
+        forwarded: &ForwardedRuns,
     ) -> bool {
         let log_end = self.storage.log_end();
         if start > log_end {

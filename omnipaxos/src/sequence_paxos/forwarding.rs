@@ -75,7 +75,15 @@ pub(crate) struct Forwarder<T> {
     fence: Ballot,
     /// The ballot whose leader we last asked for a higher one.
     asked: Option<Ballot>,
+    /// Appends of ours the library gave up on (see `give_back`), newest last; at most
+    /// `UNCERTAIN_KEPT`.
+    uncertain: VecDeque<T>,
+    /// How many appends were ever given back (kept or not).
+    uncertain_total: u64,
 }
+
+/// At most this many appends given back wait to be taken; older ones are dropped (still counted).
+const UNCERTAIN_KEPT: usize = 10_000;
 
 impl<T: Entry> Forwarder<T> {
     /// A forwarder for a node that had promised `fence` when it was built.
@@ -87,7 +95,41 @@ impl<T: Entry> Forwarder<T> {
             orphans: Vec::new(),
             fence,
             asked: None,
+            uncertain: VecDeque::new(),
+            uncertain_total: 0,
         }
+    }
+
+    /// Appends of ours whose fate the library cannot know (given up by a leader, or left when
+    /// the configuration stopped), for the application.
+    pub(crate) fn give_back(&mut self, entries: impl IntoIterator<Item = T>) {
+        for e in entries {
+            self.uncertain_total += 1;
+            if self.uncertain.len() == UNCERTAIN_KEPT {
+                self.uncertain.pop_front();
+            }
+            self.uncertain.push_back(e);
+        }
+    }
+
+    /// Takes the appends given back so far, oldest first.
+    pub(crate) fn take_uncertain(&mut self) -> Vec<T> {
+        self.uncertain.drain(..).collect()
+    }
+
+    /// How many appends were ever given back.
+    pub(crate) fn uncertain_total(&self) -> u64 {
+        self.uncertain_total
+    }
+
+    /// The configuration stopped: nothing waiting here will reach its log any more (and what
+    /// is in flight may or may not have).
+    pub(crate) fn give_back_all(&mut self) {
+        self.session = None;
+        let unsent = std::mem::take(&mut self.unsent);
+        let in_flight: Vec<T> = self.in_flight.drain(..).flat_map(|b| b.entries).collect();
+        let orphans: Vec<T> = self.orphans.drain(..).flat_map(|o| o.entries).collect();
+        self.give_back(in_flight.into_iter().chain(orphans).chain(unsent));
     }
 
     pub(crate) fn push(&mut self, entry: T) {
@@ -193,6 +235,7 @@ impl<T: Entry> Forwarder<T> {
 
     fn send_batch(
         s: &mut Session,
+        acked: u64,
         batch: Batch<T>,
         out: &mut impl FnMut(NodeId, PaxosMsg<T>),
     ) -> Batch<T> {
@@ -204,9 +247,15 @@ impl<T: Entry> Forwarder<T> {
                 first_seq: batch.first_seq,
                 entries: batch.entries.clone(),
                 previous: batch.previous,
+                acked,
             }),
         );
         batch
+    }
+
+    /// Below which number every acknowledgement of the session was taken in.
+    fn acked(&self, s: &Session) -> u64 {
+        self.in_flight.front().map_or(s.next_seq, |b| b.first_seq)
     }
 
     /// Sends orphans (tagged with their old identity) and, on `force` or a full batch, the
@@ -220,6 +269,9 @@ impl<T: Entry> Forwarder<T> {
         decided_idx: usize,
         out: &mut impl FnMut(NodeId, PaxosMsg<T>),
     ) {
+        let Some(acked) = self.session.map(|s| self.acked(&s)) else {
+            return;
+        };
         let Some(s) = self.session.as_mut() else {
             return;
         };
@@ -232,7 +284,7 @@ impl<T: Entry> Forwarder<T> {
                 previous: Some(o.previous),
                 min_idx: decided_idx,
             };
-            let b = Self::send_batch(s, b, out);
+            let b = Self::send_batch(s, acked, b, out);
             self.in_flight.push_back(b);
         }
         if self.unsent.is_empty() || (!force && self.unsent.len() < batch_size) {
@@ -249,6 +301,7 @@ impl<T: Entry> Forwarder<T> {
             s.next_seq = s.next_seq.wrapping_add(entries.len() as u64);
             let b = Self::send_batch(
                 s,
+                acked,
                 Batch {
                     first_seq,
                     entries,
@@ -265,9 +318,10 @@ impl<T: Entry> Forwarder<T> {
     /// Sends again what is in flight, consecutive batches of new proposals as one message (so
     /// one delivery repairs a whole run of lost or reordered ones).
     pub(crate) fn resend(&mut self, out: &mut impl FnMut(NodeId, PaxosMsg<T>)) {
-        let Some(s) = self.session.as_mut() else {
+        let Some(s) = self.session else {
             return;
         };
+        let acked = self.acked(&s);
         let mut pending: Option<ProposalForward<T>> = None;
         for b in self.in_flight.iter() {
             if let Some(p) = &mut pending {
@@ -286,6 +340,7 @@ impl<T: Entry> Forwarder<T> {
                 first_seq: b.first_seq,
                 entries: b.entries.clone(),
                 previous: b.previous,
+                acked,
             });
         }
         if let Some(p) = pending {
@@ -293,27 +348,36 @@ impl<T: Entry> Forwarder<T> {
         }
     }
 
+    /// The leader is done with our proposals numbered below `ack.next_seq`: those it gave up
+    /// go back to the application.
     pub(crate) fn handle_ack(&mut self, ack: &ForwardAck) {
         let Some(s) = self.session else { return };
         if s.leader != ack.n || s.id != ack.session {
             return;
         }
+        let given_up = |seq: u64| ack.given_up.iter().any(|(a, b)| (*a..*b).contains(&seq));
+        let mut back = Vec::new();
         while let Some(b) = self.in_flight.front_mut() {
-            let end = b.first_seq.saturating_add(b.entries.len() as u64);
-            if end <= ack.next_seq {
-                self.in_flight.pop_front();
-            } else {
-                if ack.next_seq > b.first_seq {
-                    let k = (ack.next_seq - b.first_seq) as usize;
-                    b.entries.drain(..k);
-                    b.first_seq = b.first_seq.wrapping_add(k as u64);
-                    if let Some(p) = &mut b.previous {
-                        p.first_seq = p.first_seq.wrapping_add(k as u64);
-                    }
-                }
+            if ack.next_seq <= b.first_seq {
                 break;
             }
+            let end = b.first_seq.saturating_add(b.entries.len() as u64);
+            let k = (ack.next_seq.min(end) - b.first_seq) as usize;
+            let first = b.first_seq;
+            for (i, e) in b.entries.drain(..k).enumerate() {
+                if given_up(first.wrapping_add(i as u64)) {
+                    back.push(e);
+                }
+            }
+            b.first_seq = b.first_seq.wrapping_add(k as u64);
+            if let Some(p) = &mut b.previous {
+                p.first_seq = p.first_seq.wrapping_add(k as u64);
+            }
+            if b.entries.is_empty() {
+                self.in_flight.pop_front();
+            }
         }
+        self.give_back(back);
     }
 }
 
@@ -324,14 +388,20 @@ impl<T: Entry> Forwarder<T> {
 const SESSIONS_PER_PEER: usize = 8;
 
 /// A follower's session at the leader.
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 struct PeerSession {
     id: u64,
     /// Proposals numbered below this were taken (appended to the batch, or found or given up).
     next_seq: u64,
     /// The first proposal taken into the batch and not yet in the log, if any.
     unflushed_from: Option<u64>,
+    /// Numbers `start..end` of proposals taken but given up, ascending, not yet known to be
+    /// taken in by the follower (see `ProposalForward::acked`); at most `GIVEN_UP_KEPT`.
+    given_up: Vec<(u64, u64)>,
 }
+
+/// At most this many ranges of given-up proposals are remembered per session (oldest dropped).
+const GIVEN_UP_KEPT: usize = 64;
 
 /// The leader side: which forwarded proposals each session delivered.
 #[derive(Default)]
@@ -364,6 +434,7 @@ impl ForwardSessions {
             id,
             next_seq: 0,
             unflushed_from: None,
+            given_up: Vec::new(),
         });
         id
     }
@@ -392,6 +463,29 @@ impl ForwardSessions {
         Some(skip)
     }
 
+    /// The follower took in our acknowledgements below `acked`: what we gave up there is told.
+    pub(crate) fn taken_in(&mut self, peer: NodeId, id: u64, acked: u64) {
+        if let Some(s) = self.get(peer, id) {
+            s.given_up.retain(|(_, end)| *end > acked);
+        }
+    }
+
+    /// Proposal `seq` of the session is given up (taken, but not appended).
+    pub(crate) fn give_up(&mut self, peer: NodeId, id: u64, seq: u64) {
+        let Some(s) = self.get(peer, id) else {
+            return;
+        };
+        match s.given_up.last_mut() {
+            Some((_, end)) if *end == seq => *end = seq.saturating_add(1),
+            _ => {
+                if s.given_up.len() == GIVEN_UP_KEPT {
+                    s.given_up.remove(0);
+                }
+                s.given_up.push((seq, seq.saturating_add(1)));
+            }
+        }
+    }
+
     /// Proposal `seq` of the session went into the batch (not yet into the log).
     pub(crate) fn batched(&mut self, peer: NodeId, id: u64, seq: u64) {
         if let Some(s) = self.get(peer, id) {
@@ -412,10 +506,17 @@ impl ForwardSessions {
     /// found there, or given up).
     pub(crate) fn ack(&mut self, n: Ballot, peer: NodeId, id: u64) -> Option<ForwardAck> {
         let s = self.get(peer, id)?;
+        let next_seq = s.unflushed_from.unwrap_or(s.next_seq);
         Some(ForwardAck {
             n,
             session: id,
-            next_seq: s.unflushed_from.unwrap_or(s.next_seq),
+            next_seq,
+            given_up: s
+                .given_up
+                .iter()
+                .copied()
+                .filter(|(start, _)| *start < next_seq)
+                .collect(),
         })
     }
 }

@@ -14,8 +14,8 @@ use crate::{
     ballot_leader_election::Ballot,
     messages::sequence_paxos::{
         AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, ForwardRun, ForwardStopSign,
-        LogSync, NewBallotReq, NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise,
-        ProposalForward, ResyncReq,
+        ForwardedRuns, LogSync, NewBallotReq, NotAccepted, PaxosMessage, PaxosMsg, Prepare,
+        PrepareReq, Promise, ProposalForward, ResyncReq,
     },
     quorum::quorum_index,
     storage::{internal::InternalStorage, Entry, StopSign, Storage, StorageOp},
@@ -29,6 +29,9 @@ pub(crate) struct LeaderState<T: Entry> {
     progress: Vec<(NodeId, Progress)>,
     /// Log syncs of the promises collected in the prepare phase.
     promise_syncs: Vec<(NodeId, LogSync<T>)>,
+    /// Runs of the promisers' logs that we may lack, with what they tell of those logs; learned
+    /// once the log is adopted.
+    promise_runs: Vec<(ForwardedRuns, usize, PromiseInfo)>,
     /// The ballot in which the log adopted at the end of the prepare phase was accepted, and
     /// where that log's entries ended. A log accepted in that ballot agrees with ours up to the
     /// shorter of the two (both are prefixes of that ballot's leader's log), but not beyond:
@@ -64,6 +67,7 @@ impl<T: Entry> LeaderState<T> {
             n,
             progress: peers.iter().map(|p| (*p, Progress::Unpromised)).collect(),
             promise_syncs: Vec::new(),
+            promise_runs: Vec::new(),
             adopted_round: Ballot::default(),
             adopted_end: 0,
             pending: Vec::new(),
@@ -103,6 +107,21 @@ impl<T: Entry> LeaderState<T> {
             }
         }
         (own, self.orphans, self.pending_stopsign)
+    }
+
+    /// How far a promiser's log surely equals ours (once our log is adopted): its decided
+    /// entries (our adopted log holds every decided entry), and more if it accepted in our
+    /// round (its log is a prefix of ours) or in that of our adopted log (both are prefixes of
+    /// that round's log, up to where the adopted log ends).
+    fn shared_with(&self, info: &PromiseInfo) -> usize {
+        let same = if info.n_accepted == self.n {
+            info.accepted_idx
+        } else if info.n_accepted == self.adopted_round && self.adopted_round != Ballot::default() {
+            info.accepted_idx.min(self.adopted_end)
+        } else {
+            0
+        };
+        same.max(info.decided_idx)
     }
 
     /// What we know of each follower.
@@ -192,6 +211,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             decided_idx: self.reported_decided(),
             n_accepted: self.storage.accepted_round(),
             accepted_idx: self.storage.accepted_idx(),
+            runs_known_from: self.origins.known_from(),
         }
     }
 
@@ -240,11 +260,16 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 }
                 l.promise_syncs.retain(|(pid, _)| *pid != from);
                 if let Some(sync) = p.log_sync {
-                    l.promise_syncs.push((from, sync));
+                    l.promise_syncs.push((from, *sync));
                 }
+                l.promise_runs.push((p.runs, p.runs_end, info));
                 self.check_prepare_quorum();
             }
-            Phase::Accept => self.sync_follower(from, info),
+            Phase::Accept => {
+                let shared = l.shared_with(&info);
+                self.origins.fill_below(&p.runs, p.runs_end.min(shared));
+                self.sync_follower(from, info)
+            }
             Phase::Idle | Phase::Recover => {}
         }
     }
@@ -306,6 +331,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
         }
         l.promise_syncs.clear();
+        let promise_runs = std::mem::take(&mut l.promise_runs);
         let accepted = plan
             .as_ref()
             .map_or(self.storage.accepted_idx(), |p| p.accepted);
@@ -320,6 +346,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         self.phase = Phase::Accept;
         l.adopted_end = self.storage.log_end();
+        for (runs, end, info) in &promise_runs {
+            let shared = l.shared_with(info);
+            self.origins.fill_below(runs, (*end).min(shared));
+        }
         l.tail.clear();
         l.tail_start = self.storage.log_end();
         let promised: Vec<(NodeId, PromiseInfo)> = l
@@ -342,8 +372,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
             self.place_own_orphans(orphans);
         } else {
+            // The adopted log ends with a stop sign: nothing more goes into it.
             self.stats.abandoned_forwards +=
                 orphans.iter().map(|o| o.entries.len() as u64).sum::<u64>();
+            self.forwarder
+                .give_back(orphans.into_iter().flat_map(|o| o.entries).chain(pending));
         }
         self.leader_flush_batch();
         self.try_decide();
@@ -503,7 +536,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 match self.origins.holds(self.pid, p.n, p.session, seq, p.min_idx) {
                     Some(true) => {}
                     Some(false) => self.leader_append(e),
-                    None => self.stats.abandoned_forwards += 1,
+                    None => {
+                        self.stats.abandoned_forwards += 1;
+                        self.forwarder.give_back([e]);
+                    }
                 }
             }
         }
@@ -810,6 +846,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if f.n != l.n || self.phase != Phase::Accept {
             return;
         }
+        l.forward_sessions.taken_in(from, f.session, f.acked);
         let received = l
             .forward_sessions
             .receive(from, f.session, f.first_seq, f.entries.len());
@@ -854,6 +891,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     self.leader_append_forwarded(e, identity, f.session, seq);
                 } else {
                     self.stats.abandoned_forwards += 1;
+                    if let Some(l) = self.leader.as_mut() {
+                        let seq = f.first_seq.wrapping_add(k as u64);
+                        l.forward_sessions.give_up(from, f.session, seq);
+                    }
                 }
             }
         }

@@ -407,6 +407,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Starts offering our stopped log once the stop sign is decided (called after each input).
     pub(super) fn check_stopped(&mut self) {
+        if self.is_sealed() {
+            // Proposals still waiting to be forwarded will never reach this log.
+            self.forwarder.give_back_all();
+        }
         let offering_ours = self
             .offering
             .as_ref()

@@ -347,7 +347,21 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.leader.as_ref().map_or(0, |l| l.batched_len()) + self.forwarder.unsent_len()
     }
     pub(crate) fn stats(&self) -> NodeStats {
-        self.stats
+        NodeStats {
+            uncertain_appends: self.forwarder.uncertain_total(),
+            ..self.stats
+        }
+    }
+
+    /// Appends of this node whose fate the library cannot know (see
+    /// `OmniPaxos::take_uncertain_appends`).
+    pub(crate) fn take_uncertain_appends(&mut self) -> Vec<T> {
+        self.forwarder.take_uncertain()
+    }
+
+    /// Hands back appends taken from the node this one continues (`start_next_config`).
+    pub(crate) fn keep_uncertain_appends(&mut self, entries: Vec<T>) {
+        self.forwarder.give_back(entries);
     }
     pub(crate) fn storage(&self) -> &B {
         self.storage.backend()
@@ -534,6 +548,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
     }
 
+    /// How far below the decided index we keep the runs of forwarded entries (see `origins`).
+    pub(super) fn runs_horizon(&self) -> usize {
+        self.buffer_size.max(origins::RUNS_HORIZON)
+    }
+
     /// Leader: a follower asked us to lead on in a ballot above this one (ours, in the accept
     /// phase when asked).
     pub(crate) fn take_new_ballot_wanted(&mut self) -> Option<Ballot> {
@@ -594,9 +613,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             // A stopped configuration only serves its log.
             return;
         }
-        let keep_from = self.storage.decided_idx().saturating_sub(self.buffer_size);
-        self.origins
-            .prune(keep_from.max(self.storage.compacted_idx()));
+        let keep_from = self
+            .storage
+            .decided_idx()
+            .saturating_sub(self.runs_horizon());
+        self.origins.prune(keep_from);
         if self.leader.is_some() {
             self.leader_resend();
         } else {

@@ -10,7 +10,7 @@
 
 use super::SequencePaxos;
 use crate::{
-    messages::sequence_paxos::{ForwardRun, LogSync},
+    messages::sequence_paxos::{ForwardedRuns, LogSync},
     storage::{Entry, Snapshot, SnapshotType, Storage, StorageOp},
 };
 
@@ -29,9 +29,11 @@ pub(super) struct SyncPlan<T: Entry> {
     pub(super) end: usize,
     /// Our accepted index after (the stop sign counted).
     pub(super) accepted: usize,
-    pub(super) forwarded: Option<Vec<ForwardRun>>,
+    pub(super) forwarded: ForwardedRuns,
     /// Whether it installs a snapshot.
     pub(super) installs_snapshot: bool,
+    /// Whether it replaces our prefix up to `start` (a snapshot, or a compacted prefix).
+    pub(super) replaces_prefix: bool,
 }
 
 impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
@@ -93,13 +95,20 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         } else {
             (sync_idx, None, 0)
         };
+        // A receiver whose prefix this replaces also gets the runs of the decided entries just
+        // below it that we know, so that it can check forwards of those too when it leads.
+        let runs_from = if decided_snapshot.is_some() || compacted_prefix {
+            from.saturating_sub(self.runs_horizon())
+        } else {
+            from
+        };
         LogSync {
             decided_snapshot,
             suffix: self.entries_for_sync(from, log_end),
             sync_idx: from,
             snapshot_from,
             stopsign: self.storage.stopsign().cloned(),
-            forwarded: self.origins.runs_in(from, log_end),
+            forwarded: self.origins.runs_in(runs_from, log_end),
             compacted_prefix,
         }
     }
@@ -208,6 +217,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let mut log_end = self.storage.log_end();
         // Our prefix up to here is final (decided or compacted): keep it.
         let mut installs_snapshot = false;
+        let mut replaces_prefix = false;
         let mut keep = self
             .storage
             .decided_idx()
@@ -219,11 +229,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 log_end = log_end.max(sync_idx);
                 keep = sync_idx;
                 installs_snapshot = true;
+                replaces_prefix = true;
             }
         } else if let Some(trim_ops) = self.compacted_prefix_ops(compacted_prefix, sync_idx) {
             ops.extend(trim_ops);
             log_end = log_end.max(sync_idx);
             keep = sync_idx;
+            replaces_prefix = true;
         }
         let mut start = sync_idx;
         if start > log_end {
@@ -248,6 +260,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             accepted,
             forwarded,
             installs_snapshot,
+            replaces_prefix,
         })
     }
 
@@ -260,14 +273,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     ) {
         plan.ops.extend(extra);
         self.storage.write(plan.ops, what);
+        if plan.replaces_prefix {
+            self.origins.replace_prefix(plan.start, &plan.forwarded);
+        }
         self.origins
-            .apply_sync(plan.start, plan.forwarded, plan.end);
+            .apply_sync(plan.start, &plan.forwarded, plan.end);
         if plan.installs_snapshot {
-            // The entries below the snapshot's end reached us folded: their runs are unknown.
-            self.origins.hidden_below(plan.start);
             self.stats.snapshot_installs += 1;
         }
         self.check_migration_superseded();
-        self.origins.prune(self.storage.compacted_idx());
     }
 }
