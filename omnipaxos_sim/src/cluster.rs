@@ -378,38 +378,22 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     }
     /// Non-vacuity counters.
     pub fn stats(&self) -> SimStats {
+        // A counter summed over the running nodes (those that crashed were counted then).
+        let live = |f: fn(&omnipaxos::util::NodeStats) -> u64| -> u64 {
+            self.nodes
+                .iter()
+                .filter_map(|n| n.op.as_ref())
+                .map(|o| f(&o.get_stats()))
+                .sum()
+        };
         SimStats {
             ticks: self.now,
             decided: self.checker.decided_log().len() as u64,
             leader_changes: self.checker.leader_ballots().saturating_sub(1) as u64,
-            snapshot_installs: self.stats.snapshot_installs
-                + self
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.op.as_ref())
-                    .map(|o| o.get_stats().snapshot_installs)
-                    .sum::<u64>(),
-            migrations: self.stats.migrations
-                + self
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.op.as_ref())
-                    .map(|o| o.get_stats().migrations_completed)
-                    .sum::<u64>(),
-            abandoned_forwards: self.stats.abandoned_forwards
-                + self
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.op.as_ref())
-                    .map(|o| o.get_stats().abandoned_forwards)
-                    .sum::<u64>(),
-            uncertain_appends: self.stats.uncertain_appends
-                + self
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.op.as_ref())
-                    .map(|o| o.get_stats().uncertain_appends)
-                    .sum::<u64>(),
+            snapshot_installs: self.stats.snapshot_installs + live(|s| s.snapshot_installs),
+            migrations: self.stats.migrations + live(|s| s.migrations_completed),
+            abandoned_forwards: self.stats.abandoned_forwards + live(|s| s.abandoned_forwards),
+            uncertain_appends: self.stats.uncertain_appends + live(|s| s.uncertain_appends),
             reconfigurations: self.checker.configurations().saturating_sub(1) as u64,
             decided_after_reconfiguration: self.checker.decided_after_first_config() as u64,
             net: self.net.stats(),

@@ -214,6 +214,27 @@ fn a_restarted_followers_proposals_are_not_mistaken_for_its_old_ones() {
     assert_eq!(s.leader(), Some(l), "the leader led on in higher ballots");
 }
 
+/// For a filter: lets through the first promise of `f` per ballot (recorded in `promised`) and
+/// drops the others; `None` for other messages.
+fn once_per_ballot(
+    promised: &RefCell<Vec<omnipaxos::ballot_leader_election::Ballot>>,
+    f: u64,
+    m: &Message<SimEntry>,
+) -> Option<Verdict> {
+    let Message::SequencePaxos(sp) = m else {
+        return None;
+    };
+    if kind(m) != "Promise" || sp.from != f {
+        return None;
+    }
+    let b = sp.msg.ballot();
+    if promised.borrow().contains(&b) {
+        return Some(Verdict::Drop);
+    }
+    promised.borrow_mut().push(b);
+    Some(Verdict::Pass)
+}
+
 /// The forwards of a follower's previous incarnation can reach the leader after the follower
 /// restarted and forwarded new proposals (a slow or clogged link, or a duplicate). Had both
 /// incarnations numbered in one session, the leader would take the old proposals under the new
@@ -227,16 +248,8 @@ fn old_forwards_delivered_after_a_restart_do_not_displace_new_ones() {
     let f = 1;
     let promised = Rc::new(RefCell::new(Vec::new()));
     let p = promised.clone();
-    s.set_filter(Some(Box::new(move |m| match m {
-        Message::SequencePaxos(sp) if kind(m) == "Promise" && sp.from == f => {
-            let b = sp.msg.ballot();
-            if p.borrow().contains(&b) {
-                return Verdict::Drop;
-            }
-            p.borrow_mut().push(b);
-            Verdict::Pass
-        }
-        _ => Verdict::Pass,
+    s.set_filter(Some(Box::new(move |m| {
+        once_per_ballot(&p, f, m).unwrap_or(Verdict::Pass)
     })));
     let l = elect(&mut s, 50);
     assert_ne!(l, f);
@@ -245,20 +258,15 @@ fn old_forwards_delivered_after_a_restart_do_not_displace_new_ones() {
     let held = Rc::new(RefCell::new(Vec::<Message<SimEntry>>::new()));
     let hold = Rc::new(std::cell::Cell::new(true));
     let (h, on) = (held.clone(), hold.clone());
-    s.set_filter(Some(Box::new(move |m| match m {
-        Message::SequencePaxos(sp) if kind(m) == "Promise" && sp.from == f => {
-            let b = sp.msg.ballot();
-            if promised.borrow().contains(&b) {
-                return Verdict::Drop;
-            }
-            promised.borrow_mut().push(b);
-            Verdict::Pass
+    s.set_filter(Some(Box::new(move |m| {
+        if let Some(v) = once_per_ballot(&promised, f, m) {
+            return v;
         }
-        _ if on.get() && kind(m) == "ProposalForward" && m.get_sender() == f => {
+        if on.get() && kind(m) == "ProposalForward" && m.get_sender() == f {
             h.borrow_mut().push(m.clone());
-            Verdict::Drop
+            return Verdict::Drop;
         }
-        _ => Verdict::Pass,
+        Verdict::Pass
     })));
     for id in 10..15 {
         s.append(f, SimEntry { id }).unwrap();

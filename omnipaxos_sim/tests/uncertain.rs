@@ -10,13 +10,20 @@ use std::{cell::RefCell, rc::Rc};
 
 const E: u64 = 10;
 
-/// Holds back (drops, keeping a copy) `f`'s forwards.
-fn hold_forwards(s: &mut MemSim, f: u64) -> Rc<RefCell<Vec<Message<SimEntry>>>> {
+/// Holds back (drops, keeping a copy) `f`'s forwards, and drops what `also_drop` picks.
+fn hold_forwards(
+    s: &mut MemSim,
+    f: u64,
+    also_drop: impl Fn(&Message<SimEntry>) -> bool + 'static,
+) -> Rc<RefCell<Vec<Message<SimEntry>>>> {
     let held = Rc::new(RefCell::new(Vec::new()));
     let h = held.clone();
     s.set_filter(Some(Box::new(move |m| {
         if kind(m) == "ProposalForward" && m.get_sender() == f {
             h.borrow_mut().push(m.clone());
+            return Verdict::Drop;
+        }
+        if also_drop(m) {
             return Verdict::Drop;
         }
         Verdict::Pass
@@ -41,19 +48,7 @@ fn a_forward_the_stopping_leader_refuses_comes_back() {
     let f = s.pids().find(|p| *p != l).unwrap();
     append_decided(&mut s, f, 1..4, 60);
     // `f`'s forward is held back, and so are the accepts that would decide the stop sign.
-    let held = Rc::new(RefCell::new(Vec::new()));
-    let hold = Rc::new(std::cell::Cell::new(true));
-    let (h, on) = (held.clone(), hold.clone());
-    s.set_filter(Some(Box::new(move |m| {
-        if on.get() && kind(m) == "ProposalForward" && m.get_sender() == f {
-            h.borrow_mut().push(m.clone());
-            return Verdict::Drop;
-        }
-        if on.get() && kind(m) == "Accepted" {
-            return Verdict::Drop;
-        }
-        Verdict::Pass
-    })));
+    let held = hold_forwards(&mut s, f, |m| kind(m) == "Accepted");
     s.append(f, SimEntry { id: 10 }).unwrap();
     s.run(2);
     assert_eq!(held.borrow().len(), 1, "the forward is in flight");
@@ -73,7 +68,7 @@ fn a_forward_the_stopping_leader_refuses_comes_back() {
         1,
         "the acknowledgement told the follower"
     );
-    hold.set(false);
+    s.set_filter(None);
     s.run_until(5 * E, |s| s.node(l).unwrap().is_reconfigured().is_some())
         .expect("the stop sign is decided");
     let back = s.node_mut(f).unwrap().take_uncertain_appends();
@@ -91,7 +86,7 @@ fn appends_waiting_when_the_configuration_stops_come_back() {
     let l = elect(&mut s, 50);
     let f = s.pids().find(|p| *p != l).unwrap();
     append_decided(&mut s, f, 1..4, 60);
-    let held = hold_forwards(&mut s, f);
+    let held = hold_forwards(&mut s, f, |_| false);
     for id in 10..13 {
         s.append(f, SimEntry { id }).unwrap();
     }
