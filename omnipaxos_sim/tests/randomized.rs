@@ -158,6 +158,28 @@ fn long_tier() {
     }
 }
 
+/// Seeds that once failed (found by sweeps beyond the per-PR range), run with every test. A
+/// change to the protocol changes what they do, so they guard less over time than the
+/// scenario tests written for each bug, but they cost little.
+#[test]
+fn seeds_that_once_failed() {
+    for (seed, nodes) in [
+        // A restarted follower's old forwards displaced its new ones (fixed by the fence).
+        (3833, 3),
+        (1_002_886, 5),
+        // A leader evicted the forwarding session a follower still used.
+        (447, 3),
+        (1596, 3),
+        (5483, 3),
+        (6503, 3),
+        // A leader that adopted a log synced above a compacted prefix set its decided index
+        // below that prefix.
+        (1_001_838, 5),
+    ] {
+        run_seed(seed, nodes, TICKS);
+    }
+}
+
 #[test]
 fn same_seed_same_trace() {
     for (seed, nodes) in [(17, 3), (4242, 5)] {

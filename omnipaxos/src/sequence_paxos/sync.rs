@@ -272,6 +272,22 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         what: &str,
     ) {
         plan.ops.extend(extra);
+        // The sync (up to a snapshot's or compacted prefix's end) and the caller (up to the
+        // leader's decided index) may both raise the decided index: the higher wins, whatever
+        // their order (the lower one last would leave the index below the compacted prefix).
+        let decided = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                StorageOp::SetDecidedIndex(i) => Some(*i),
+                _ => None,
+            })
+            .max();
+        if let Some(decided) = decided {
+            plan.ops
+                .retain(|op| !matches!(op, StorageOp::SetDecidedIndex(_)));
+            plan.ops.push(StorageOp::SetDecidedIndex(decided));
+        }
         self.storage.write(plan.ops, what);
         if plan.replaces_prefix {
             self.origins.replace_prefix(plan.start, &plan.forwarded);
