@@ -20,6 +20,13 @@
 //! already. A leader always records a forwarded proposal under the identity of its first
 //! forward, so one check finds it however many leaders it went through.
 //!
+//! **Given up, handed back.** Where the new leader's history of its log is partial (it
+//! restarted, and no follower could fill the gap), it cannot tell; it takes the number but does
+//! not append the proposal, and its acknowledgement says so (`ForwardAck::given_up`, kept until
+//! `ProposalForward::acked` shows the follower took it in). The follower hands such proposals
+//! back to the application (`OmniPaxos::take_uncertain_appends`), and so it does with whatever
+//! still waits here when the configuration stops: nothing leaves without a trace.
+//!
 //! **One incarnation per ballot.** A node that restarts forgets what it forwarded, while its
 //! old forwards may still be in flight (or resent by the network) and reach the leader after
 //! the new incarnation started numbering. Had both incarnations numbered in one session, the
