@@ -443,7 +443,10 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
         }
         tags.push((*p, t));
     }
-    let forward_bound = fresh_bound + 2 * sim.config().server.flush_batch_tick_timeout + resend;
+    // A follower restarted by the heal forwards only in a new ballot (it asks the leader for
+    // one): a prepare round more, and the repair of what the network loses in it (a follower
+    // that stops making progress is resynced after two resend timeouts).
+    let forward_bound = fresh_bound + 2 * sim.config().server.flush_batch_tick_timeout + 3 * resend;
     if sim
         .run_until(forward_bound, |s| {
             tags.iter().all(|(_, t)| s.checker().is_decided(*t))

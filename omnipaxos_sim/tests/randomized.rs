@@ -175,6 +175,11 @@ fn seeds_that_once_failed() {
         // A leader that adopted a log synced above a compacted prefix set its decided index
         // below that prefix.
         (1_001_838, 5),
+        // A straggler that did not know where the old log ended promised a leader (erasing
+        // its wait marker) and led the next configuration from the wrong index.
+        (65_151, 3),
+        // A follower restarted by the heal needed a new ballot to forward (bound widened).
+        (1_088_493, 5),
     ] {
         run_seed(seed, nodes, TICKS);
     }

@@ -36,6 +36,8 @@ fn for_seeds(f: impl Fn(u64)) {
     }
 }
 
+const E: u64 = 10;
+
 const LOSSY: Faults = Faults {
     drop: 0.05,
     duplicate: 0.02,
@@ -636,4 +638,57 @@ fn entries_without_snapshots_reconfigure_too() {
             Some(LogEntry::Decided(PlainEntry { id: 1 })) | Some(LogEntry::Trimmed(_))
         ));
     }
+}
+
+/// A server that missed the stop and was told it moved without being told where the old log
+/// ended must not lead before a leader of the new configuration synced it: with a quorum of
+/// servers that do not know that end either (joiners), it would decide a log that starts in the
+/// wrong place. Promising that leader (before its sync arrives) must not lift the wait: the
+/// randomized tier found a straggler leading configuration 3 from the wrong index after exactly
+/// that (seed 65151, 3 nodes).
+#[test]
+fn a_straggler_does_not_lead_before_it_is_synced_even_after_promising() {
+    let mut s = sim(3);
+    let l = elect(&mut s, 50);
+    append_decided(&mut s, l, 1..11, 60);
+    let others: Vec<u64> = s.pids().filter(|p| *p != l).collect();
+    let (f, g) = (others[0], others[1]);
+    // `f` misses the stop; `l` and `g` move on, and `g` restarts, so it forgets where the old
+    // log ended.
+    s.crash(f);
+    let next = config(2, &[1, 2, 3]);
+    s.reconfigure(l, next).unwrap();
+    wait_stopped(&mut s, l, 100);
+    wait_stopped(&mut s, g, 100);
+    s.start_next_config(l).unwrap();
+    s.start_next_config(g).unwrap();
+    s.crash(g);
+    s.restart(g);
+    // `f` hears only from `g`, which tells it that it moved but not where the old log ended
+    // (no offers), and whose syncs never reach it.
+    s.set_filter(Some(Box::new(move |m| {
+        let to_f = m.get_receiver() == f;
+        let hidden = ["AcceptSync", "AcceptDecide", "MigrationOffer"].contains(&kind(m));
+        if to_f && (m.get_sender() == l || hidden) {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    })));
+    s.restart(f);
+    s.node_mut(g).unwrap().try_become_leader();
+    run_advancing(&mut s, 20 * E, |s| {
+        let o = s.node(f).unwrap();
+        o.get_configuration_id() == 2 && o.get_promise().pid == g
+    })
+    .expect("the straggler moves on and promises the new leader");
+    s.node_mut(f).unwrap().try_become_leader();
+    s.run(2 * E);
+    let o = s.node(f).unwrap();
+    assert_ne!(o.get_promise().pid, f, "the unsynced straggler took over");
+    assert_ne!(o.get_current_leader().map(|x| x.0), Some(f));
+    // Once synced, it follows as usual.
+    s.set_filter(None);
+    s.run_until(20 * E, |s| s.decided(f) == s.decided(g))
+        .expect("the straggler is synced");
 }

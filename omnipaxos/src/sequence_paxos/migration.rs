@@ -576,6 +576,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Takes the old log `prefix` as our compacted prefix (decided, no entries, no snapshot yet).
     pub(super) fn adopt_prefix(&mut self, prefix: PrefixId) {
+        if self.storage.awaiting_sync() {
+            // We know where our log starts now: no need to wait for a leader to tell us.
+            self.storage.write(
+                vec![StorageOp::SetAcceptedRound(
+                    crate::ballot_leader_election::Ballot::default(),
+                )],
+                "knows_start",
+            );
+        }
         let compacted = self.storage.compacted_idx();
         if self.storage.log_end() < prefix.end || compacted < prefix.end {
             let mut ops = vec![
@@ -765,6 +774,16 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.send(from, done);
             }
             return;
+        }
+        if ours
+            && self
+                .migration
+                .as_ref()
+                .is_some_and(|m| m.prefix.end < prefix.end)
+        {
+            // The log our configuration continues supersedes an older one we were still
+            // pulling (it continues that one): we must learn where our log starts.
+            self.cancel_migration();
         }
         if self.migration.as_ref().is_some_and(|m| m.prefix == prefix) {
             if let Some(m) = self.migration.as_mut() {

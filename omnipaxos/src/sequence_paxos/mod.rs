@@ -210,13 +210,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             vec![
                 StorageOp::AppendOnPrefix(decided.max(self.storage.compacted_idx()), Vec::new()),
                 StorageOp::SetStopsign(None),
-                StorageOp::SetAcceptedRound(Ballot::default()),
+                StorageOp::SetPromise(Ballot::default()),
                 // Without knowing where the old log ended we must not lead before a leader
-                // synced us: a promise of "ballot 0" says so, durably.
-                StorageOp::SetPromise(if prefix.is_some() {
+                // synced us: the marker says so, durably.
+                StorageOp::SetAcceptedRound(if prefix.is_some() {
                     Ballot::default()
                 } else {
-                    Self::awaiting_sync_marker(self.config_id)
+                    crate::storage::internal::sync_marker(self.config_id)
                 }),
             ],
             "continue_configuration",
@@ -234,21 +234,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
     }
 
-    /// The promise that marks a server that continued a configuration without knowing where
-    /// its log ended: below every real ballot, and not the default one.
-    fn awaiting_sync_marker(config_id: ConfigurationId) -> Ballot {
-        Ballot {
-            config_id,
-            n: 0,
-            priority: 0,
-            pid: 0,
-        }
-    }
-
-    /// Whether we wait for a leader's sync before we may lead (see `awaiting_sync_marker`).
+    /// Whether we wait for a leader's sync before we may lead (see
+    /// [`crate::storage::internal::sync_marker`]).
     fn awaiting_sync(&self) -> bool {
-        let p = self.storage.promise();
-        p.pid == 0 && p != Ballot::default()
+        self.storage.awaiting_sync()
     }
 
     // ----- getters -----

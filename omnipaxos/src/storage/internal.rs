@@ -81,8 +81,20 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
     pub(crate) fn promise(&self) -> Ballot {
         self.c.promise
     }
+    /// The round we last accepted in (the default one, never, while the sync marker is stored).
     pub(crate) fn accepted_round(&self) -> Ballot {
-        self.c.accepted_round
+        if self.awaiting_sync() {
+            Ballot::default()
+        } else {
+            self.c.accepted_round
+        }
+    }
+    /// Whether the stored accepted round is the marker of a server that continued a
+    /// configuration without knowing where the old log ended ([`sync_marker`]): it must not
+    /// lead before a leader synced it. The marker goes with the first real accepted round.
+    pub(crate) fn awaiting_sync(&self) -> bool {
+        let r = self.c.accepted_round;
+        r.pid == 0 && r != Ballot::default()
     }
     pub(crate) fn decided_idx(&self) -> usize {
         self.c.decided_idx
@@ -249,5 +261,19 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         } else {
             None
         }
+    }
+}
+
+/// The accepted round stored by a server of configuration `config_id` that must wait for a
+/// leader's sync before it may lead: a ballot nobody owns (pid 0), distinct from the default.
+/// It lives in the accepted round, not the promise, because promising a leader (which comes
+/// before its sync) must not erase it; and every read of the accepted round shows it as
+/// "never accepted" (see `InternalStorage::accepted_round`).
+pub(crate) fn sync_marker(config_id: crate::util::ConfigurationId) -> Ballot {
+    Ballot {
+        config_id: config_id.max(1),
+        n: 0,
+        priority: 0,
+        pid: 0,
     }
 }
