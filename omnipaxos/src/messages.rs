@@ -171,8 +171,9 @@ pub mod sequence_paxos {
         pub n: Ballot,
         /// The leader's decided index.
         pub decided_idx: usize,
-        /// The leader's log from the sync point on.
-        pub log_sync: LogSync<T>,
+        /// The leader's log from the sync point on (boxed: syncs are rare, and every message
+        /// is as large as the largest kind).
+        pub log_sync: Box<LogSync<T>>,
         /// The forwarding session the follower uses for proposals to this leader (numbered from
         /// 0: only one incarnation of a follower ever forwards in a ballot, see [`NewBallotReq`]).
         pub forward_session: u64,

@@ -129,7 +129,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             Standing::Synced => {
                 // A repeated or resent sync in the same ballot only extends our log (after
                 // installing the snapshot of a decided prefix we lack, if it has one).
-                let s = a.log_sync;
+                let s = *a.log_sync;
                 if let Some(snap) = s.decided_snapshot {
                     match self.snapshot_ops(snap, s.snapshot_from, s.sync_idx) {
                         Err(()) => {
@@ -162,7 +162,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 }
             }
             Standing::Promised => {
-                let Some(plan) = self.plan_log_sync(a.log_sync) else {
+                let Some(plan) = self.plan_log_sync(*a.log_sync) else {
                     self.request_resync();
                     return;
                 };

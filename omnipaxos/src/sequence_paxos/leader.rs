@@ -444,7 +444,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::AcceptSync(AcceptSync {
                 n,
                 decided_idx,
-                log_sync,
+                log_sync: Box::new(log_sync),
                 forward_session: session,
             }),
         );
