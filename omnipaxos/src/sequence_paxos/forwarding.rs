@@ -241,7 +241,7 @@ impl<T: Entry> Forwarder<T> {
     }
 
     fn send_batch(
-        s: &mut Session,
+        s: &Session,
         acked: u64,
         batch: Batch<T>,
         out: &mut impl FnMut(NodeId, PaxosMsg<T>),
@@ -276,12 +276,10 @@ impl<T: Entry> Forwarder<T> {
         decided_idx: usize,
         out: &mut impl FnMut(NodeId, PaxosMsg<T>),
     ) {
-        let Some(acked) = self.session.map(|s| self.acked(&s)) else {
+        let Some(mut s) = self.session else {
             return;
         };
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
+        let acked = self.acked(&s);
         for o in self.orphans.drain(..) {
             let first_seq = s.next_seq;
             s.next_seq = s.next_seq.wrapping_add(o.entries.len() as u64);
@@ -291,9 +289,10 @@ impl<T: Entry> Forwarder<T> {
                 previous: Some(o.previous),
                 min_idx: decided_idx,
             };
-            let b = Self::send_batch(s, acked, b, out);
+            let b = Self::send_batch(&s, acked, b, out);
             self.in_flight.push_back(b);
         }
+        self.session = Some(s);
         if self.unsent.is_empty() || (!force && self.unsent.len() < batch_size) {
             return;
         }
@@ -307,7 +306,7 @@ impl<T: Entry> Forwarder<T> {
             let first_seq = s.next_seq;
             s.next_seq = s.next_seq.wrapping_add(entries.len() as u64);
             let b = Self::send_batch(
-                s,
+                &s,
                 acked,
                 Batch {
                     first_seq,
@@ -320,6 +319,7 @@ impl<T: Entry> Forwarder<T> {
             self.in_flight.push_back(b);
             entries = rest;
         }
+        self.session = Some(s);
     }
 
     /// Sends again what is in flight, consecutive batches of new proposals as one message (so
@@ -370,6 +370,11 @@ impl<T: Entry> Forwarder<T> {
             }
             let end = b.first_seq.saturating_add(b.entries.len() as u64);
             let k = (ack.next_seq.min(end) - b.first_seq) as usize;
+            if ack.given_up.is_empty() && k == b.entries.len() {
+                // The usual case: the whole batch is in the leader's log.
+                self.in_flight.pop_front();
+                continue;
+            }
             let first = b.first_seq;
             for (i, e) in b.entries.drain(..k).enumerate() {
                 if given_up(first.wrapping_add(i as u64)) {
