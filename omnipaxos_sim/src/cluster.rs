@@ -42,6 +42,18 @@ impl<T: Entry, S: Storage<T>> Storage<T> for Shared<S> {
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
         self.0.borrow_mut().write_atomically(ops)
     }
+    fn write_atomically_with_record(
+        &mut self,
+        ops: Vec<StorageOp<T>>,
+        record: Vec<u8>,
+    ) -> StorageResult<()> {
+        self.0
+            .borrow_mut()
+            .write_atomically_with_record(ops, record)
+    }
+    fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
+        self.0.borrow().get_node_record()
+    }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
         self.0.borrow_mut().append_entry(entry)
     }

@@ -21,6 +21,8 @@ pub struct MemoryStorage<T: Entry> {
     compacted_idx: usize,
     snapshot: Option<T::Snapshot>,
     stopsign: Option<StopSign>,
+    /// The node record (see [`Storage::write_atomically_with_record`]).
+    node_record: Option<Vec<u8>>,
 }
 
 impl<T: Entry> Default for MemoryStorage<T> {
@@ -34,6 +36,7 @@ impl<T: Entry> Default for MemoryStorage<T> {
             compacted_idx: 0,
             snapshot: None,
             stopsign: None,
+            node_record: None,
         }
     }
 }
@@ -106,6 +109,20 @@ impl<T: Entry> MemoryStorage<T> {
 impl<T: Entry> Storage<T> for MemoryStorage<T> {
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
         Ok(self.apply_all(ops)?)
+    }
+    fn write_atomically_with_record(
+        &mut self,
+        ops: Vec<StorageOp<T>>,
+        record: Vec<u8>,
+    ) -> StorageResult<()> {
+        // `apply_all` checks the whole batch before it changes anything, so the record is
+        // replaced exactly when the operations are applied.
+        self.apply_all(ops)?;
+        self.node_record = Some(record);
+        Ok(())
+    }
+    fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
+        Ok(self.node_record.clone())
     }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
         self.reserve(1);

@@ -131,31 +131,79 @@ pub enum StorageOp<T: Entry> {
 /// Where a node keeps its log and its Paxos state.
 ///
 /// See the [module documentation](self) for the contract. All indices are absolute.
+///
+/// A backend implements [`write_atomically`](Self::write_atomically) and the getters; the
+/// setters are shorthand for a one-operation `write_atomically` and have default
+/// implementations (a backend may override them, e.g. to skip building the vector).
+///
+/// **The node record.** Besides the state of omnipaxos 0.2.4 (promise, accepted round, decided
+/// and compacted index, stop sign, snapshot), a node keeps a small *record* that must survive a
+/// restart: where its configuration's log starts and whether the part before is still being
+/// pulled, the stop signs of the configurations before it, and its incarnation. The node encodes
+/// it into bytes; a backend stores them as they are, atomically with the operations written with
+/// them ([`write_atomically_with_record`](Self::write_atomically_with_record)), and returns them
+/// from [`get_node_record`](Self::get_node_record). Both have default implementations, so that a
+/// backend written for 0.2.4 still builds: a backend that does not override them is a *legacy*
+/// backend, on which the node keeps its record in memory only (see the crate documentation for
+/// what that costs after a restart).
 pub trait Storage<T: Entry> {
     /// Applies all `ops` in order, or none of them: on `Err`, the storage must be as it was
     /// before the call (also after a crash in the middle of it).
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()>;
 
+    /// Applies all `ops` in order and then replaces the node record with `record`, all or
+    /// nothing (like [`write_atomically`](Self::write_atomically)).
+    ///
+    /// The default implementation returns [`NodeRecordUnsupported`] without writing anything:
+    /// override it together with [`get_node_record`](Self::get_node_record).
+    fn write_atomically_with_record(
+        &mut self,
+        ops: Vec<StorageOp<T>>,
+        record: Vec<u8>,
+    ) -> StorageResult<()> {
+        let _ = (ops, record);
+        Err(Box::new(NodeRecordUnsupported))
+    }
+
+    /// The node record last written with
+    /// [`write_atomically_with_record`](Self::write_atomically_with_record); `None` when fresh
+    /// (and, by default, always).
+    fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
     /// Appends an entry at the end of the log.
-    fn append_entry(&mut self, entry: T) -> StorageResult<()>;
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::AppendEntry(entry)])
+    }
 
     /// Appends entries at the end of the log.
-    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()>;
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::AppendEntries(entries)])
+    }
 
     /// Removes the entries at absolute index `from_idx` and after, then appends `entries`.
-    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()>;
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::AppendOnPrefix(from_idx, entries)])
+    }
 
     /// Sets the promised ballot.
-    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()>;
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetPromise(n_prom)])
+    }
 
     /// Sets the decided index: entries below it are decided.
-    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()>;
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetDecidedIndex(ld)])
+    }
 
     /// The decided index (0 when fresh).
     fn get_decided_idx(&self) -> StorageResult<usize>;
 
     /// Sets the ballot in which the log was last accepted.
-    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()>;
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetAcceptedRound(na)])
+    }
 
     /// The ballot in which the log was last accepted; `None` when fresh.
     fn get_accepted_round(&self) -> StorageResult<Option<Ballot>>;
@@ -175,23 +223,44 @@ pub trait Storage<T: Entry> {
     fn get_promise(&self) -> StorageResult<Option<Ballot>>;
 
     /// Sets or clears the stop sign.
-    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()>;
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetStopsign(s)])
+    }
 
     /// The stop sign, if any.
     fn get_stopsign(&self) -> StorageResult<Option<StopSign>>;
 
     /// Removes the entries below absolute index `idx`.
-    fn trim(&mut self, idx: usize) -> StorageResult<()>;
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::Trim(idx)])
+    }
 
     /// Sets the compacted index: the entries below it are trimmed or in the snapshot.
-    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()>;
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetCompactedIdx(idx)])
+    }
 
     /// The compacted index (0 when fresh).
     fn get_compacted_idx(&self) -> StorageResult<usize>;
 
     /// Sets or clears the snapshot.
-    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()>;
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetSnapshot(snapshot)])
+    }
 
     /// The snapshot, if any.
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>>;
 }
+
+/// The error of a backend that does not store the node record (the default
+/// [`Storage::write_atomically_with_record`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRecordUnsupported;
+
+impl std::fmt::Display for NodeRecordUnsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("this storage backend does not store the node record (a legacy backend)")
+    }
+}
+
+impl Error for NodeRecordUnsupported {}
