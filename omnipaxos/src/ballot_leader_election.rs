@@ -1,15 +1,12 @@
-//! Ballots, and the messages of Ballot Leader Election.
+//! Ballots: the rounds in which servers lead.
 //!
-//! The election itself runs inside [`crate::OmniPaxos`]; this module holds the types users see.
+//! The election itself runs inside [`crate::OmniPaxos`]; its messages are in
+//! [`crate::messages::ballot_leader_election`].
 
 use crate::util::{ConfigurationId, NodeId};
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-
-pub use crate::messages::ballot_leader_election::{
-    BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest,
-};
 
 /// A leader's round ("epoch") number.
 ///

@@ -32,12 +32,71 @@
 
 use crate::{
     ballot_leader_election::Ballot,
-    messages::ballot_leader_election::{
-        BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest,
-    },
     quorum::Quorum,
     util::{ConfigurationId, NodeId},
 };
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Asks a peer for its state in heartbeat round `round`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub(crate) struct HeartbeatRequest {
+    /// The configuration of the sender.
+    pub(crate) config_id: ConfigurationId,
+    pub(crate) round: u32,
+}
+
+/// A peer's state, in answer to a request of round `round`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub(crate) struct HeartbeatReply {
+    pub(crate) round: u32,
+    /// The replier's own ballot.
+    pub(crate) ballot: Ballot,
+    /// The leader the replier follows (`Ballot::default()` if none).
+    pub(crate) leader: Ballot,
+    /// A leader that reaches a quorum, or a follower of one.
+    pub(crate) happy: bool,
+    /// The replier reached a quorum in its last round.
+    pub(crate) quorum_connected: bool,
+}
+
+/// The messages of the election.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub(crate) enum HeartbeatMsg {
+    Request(HeartbeatRequest),
+    Reply(HeartbeatReply),
+}
+
+impl HeartbeatMsg {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            HeartbeatMsg::Request(_) => "HeartbeatRequest",
+            HeartbeatMsg::Reply(_) => "HeartbeatReply",
+        }
+    }
+}
+
+impl fmt::Display for HeartbeatMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::node::wire::role::B;
+        match self {
+            HeartbeatMsg::Request(r) => write!(f, "HeartbeatRequest round={}", r.round),
+            HeartbeatMsg::Reply(r) => write!(
+                f,
+                "HeartbeatReply round={} ballot={} leader={}{}{}",
+                r.round,
+                B(r.ballot),
+                B(r.leader),
+                if r.happy { " happy" } else { "" },
+                if r.quorum_connected { " connected" } else { "" }
+            ),
+        }
+    }
+}
 
 /// A reply received in the current round, with its sender.
 #[derive(Copy, Clone, Debug)]
@@ -69,7 +128,7 @@ pub(crate) struct Ble {
     /// A ballot above ours that a peer promised (reported by Sequence Paxos); a happy leader
     /// takes a ballot above it at the end of the round unless somebody happily follows it.
     higher_promise: Option<Ballot>,
-    outgoing: Vec<BLEMessage>,
+    outgoing: Vec<(NodeId, HeartbeatMsg)>,
     /// Whether this node may take over. A server that joined a configuration does not until it
     /// knows where the log it continues ends: leading with an empty log would lose it.
     can_lead: bool,
@@ -201,16 +260,6 @@ impl Ble {
         Some(self.become_leader(b))
     }
 
-    /// We lead with ballot `n` and a follower asks us to lead on in a higher one: take one now,
-    /// if we still lead with `n` and are happy (we heard from enough servers to take over).
-    pub(crate) fn lead_on_above(&mut self, n: Ballot) -> Option<Ballot> {
-        if !self.is_leader() || self.current != n || !self.happy || !self.can_lead {
-            return None;
-        }
-        let b = self.next_ballot(n)?;
-        Some(self.become_leader(b))
-    }
-
     /// Ends the heartbeat round: decides who leads, then starts the next round. Returns the new
     /// leader when it changed. `promise` is the ballot Sequence Paxos promised.
     pub(crate) fn round_end(&mut self, promise: Ballot) -> Option<Ballot> {
@@ -329,11 +378,7 @@ impl Ble {
             round: self.round,
         };
         for &to in &self.peers {
-            self.outgoing.push(BLEMessage {
-                from: self.pid,
-                to,
-                msg: HeartbeatMsg::Request(req),
-            });
+            self.outgoing.push((to, HeartbeatMsg::Request(req)));
         }
     }
 
@@ -370,29 +415,25 @@ impl Ble {
             // Only a possible candidate makes others defer to it.
             quorum_connected: (self.quorum_connected || connected_now) && self.can_lead,
         };
-        self.outgoing.push(BLEMessage {
-            from: self.pid,
-            to,
-            msg: HeartbeatMsg::Reply(reply),
-        });
+        self.outgoing.push((to, HeartbeatMsg::Reply(reply)));
     }
 
-    /// Handles a heartbeat message from `m.from` (already checked to be a peer).
-    pub(crate) fn handle(&mut self, m: BLEMessage) {
-        match m.msg {
+    /// Handles a heartbeat message from `from` (already checked to be a peer).
+    pub(crate) fn handle(&mut self, from: NodeId, m: HeartbeatMsg) {
+        match m {
             HeartbeatMsg::Request(req) => {
                 if req.config_id != self.config_id {
                     return;
                 }
-                match self.answered.iter_mut().find(|(p, _)| *p == m.from) {
+                match self.answered.iter_mut().find(|(p, _)| *p == from) {
                     Some(a) => a.1 = req.round,
-                    None => self.answered.push((m.from, req.round)),
+                    None => self.answered.push((from, req.round)),
                 }
-                self.reply(m.from, req.round);
+                self.reply(from, req.round);
             }
             HeartbeatMsg::Reply(r) => {
                 let well_formed = r.round == self.round
-                    && r.ballot.pid == m.from
+                    && r.ballot.pid == from
                     && self.valid_ballot(&r.ballot)
                     && self.valid_ballot(&r.leader)
                     && (r.leader == Ballot::default()
@@ -400,16 +441,22 @@ impl Ble {
                         || r.leader.pid == self.pid);
                 if well_formed {
                     // A later reply of the same round is the peer's fresher view.
-                    match self.replies.iter_mut().find(|rep| rep.from == m.from) {
+                    match self.replies.iter_mut().find(|rep| rep.from == from) {
                         Some(rep) => rep.r = r,
-                        None => self.replies.push(Reply { from: m.from, r }),
+                        None => self.replies.push(Reply { from: from, r }),
                     }
                 }
             }
         }
     }
 
-    pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, BLEMessage> {
+    pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, (NodeId, HeartbeatMsg)> {
         self.outgoing.drain(..)
+    }
+
+    /// Whether this node is happy: a leader that reached a quorum in its last round, or a
+    /// follower that heard its leader say so.
+    pub(crate) fn is_happy(&self) -> bool {
+        self.happy
     }
 }

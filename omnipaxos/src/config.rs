@@ -47,7 +47,7 @@ impl OmniPaxosConfig {
         storage: B,
     ) -> Result<OmniPaxos<T, B>, ConfigError> {
         self.validate()?;
-        Ok(OmniPaxos::new(self, storage))
+        OmniPaxos::new(self, storage)
     }
 }
 

@@ -164,6 +164,10 @@ pub enum CompactionErr {
     /// Only the leader can trim; the value is the leader's pid (0 if none is known). Call trim
     /// on the leader.
     NotCurrentLeader(NodeId),
+    /// The log below this index is still being pulled from other servers (this server joined
+    /// the configuration): nothing can be compacted until it is here. Compact later (see
+    /// `OmniPaxos::get_migration_status`).
+    PendingPrefix(usize),
 }
 
 impl fmt::Display for CompactionErr {
@@ -184,6 +188,10 @@ impl fmt::Display for CompactionErr {
             CompactionErr::NotCurrentLeader(l) => {
                 write!(f, "only the leader can trim (current leader: {l})")
             }
+            CompactionErr::PendingPrefix(p) => write!(
+                f,
+                "the log below {p} is still being pulled from other servers; compact later"
+            ),
         }
     }
 }

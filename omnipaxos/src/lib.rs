@@ -72,9 +72,9 @@ mod config;
 mod config_toml;
 pub mod errors;
 pub mod messages;
+mod node;
 pub mod omni_paxos;
 mod quorum;
-mod sequence_paxos;
 pub mod storage;
 pub mod util;
 

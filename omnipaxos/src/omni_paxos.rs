@@ -2,12 +2,17 @@
 
 use crate::{
     ballot_leader_election::Ballot,
-    ble::Ble,
+    ble::{Ble, HeartbeatMsg},
     errors::{CompactionErr, ConfigError, ProposeErr},
-    messages::{ballot_leader_election::HeartbeatMsg, Message},
+    messages::{ballot_leader_election::BLEMessage, sequence_paxos::PaxosMessage, Message},
+    node::{
+        forwarding::ReturnedAppend,
+        reads::{ReadId, ReadIndex},
+        role::Phase,
+        succession::MigrationStatus,
+        Node,
+    },
     quorum::Quorum,
-    sequence_paxos::migration::MigrationStatus,
-    sequence_paxos::{Phase, SequencePaxos},
     storage::{Entry, StopSign, Storage},
     util::{LogEntry, NodeId, NodeStats},
 };
@@ -49,8 +54,9 @@ impl Clock {
 ///
 /// 1. Call [`tick`](Self::tick) at a fixed period (e.g. every 10 ms). All timeouts in
 ///    [`ServerConfig`] count these calls.
-/// 2. Call [`handle_incoming`](Self::handle_incoming) for every message received.
-/// 3. After either, call [`take_outgoing_messages`](Self::take_outgoing_messages) (or
+/// 2. Call [`handle_incoming`](Self::handle_incoming) for every message received, and
+///    [`append`](Self::append) for every entry to replicate.
+/// 3. Then call [`take_outgoing_messages`](Self::take_outgoing_messages) (or
 ///    [`outgoing_messages`](Self::outgoing_messages)) and send each message to
 ///    [`Message::get_receiver`]. Messages may be lost, duplicated or reordered: the protocol
 ///    copes. Tell the node when a connection comes back with [`reconnected`](Self::reconnected).
@@ -58,26 +64,30 @@ impl Clock {
 ///    [`read_entries`](Self::read_entries)) from the index you applied up to, and apply it to your
 ///    state machine.
 ///
-/// **Storage before send.** Everything a message depends on (a promise, accepted entries, a
-/// decided index) is written to storage, with [`Storage::write_atomically`], before the message
-/// is handed to you. So a message taken from the node may be sent at once; and after a crash,
-/// rebuilding the node on the same storage ([`OmniPaxosConfig::build`]) recovers it.
+/// **One storage write per pass.** Everything the node does between two takes of its outgoing
+/// messages (any number of messages handled and entries appended) is written to storage in one
+/// [`Storage::write_atomically`], when the messages are taken: handle a burst of messages, then
+/// take the output once, and a backlog costs a few large writes instead of one per message.
+///
+/// **Storage before send, and before sight.** Everything a message depends on (a promise,
+/// accepted entries, a decided index) is written before the message is handed to you, so a
+/// message taken from the node may be sent at once. And everything the getters and reads show
+/// is written: after a crash, rebuilding the node on the same storage
+/// ([`OmniPaxosConfig::build`]) recovers at least what you saw. (So the state you see moves
+/// when you take the outgoing messages, not while you hand messages in.)
 ///
 /// **Storage failures.** If the storage backend returns an error, the node panics with a message
 /// naming the failed operation: continuing with state that may not be on disk could break
 /// safety. Rebuild the node on its storage to recover.
 ///
-/// Replication messages are built when you take the outgoing messages, so that everything
-/// appended between two takes travels to each follower in one message. On the leader, a full
-/// batch (with the default `batch_size` of 1: every append) is written to storage in one write
-/// when the node next acts (a take, a message, a tick), so the appends in between also share
-/// one storage write; until then they count in [`get_batched_len`](Self::get_batched_len)
-/// and not yet in [`get_accepted_idx`](Self::get_accepted_idx). (A leader that is a write
-/// quorum on its own writes at once: that decides the entries.)
+/// **Batching.** On the leader, appends are put in the log `batch_size` at a time (default 1:
+/// each at once); a partial batch goes after `flush_batch_tick_timeout` ticks, or at once with
+/// [`flush_batch`](Self::flush_batch). A service that calls `flush_batch` at the end of each
+/// pass of its event loop batches by load: whatever arrived during one write goes out in the
+/// next, and a lone request goes out at once, with no timer in its way.
 pub struct OmniPaxos<T: Entry, B: Storage<T>> {
     ble: Ble,
-    sp: SequencePaxos<T, B>,
-    config_id: u32,
+    node: Node<T, B>,
     election_clock: Clock,
     resend_clock: Clock,
     flush_clock: Clock,
@@ -85,8 +95,8 @@ pub struct OmniPaxos<T: Entry, B: Storage<T>> {
 
 impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Builds a node from a validated configuration.
-    pub(crate) fn new(cfg: OmniPaxosConfig, storage: B) -> Self {
-        let (sp, recovered_promise) = SequencePaxos::new(&cfg, storage);
+    pub(crate) fn new(cfg: OmniPaxosConfig, storage: B) -> Result<Self, ConfigError> {
+        let (node, recovered_promise) = Node::new(&cfg, storage)?;
         let pid = cfg.server_config.pid;
         let peers: Vec<NodeId> = cfg
             .cluster_config
@@ -107,55 +117,91 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             cfg.server_config.leader_priority,
             recovered_promise,
         );
-        ble.set_can_lead(sp.can_lead());
-        OmniPaxos {
+        ble.set_can_lead(node.can_lead());
+        Ok(OmniPaxos {
             ble,
-            sp,
-            config_id: cfg.cluster_config.configuration_id,
+            node,
             election_clock: Clock::new(cfg.server_config.election_tick_timeout),
             resend_clock: Clock::new(cfg.server_config.resend_message_tick_timeout),
             flush_clock: Clock::new(cfg.server_config.flush_batch_tick_timeout),
-        }
+        })
     }
 
     /// Appends `entry` to the replicated log.
     ///
     /// On the leader the entry joins the current batch; on a follower it is forwarded to the
-    /// leader, resent until the leader has it and appended there once however often the message
-    /// is duplicated; while no leader is known it waits here. It is decided once a write quorum
+    /// leader, resent until the leader has it and taken once however often the message is
+    /// duplicated; while no leader is known it waits here. It is decided once a write quorum
     /// accepted it: watch [`get_decided_idx`](Self::get_decided_idx).
     ///
-    /// Like any consensus log, an entry that has not reached a quorum may be lost when its leader
-    /// fails: an application that must not lose a request re-appends it if it is not decided in
-    /// time, and deduplicates (as `omnipaxos_kv` does). A forward whose fate the library cannot
-    /// know comes back through [`take_uncertain_appends`](Self::take_uncertain_appends).
+    /// **Nothing is lost silently.** An append that returned `Ok` at a node that keeps running
+    /// is eventually decided, or handed back by
+    /// [`take_returned_appends`](Self::take_returned_appends) saying whether it may be decided
+    /// (its leader was replaced before this node learned its fate). The library never decides
+    /// one append twice by itself; an application that re-appends what may be decided must
+    /// deduplicate with its own ids (as `omnipaxos_kv` does).
     ///
     /// Errors with [`ProposeErr::PendingReconfigEntry`] (giving the entry back) once the
-    /// configuration is being stopped by a reconfiguration.
+    /// configuration is stopped or being stopped by a reconfiguration.
     // `ProposeErr` hands the proposal back, as in omnipaxos 0.2; boxing it would break users.
     #[allow(clippy::result_large_err)]
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
-        self.sp
+        self.node
             .append(entry)
             .map_err(ProposeErr::PendingReconfigEntry)
     }
 
-    /// Takes the appends made on this node whose fate the library cannot know, oldest first.
+    /// Takes the appends made on this node that the library hands back, oldest first, each
+    /// with what is known of it ([`AppendOutcome`]): `NotDecided` ones never reached a log that
+    /// can be decided (append them again if they still matter); `Unknown` ones were sent to a
+    /// leader that was replaced before this node learned their fate (re-append only if you
+    /// deduplicate). See [`append`](Self::append).
     ///
-    /// An append forwarded to a leader that is replaced before it acknowledges it is retried
-    /// with the next leader, which appends it unless its log holds it already. When that leader
-    /// cannot tell (it lacks the history of its log, after restarts), it gives the append up
-    /// rather than risk deciding it twice, and it comes back here; so do appends still waiting
-    /// here when the configuration is stopped. Each may or may not be decided: re-append those
-    /// your application deduplicates (as `omnipaxos_kv` does), and report the others as of
-    /// unknown outcome. Nothing is lost without coming back here, except with a crash of this
-    /// node or as any consensus log loses entries whose leader fails before a quorum has them.
-    ///
-    /// Kept until taken (the newest 10,000; [`NodeStats::uncertain_appends`] counts them all), and
-    /// carried over by [`start_next_config`](Self::start_next_config).
+    /// Kept until taken (the newest 10,000; [`NodeStats::returned_appends`] counts them all),
+    /// and carried over by [`start_next_config`](Self::start_next_config).
+    #[must_use = "the appends handed back are lost unless the application acts on them"]
+    pub fn take_returned_appends(&mut self) -> Vec<ReturnedAppend<T>> {
+        self.node.take_returned()
+    }
+
+    /// The entries of [`take_returned_appends`](Self::take_returned_appends) without their
+    /// outcome.
     #[must_use = "the appends handed back are lost unless the application acts on them"]
     pub fn take_uncertain_appends(&mut self) -> Vec<T> {
-        self.sp.take_uncertain_appends()
+        self.node
+            .take_returned()
+            .into_iter()
+            .map(|r| r.entry)
+            .collect()
+    }
+
+    /// Closes the current batch now: the leader puts its partial batch in the log, a follower
+    /// forwards what waits (see the type's docs on batching).
+    pub fn flush_batch(&mut self) {
+        self.node.flush_batch();
+    }
+
+    /// Asks for a linearizable read. Once [`take_ready_reads`](Self::take_ready_reads) returns
+    /// it with an index, apply the decided log at least up to that index and read your state:
+    /// the result reflects every entry decided before this call. No entry is written to the
+    /// log; the leader confirms it still leads with one round of messages (shared by all reads
+    /// waiting), then tells the index.
+    ///
+    /// A read is retried with each new leader until it is answered; there is no timeout here:
+    /// give up on your side if you must. After a reconfiguration, ask on the next node.
+    pub fn request_read(&mut self) -> ReadId {
+        self.node.request_read()
+    }
+
+    /// The reads asked here that are ready (see [`request_read`](Self::request_read)).
+    #[must_use = "ready reads are answered from the application's state"]
+    pub fn take_ready_reads(&mut self) -> Vec<ReadIndex> {
+        self.node.take_ready_reads()
+    }
+
+    /// Reads asked here and not ready yet.
+    pub fn pending_reads(&self) -> usize {
+        self.node.pending_reads()
     }
 
     /// Proposes to stop this configuration and continue the log in `new_configuration`, with
@@ -170,25 +216,27 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         new_configuration: ClusterConfig,
         metadata: Option<Vec<u8>>,
     ) -> Result<(), ProposeErr<T>> {
+        let current = self.get_configuration_id();
         let valid = new_configuration.validate().and_then(|_| {
-            if new_configuration.configuration_id > self.config_id {
+            if new_configuration.configuration_id > current {
                 Ok(())
             } else {
                 Err(ConfigError::InvalidConfig(format!(
-                    "configuration_id must be higher than the current one ({}), got {}",
-                    self.config_id, new_configuration.configuration_id
+                    "configuration_id must be higher than the current one ({current}), got {}",
+                    new_configuration.configuration_id
                 )))
             }
         });
         if let Err(e) = valid {
             return Err(ProposeErr::ConfigError(e, new_configuration, metadata));
         }
-        self.sp
+        self.node
             .reconfigure(StopSign::with(new_configuration, metadata))
             .map_err(|ss| ProposeErr::PendingReconfigConfig(ss.next_config, ss.metadata))
     }
 
-    /// The decided stop sign, once this configuration is stopped. Then:
+    /// The decided stop sign, once this configuration is stopped: its stop sign is decided
+    /// here, after every entry before it. Then:
     ///
     /// * if this server is in `next_config`, continue with
     ///   [`start_next_config`](Self::start_next_config);
@@ -196,16 +244,21 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     ///   its log to the servers that join (see [`get_migration_status`](Self::get_migration_status)
     ///   on those); it takes part in nothing else.
     ///
-    /// A servers that joins `next_config` builds its node with
-    /// [`ClusterConfig::build_for_server`] on empty storage; the log of this configuration is
-    /// then pulled to it from several servers at once.
+    /// A server that missed the stop learns it from a server that holds it, pulls the entries
+    /// it lacks, and then decides the stop sign too: its application sees every entry first.
+    /// A server that joins `next_config` builds its node with [`ClusterConfig::build_for_server`]
+    /// on empty storage.
     pub fn is_reconfigured(&self) -> Option<StopSign> {
-        self.sp.decided_stopsign()
+        self.node.decided_stopsign()
+    }
+
+    /// Whether this configuration is over or being stopped: appends are refused.
+    pub fn is_stopped(&self) -> bool {
+        self.node.is_sealed()
     }
 
     /// Turns this stopped node into the node of the next configuration, on the same storage:
-    /// the log goes on at the index of the stop sign, with everything before it decided, and
-    /// this server offers it to the servers that join.
+    /// the log goes on at the index of the stop sign, with everything before it decided.
     ///
     /// Errors, handing this node back unchanged, if the configuration is not stopped, or
     /// `server_config` is invalid or not this server's, or this server is not in the next
@@ -213,10 +266,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     // The node is handed back with the error so that nothing is lost; boxing would not help.
     #[allow(clippy::result_large_err)]
     pub fn start_next_config(
-        self,
+        mut self,
         server_config: ServerConfig,
     ) -> Result<OmniPaxos<T, B>, (ConfigError, Self)> {
-        let Some(ss) = self.sp.decided_stopsign() else {
+        let Some(ss) = self.node.decided_stopsign() else {
             let e = ConfigError::InvalidConfig(
                 "start_next_config: this configuration has not decided a stop sign".into(),
             );
@@ -229,71 +282,63 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         if let Err(e) = cfg.validate() {
             return Err((e, self));
         }
-        if cfg.server_config.pid != self.sp.pid() {
+        if cfg.server_config.pid != self.node.pid() {
             let e = ConfigError::InvalidConfig(format!(
                 "server_config.pid: {} is not this server ({})",
                 cfg.server_config.pid,
-                self.sp.pid()
+                self.node.pid()
             ));
             return Err((e, self));
         }
-        let notice = self.sp.stop_notice();
-        let old_nodes = self.sp.members().to_vec();
-        let mut sp = self.sp;
-        let uncertain = sp.take_uncertain_appends();
-        let mut next = OmniPaxos::new(cfg, sp.into_storage());
-        next.sp.keep_uncertain_appends(uncertain);
-        // The old configuration's servers that missed the stop learn it from our offers.
-        next.sp.offer_also_to(&old_nodes);
-        if let Some((ss, prefix)) = notice {
-            next.sp.continue_after_notice(ss, prefix);
+        let returned = self.node.take_returned();
+        let storage = self.node.into_storage();
+        match OmniPaxos::new(cfg, storage) {
+            Ok(mut next) => {
+                next.node.keep_returned(returned);
+                Ok(next)
+            }
+            Err(e) => panic!("OmniPaxos: start_next_config could not build the next node: {e}"),
         }
-        Ok(next)
     }
 
-    /// Consumes the node and returns its storage.
+    /// Consumes the node and returns its storage (with everything staged written).
     pub fn into_storage(self) -> B {
-        self.sp.into_storage()
+        self.node.into_storage()
     }
 
     /// The identifier of this node's configuration.
     pub fn get_configuration_id(&self) -> u32 {
-        self.sp.config_id()
+        self.node.config().configuration_id
     }
 
-    /// While this node pulls the log of the configuration it continues (it joined it), how far
+    /// While this node pulls the log of the configurations before its own (it joined), how far
     /// it got; `None` otherwise. Until the pull completes, reads of that log return `None`.
     pub fn get_migration_status(&self) -> Option<MigrationStatus> {
-        self.sp.migration()
+        self.node.migration()
     }
 
     /// Handles a message received from another server. Messages for another pid, from a pid
-    /// outside the configuration or of another configuration are ignored, as are malformed ones.
+    /// outside the configurations this node knows, or malformed ones are ignored.
     pub fn handle_incoming(&mut self, m: Message<T>) {
-        if m.get_receiver() != self.sp.pid() {
+        if m.get_receiver() != self.node.pid() {
             return;
         }
         match m {
             Message::SequencePaxos(p) => {
-                self.sp.handle(p);
-                if let Some(n) = self.sp.take_new_ballot_wanted() {
-                    // A follower that restarted asks us to lead on in a higher ballot.
-                    if let Some(b) = self.ble.lead_on_above(n) {
-                        self.sp.handle_leader(b);
-                    }
-                }
-                self.ble.observe_promise(self.sp.promise());
+                self.node.handle(p.from, p.msg);
+                self.ble.observe_promise(self.node.staged_promise());
             }
             Message::BLE(b) => {
                 if let HeartbeatMsg::Request(r) = &b.msg {
-                    if r.config_id < self.config_id {
-                        // A server of ours still in a configuration we left.
-                        self.sp.tell_moved(b.from, r.config_id);
+                    if r.config_id != self.get_configuration_id() || self.node.is_sealed() {
+                        // A server still in a configuration that stopped, or ours is over.
+                        self.node.heartbeat_from(b.from, r.config_id);
                         return;
                     }
                 }
-                if b.from != self.sp.pid() && self.is_member(b.from) && !self.sp.is_sealed() {
-                    self.ble.handle(b);
+                if b.from != self.node.pid() && self.node.is_peer(b.from) && !self.node.is_sealed()
+                {
+                    self.ble.handle(b.from, b.msg);
                     if self.ble.round_complete_early() {
                         // A confirmation round has its replies: end it now, and give the next
                         // round a full timeout.
@@ -305,18 +350,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         }
     }
 
-    fn is_member(&self, pid: NodeId) -> bool {
-        self.sp.is_member(pid)
-    }
-
     /// Advances the node's clock by one tick: ends election rounds, resends what may have been
     /// lost, and flushes a partial batch, each at its configured period.
     pub fn tick(&mut self) {
-        self.sp.tick();
-        if self.sp.is_sealed() {
-            // A stopped configuration elects nobody; it only offers its log to the next one.
+        self.node.tick();
+        if self.node.is_sealed() {
+            // A stopped configuration elects nobody; it only serves its log.
             if self.resend_clock.tick() {
-                self.sp.resend_timeout();
+                self.node.resend();
             }
             return;
         }
@@ -324,29 +365,37 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             self.end_election_round();
         }
         if self.resend_clock.tick() {
-            self.sp.resend_timeout();
+            self.node.resend();
         }
         if self.flush_clock.tick() {
-            self.sp.flush_batch_timeout();
+            self.node.flush_batch();
         }
     }
 
     /// Ends the election round: the election decides who leads (with what Sequence Paxos
     /// reports), and Sequence Paxos follows a new leader.
     fn end_election_round(&mut self) {
-        if let Some(h) = self.sp.take_higher_promise() {
+        if let Some(h) = self.node.take_higher_promise() {
             self.ble.report_higher_promise(h);
         }
-        self.ble.set_can_lead(self.sp.can_lead());
-        if let Some(leader) = self.ble.round_end(self.sp.promise()) {
-            self.sp.handle_leader(leader);
+        self.ble.set_can_lead(self.node.can_lead());
+        if let Some(leader) = self.ble.round_end(self.node.staged_promise()) {
+            self.node.handle_leader(leader);
         }
     }
 
-    /// Moves the messages to send into `buffer` (appending; reuse the buffer between calls).
+    /// Moves the messages to send into `buffer` (appending; reuse the buffer between calls),
+    /// after writing to storage everything they depend on.
     pub fn take_outgoing_messages(&mut self, buffer: &mut Vec<Message<T>>) {
-        buffer.extend(self.sp.take_outgoing().map(Message::SequencePaxos));
-        buffer.extend(self.ble.take_outgoing().map(Message::BLE));
+        let from = self.node.pid();
+        self.node.take_outgoing(|to, msg| {
+            buffer.push(Message::SequencePaxos(PaxosMessage { from, to, msg }))
+        });
+        buffer.extend(
+            self.ble
+                .take_outgoing()
+                .map(|(to, msg)| Message::BLE(BLEMessage { from, to, msg })),
+        );
     }
 
     /// The messages to send, in a new vector.
@@ -357,85 +406,99 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         v
     }
 
-    /// The entry at `idx`, or `None` beyond the end of the log. A compacted index gives the
-    /// `Trimmed`/`Snapshotted` element.
+    /// The entry at `idx`, or `None` beyond the end of the log or in a prefix still being
+    /// pulled. A compacted index gives the `Trimmed`/`Snapshotted` element.
     pub fn read(&self, idx: usize) -> Option<LogEntry<T>> {
-        self.sp.read(idx..=idx).and_then(|mut v| v.pop())
+        self.node.read(idx..=idx).and_then(|mut v| v.pop())
     }
 
-    /// The entries in `r` (absolute indices), or `None` if `r` is empty or reaches beyond the
-    /// end of the log. A compacted prefix is one `Trimmed`/`Snapshotted` element.
+    /// The entries in `r` (absolute indices), or `None` if `r` is empty, reaches beyond the end
+    /// of the log, or starts in a prefix still being pulled. A compacted prefix is one
+    /// `Trimmed`/`Snapshotted` element.
     pub fn read_entries<R: RangeBounds<usize>>(&self, r: R) -> Option<Vec<LogEntry<T>>> {
-        self.sp.read(r)
+        self.node.read(r)
     }
 
-    /// The decided entries from `from_idx` on, or `None` when `from_idx >= get_decided_idx()`.
+    /// The decided entries from `from_idx` on, or `None` when `from_idx >= get_decided_idx()`
+    /// (or `from_idx` is in a prefix still being pulled).
     pub fn read_decided_suffix(&self, from_idx: usize) -> Option<Vec<LogEntry<T>>> {
-        self.sp.read_decided_suffix(from_idx)
+        self.node.read_decided_suffix(from_idx)
     }
 
     /// The decided index: entries below it are decided (absolute; a stop sign counts as one).
     pub fn get_decided_idx(&self) -> usize {
-        self.sp.decided_idx()
+        self.node.decided_idx()
     }
 
     /// The end of the local log (absolute; a stop sign counts as one).
     pub fn get_accepted_idx(&self) -> usize {
-        self.sp.accepted_idx()
+        self.node.accepted_idx()
     }
 
-    /// The compacted index: entries below it are trimmed or snapshotted.
+    /// The compacted index: entries below it are trimmed, snapshotted, or (a server that joined)
+    /// still being pulled.
     pub fn get_compacted_idx(&self) -> usize {
-        self.sp.compacted_idx()
+        self.node.compacted_idx()
     }
 
-    /// Entries appended here and waiting for their batch to be replicated.
+    /// Entries appended here and not in the log yet (in the current batch, or waiting to be
+    /// forwarded).
     pub fn get_batched_len(&self) -> usize {
-        self.sp.batched_len()
+        self.node.batched_len()
     }
 
     /// The leader this node follows, and whether this node is that leader in its accept phase
-    /// (ready to replicate). `None` before any leader is known.
+    /// and still reaches a quorum (ready to serve). `None` before any leader is known, and on
+    /// a leader that was cut off from a quorum for an election round (it then knows of no
+    /// leader it could name: within two election timeouts of a partition it stops calling
+    /// itself leader).
     pub fn get_current_leader(&self) -> Option<(NodeId, bool)> {
-        let prom = self.sp.promise();
+        let prom = self.node.promise();
         if prom.pid == 0 {
             return None;
         }
-        let serving =
-            prom.pid == self.sp.pid() && self.sp.is_leader() && self.sp.phase() == Phase::Accept;
-        Some((prom.pid, serving))
+        if prom.pid == self.node.pid() {
+            let leading = self.node.is_leader() && !self.node.is_sealed();
+            if leading && !self.ble.is_happy() {
+                return None;
+            }
+            let serving = leading && self.node.phase() == Phase::Accept;
+            return Some((prom.pid, serving));
+        }
+        Some((prom.pid, false))
     }
 
     /// The ballot this node promised (`Ballot::default()` if none).
     pub fn get_promise(&self) -> Ballot {
-        self.sp.promise()
+        self.node.promise()
     }
 
     /// This node's pid.
     pub fn get_pid(&self) -> NodeId {
-        self.sp.pid()
+        self.node.pid()
     }
 
-    /// Counters of what this node did (snapshots taken and installed, forwards given up).
+    /// Counters of what this node did (snapshots taken and installed, appends handed back).
     pub fn get_stats(&self) -> NodeStats {
-        self.sp.stats()
+        self.node.stats()
     }
 
-    /// The storage backend (e.g. to inspect it in tests).
+    /// The storage backend (e.g. to inspect it in tests). It may lag what the node works with
+    /// until the next take of the outgoing messages.
     pub fn get_storage(&self) -> &B {
-        self.sp.storage()
+        self.node.storage()
     }
 
     /// Takes over leadership at once with a ballot higher than any this node has seen. Another
     /// node may still win with a higher ballot.
     pub fn try_become_leader(&mut self) {
-        if self.sp.is_sealed() {
+        if self.node.is_sealed() {
             // A stopped configuration elects nobody.
             return;
         }
-        self.ble.set_can_lead(self.sp.can_lead());
-        if let Some(b) = self.ble.force_takeover(self.sp.promise()) {
-            self.sp.handle_leader(b);
+        self.ble.set_can_lead(self.node.can_lead());
+        if let Some(b) = self.ble.force_takeover(self.node.staged_promise()) {
+            self.node.handle_leader(b);
         }
     }
 
@@ -449,12 +512,13 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Trims the log below `trim_idx` (default: as far as possible) on every server: the
     /// entries are discarded and reads show `LogEntry::Trimmed`.
     ///
-    /// Only the leader can trim, and only what every server has accepted, so that no server
+    /// Only the leader can trim, and only what every server has decided, so that no server
     /// ever needs the entries again. Errors: [`CompactionErr::NotCurrentLeader`] on another
-    /// node, [`CompactionErr::NotAllDecided`] beyond what all accepted,
-    /// [`CompactionErr::TrimmedIndex`] below what is already compacted.
+    /// node, [`CompactionErr::NotAllDecided`] beyond what all decided,
+    /// [`CompactionErr::TrimmedIndex`] below what is already compacted,
+    /// [`CompactionErr::PendingPrefix`] while this server still pulls its prefix.
     pub fn trim(&mut self, trim_idx: Option<usize>) -> Result<(), CompactionErr> {
-        self.sp.trim(trim_idx)
+        self.node.trim(trim_idx)
     }
 
     /// Folds the decided entries below `compact_idx` (default: the decided index) into a
@@ -464,26 +528,27 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     ///
     /// For entry types without snapshots this trims (with the rules of [`trim`](Self::trim)).
     /// Errors: [`CompactionErr::UndecidedIndex`] beyond the decided index,
-    /// [`CompactionErr::TrimmedIndex`] below what is already compacted.
+    /// [`CompactionErr::TrimmedIndex`] below what is already compacted,
+    /// [`CompactionErr::PendingPrefix`] while this server still pulls its prefix.
     pub fn snapshot(
         &mut self,
         compact_idx: Option<usize>,
         local_only: bool,
     ) -> Result<(), CompactionErr> {
-        self.sp.snapshot(compact_idx, local_only)
+        self.node.snapshot(compact_idx, local_only)
     }
 
     /// The transport reconnected to `pid`: the node resynchronises with it at once instead of
     /// waiting for a resend timeout.
     pub fn reconnected(&mut self, pid: NodeId) {
-        self.sp.reconnected(pid);
+        self.node.reconnected(pid);
     }
 
     /// Recovery after a crash, as the seeds name it. Building the node on its persisted storage
     /// already recovers it; calling this (again) only asks the leader to resynchronise this
     /// node, which is harmless at any time.
     pub fn fail_recovery(&mut self) {
-        self.sp.fail_recovery();
+        self.node.fail_recovery();
     }
 
     /// The leader election's current leader ballot (for diagnostics and tests).

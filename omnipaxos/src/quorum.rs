@@ -38,6 +38,11 @@ impl Quorum {
         count >= self.read.max(self.write)
     }
 
+    /// The number of promises a new leader needs.
+    pub(crate) fn read_size(&self) -> usize {
+        self.read
+    }
+
     /// The number of accepts an entry needs to be decided.
     pub(crate) fn write_size(&self) -> usize {
         self.write

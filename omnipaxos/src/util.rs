@@ -93,7 +93,11 @@ pub struct FlexibleQuorum {
     pub write_quorum_size: usize,
 }
 
-pub use crate::sequence_paxos::migration::MigrationStatus;
+pub use crate::node::{
+    forwarding::{AppendOutcome, ReturnedAppend},
+    reads::{ReadId, ReadIndex},
+    succession::MigrationStatus,
+};
 
 /// Counters of what a node did, for monitoring and tests.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -103,19 +107,13 @@ pub struct NodeStats {
     pub snapshots_taken: u64,
     /// Times this node's log was brought up to date with a snapshot from another server.
     pub snapshot_installs: u64,
-    /// Logs of a stopped configuration this node pulled in full when it joined the next one.
+    /// Logs of earlier configurations this node pulled in full when it joined.
     pub migrations_completed: u64,
-    /// Entries of such logs it received.
+    /// Entries of such logs (and of stopped configurations it had missed) it received.
     pub migrated_entries: u64,
-    /// Forwarded proposals this node, as leader, gave up: it could not tell whether they were in
-    /// its log already (its knowledge was partial), or the configuration was stopped.
-    pub abandoned_forwards: u64,
-    /// Appends made on this node that were handed back as uncertain (see
-    /// [`OmniPaxos::take_uncertain_appends`](crate::OmniPaxos::take_uncertain_appends)).
-    pub uncertain_appends: u64,
-    /// Pulls of a stopped configuration's log given up because no server had it any more (all
-    /// compacted it without a snapshot); the node keeps it as a compacted prefix.
-    pub abandoned_migrations: u64,
+    /// Appends made on this node that were handed back (see
+    /// [`OmniPaxos::take_returned_appends`](crate::OmniPaxos::take_returned_appends)).
+    pub returned_appends: u64,
 }
 
 /// Default values of the server configuration, in ticks unless said otherwise.

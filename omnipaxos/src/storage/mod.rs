@@ -18,8 +18,6 @@
 //!
 //! `omnipaxos_storage::conformance` has a test suite every backend should pass.
 
-pub(crate) mod internal;
-
 use crate::{ballot_leader_election::Ballot, ClusterConfig};
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};

@@ -21,7 +21,8 @@ pub(crate) struct PromiseInfo {
     pub(crate) n_accepted: Ballot,
     pub(crate) decided_idx: usize,
     pub(crate) accepted_idx: usize,
-    pub(crate) forward_session: Option<u64>,
+    /// Below this index its log is still being pulled (0: it holds it all).
+    pub(crate) pending_below: usize,
 }
 
 /// Replication to a follower that was synchronised (`AcceptSync` sent).
@@ -43,8 +44,9 @@ pub(crate) struct Stream {
     /// Where its log surely agrees with ours (what the last `AcceptSync` was made for); the
     /// sync is made again from there while unconfirmed.
     pub(crate) sync_idx: usize,
-    /// The forwarding session opened for the follower.
-    pub(crate) forward_session: u64,
+    /// Below this index its log is still being pulled (0: it holds it all): a trim must not
+    /// take away what it still pulls.
+    pub(crate) pending_below: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

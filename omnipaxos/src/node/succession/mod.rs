@@ -1,0 +1,608 @@
+//! The succession room: how one configuration's log reaches the servers of the next one.
+//!
+//! When configuration `c1` decides its stop sign at index `k`, its log `0..k` becomes the first
+//! part of the log of the next configuration `c2`: indices go on from `k`. Decided entries are
+//! the same on every server of every configuration, which is what lets any server serve them.
+//! What a node knows about this is in its durable record (see `record`): where its
+//! configuration's log starts, what of the log before is still *pending*, and the stops before.
+//!
+//! * **A server in both configurations** turns its stopped node into the next one on the same
+//!   storage (`start_next_config`): it keeps its entries, decided, and records the stop.
+//! * **A server that joins** starts on empty storage and does not know where its log starts
+//!   ([`Start::Unknown`]): it never leads meanwhile (a leader that does not know could decide
+//!   new entries over the old log), and asks its peers (`Ask`). A peer that knows answers with
+//!   an `Offer` (the stops it knows and what it holds), and so does the new leader's sync.
+//!   With snapshots, the joiner takes `0..k` as its *pending* prefix at once, takes part in
+//!   deciding new entries, and **pulls** the old log in segments **from several servers in
+//!   parallel**, folded into a snapshot; until that is done, reads of the prefix return `None`
+//!   and compacting over it is refused. Without snapshots, the new leader's sync brings the
+//!   whole log as entries.
+//! * **A server that missed the stop** of its configuration (a *straggler*) learns it from a
+//!   server that holds the stop: every server that holds a stop answers messages of that
+//!   stopped configuration's servers with an `Offer`. The straggler stops taking part, pulls the
+//!   entries it lacks **as entries** (a snapshot only stands in for what the application itself
+//!   compacted), and then decides the stop sign in its own log: the application sees every
+//!   entry, then `is_reconfigured`.
+//! * **Trust.** Where our own configuration's log starts, and that it stopped, is learned only
+//!   from servers of our configuration; entries and snapshots only from servers of a
+//!   configuration we know (ours, the ones before it, the next one).
+
+pub(crate) mod pull;
+
+use super::{
+    core::{Core, Note},
+    record::{Start, Stop},
+    role::sync,
+    wire::succession::{Offer, SuccessionMsg},
+};
+use crate::{
+    ballot_leader_election::Ballot,
+    storage::{Entry, Snapshot, StopSign, Storage, StorageOp},
+    util::{ConfigurationId, NodeId},
+};
+use pull::{Pull, Request};
+
+/// What the user can see of a pull of the old log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// The end of the old log being pulled (its stop sign's index).
+    pub prefix_end: usize,
+    /// Entries of it received so far.
+    pub received: usize,
+    /// Servers it is pulled from.
+    pub sources: usize,
+}
+
+/// A pull in progress.
+enum Pulling<T: Entry> {
+    /// Our pending prefix `0..end`, folded into a snapshot. `base`: a snapshot of `0..upto`
+    /// received, which the parts after it are merged into.
+    Prefix {
+        pull: Pull<T::Snapshot>,
+        base: Option<(usize, T::Snapshot)>,
+    },
+    /// The entries of our stopped configuration we lack, as entries, then its stop sign.
+    Tail { pull: Pull<Vec<T>>, stop: Stop },
+}
+
+pub(crate) struct Succession<T: Entry> {
+    /// Our configuration's stop, told by a server of ours that holds it, and not decided in our
+    /// log yet.
+    learned: Option<Stop>,
+    pulling: Option<Pulling<T>>,
+    /// When we last offered to each server.
+    offered: Vec<(NodeId, u64)>,
+}
+
+impl<T: Entry> Succession<T> {
+    pub(crate) fn new<B: Storage<T>>(core: &mut Core<T, B>) -> Self {
+        let mut s = Succession {
+            learned: None,
+            pulling: None,
+            offered: Vec::new(),
+        };
+        // After a restart in the middle of a pull, the record says what is still pending.
+        s.start_prefix_pull(core);
+        s
+    }
+
+    /// Whether our configuration is over: its stop sign is decided here, or a server of ours
+    /// that holds it told us.
+    pub(crate) fn is_over<B: Storage<T>>(&self, core: &Core<T, B>) -> bool {
+        self.learned.is_some() || core.log.stopsign_decided()
+    }
+
+    /// Whether this node may lead: it knows where its log starts and holds its log up to there
+    /// (as entries, a snapshot, or a pending prefix being pulled).
+    pub(crate) fn can_lead<B: Storage<T>>(&self, core: &Core<T, B>) -> bool {
+        match core.log.record().start.index() {
+            Some(s) => !self.is_over(core) && core.log.log_end() >= s,
+            None => false,
+        }
+    }
+
+    pub(crate) fn status(&self) -> Option<MigrationStatus> {
+        match &self.pulling {
+            Some(Pulling::Prefix { pull, base }) => Some(MigrationStatus {
+                prefix_end: pull.end,
+                received: pull.received() + base.as_ref().map_or(0, |(u, _)| *u),
+                sources: pull.sources(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The servers a pull may ask: ours, and those of the configurations we know.
+    fn candidates<B: Storage<T>>(core: &Core<T, B>, learned: Option<&Stop>) -> Vec<NodeId> {
+        let mut c: Vec<NodeId> = core.peers.clone();
+        let stops = core.log.record().chain.iter().chain(learned);
+        for s in stops {
+            c.extend(s.config.nodes.iter().chain(&s.ss.next_config.nodes));
+        }
+        c.sort_unstable();
+        c.dedup();
+        c.retain(|p| *p != core.pid);
+        c
+    }
+
+    /// Whether `pid` is a server of a configuration we know.
+    pub(crate) fn knows<B: Storage<T>>(&self, core: &Core<T, B>, pid: NodeId) -> bool {
+        core.config.nodes.contains(&pid)
+            || core.log.record().chain.iter().any(|s| s.knows(pid))
+            || self.learned.as_ref().is_some_and(|s| s.knows(pid))
+            || core
+                .log
+                .stopsign()
+                .is_some_and(|ss| ss.next_config.nodes.contains(&pid))
+    }
+
+    /// Starts pulling our pending prefix, if there is one (entry types with snapshots).
+    fn start_prefix_pull<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        let p = core.log.record().pending_below;
+        if p == 0 || self.pulling.is_some() || !T::Snapshot::use_snapshots() {
+            return;
+        }
+        let mut pull = Pull::new(0, p, Self::timeout(core));
+        for pid in Self::candidates(core, None) {
+            pull.add_candidate(pid);
+        }
+        self.pulling = Some(Pulling::Prefix { pull, base: None });
+        self.drive(core);
+    }
+
+    fn timeout<B: Storage<T>>(core: &Core<T, B>) -> u64 {
+        core.timing.resend_timeout.max(1).saturating_mul(4)
+    }
+
+    /// Our stop, as a server that holds it offers it.
+    fn own_stop<B: Storage<T>>(&self, core: &Core<T, B>) -> Option<Stop> {
+        if core.log.stopsign_decided() {
+            let ss = core.log.stopsign().cloned()?;
+            Some(Stop {
+                config: core.config.clone(),
+                end: core.log.log_end(),
+                ss,
+            })
+        } else {
+            self.learned.clone()
+        }
+    }
+
+    fn offer<B: Storage<T>>(&self, core: &Core<T, B>, about: ConfigurationId) -> Offer {
+        let mut chain = core.log.record().chain.clone();
+        chain.extend(self.own_stop(core));
+        let pending = core.log.record().pending_below;
+        let compacted = core.log.compacted_idx();
+        let snapshot = core.log.has_snapshot() && pending == 0;
+        Offer {
+            about,
+            chain,
+            held_from: compacted.max(pending),
+            held_to: core.decided_entries(),
+            snapshot,
+            trimmed: compacted > 0 && !snapshot && pending == 0,
+        }
+    }
+
+    /// Offers what we hold to `to`, at most once per resend timeout.
+    fn offer_to<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        to: NodeId,
+        about: ConfigurationId,
+    ) {
+        let now = core.now;
+        let wait = core.timing.resend_timeout;
+        match self.offered.iter_mut().find(|(p, _)| *p == to) {
+            Some((_, at)) if now < at.saturating_add(wait) => return,
+            Some((_, at)) => *at = now,
+            None => self.offered.push((to, now)),
+        }
+        let o = self.offer(core, about);
+        core.send(to, SuccessionMsg::Offer(o));
+    }
+
+    /// A server of configuration `c`, which stopped before ours, contacted us: tell it.
+    pub(crate) fn contact_from_old<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        from: NodeId,
+        c: ConfigurationId,
+    ) {
+        let stop = core.log.record().stop_of(c);
+        if stop.is_some_and(|s| s.config.nodes.contains(&from)) {
+            self.offer_to(core, from, c);
+        }
+    }
+
+    /// A server of our configuration contacted us while it is over here: tell it.
+    pub(crate) fn contact_from_own<B: Storage<T>>(&mut self, core: &mut Core<T, B>, from: NodeId) {
+        if self.is_over(core) && core.is_peer(from) {
+            let c = core.config_id();
+            self.offer_to(core, from, c);
+        }
+    }
+
+    /// Every resend timeout: ask where our log starts if we do not know; drive the pull.
+    pub(crate) fn resend<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if core.log.record().start == Start::Unknown {
+            let c = core.config_id();
+            core.broadcast(SuccessionMsg::<T>::Ask { config_id: c });
+        }
+        let now = core.now;
+        match &mut self.pulling {
+            Some(Pulling::Prefix { pull, .. }) => pull.expire(now),
+            Some(Pulling::Tail { pull, .. }) => pull.expire(now),
+            None => {}
+        }
+        self.drive(core);
+    }
+
+    /// Handles a succession message from `from` (a server of a configuration we know).
+    pub(crate) fn handle<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        from: NodeId,
+        m: SuccessionMsg<T>,
+    ) {
+        match m {
+            SuccessionMsg::Ask { config_id } => {
+                if config_id == core.config_id() && core.is_peer(from) {
+                    if core.log.record().start.index().is_some() {
+                        self.offer_to(core, from, config_id);
+                    }
+                } else if config_id < core.config_id() {
+                    self.contact_from_old(core, from, config_id);
+                }
+            }
+            SuccessionMsg::Offer(o) => self.handle_offer(core, from, o),
+            SuccessionMsg::Pull { from: a, to: b } => {
+                let held_from = core
+                    .log
+                    .compacted_idx()
+                    .max(core.log.record().pending_below);
+                let ok = a >= held_from
+                    && a < b
+                    && b <= core.decided_entries()
+                    && b - a <= core.timing.buffer_size.max(1);
+                let reply = if ok {
+                    SuccessionMsg::Entries {
+                        from: a,
+                        entries: core.log.entries(a, b),
+                    }
+                } else {
+                    SuccessionMsg::Unavailable { from: Some(a) }
+                };
+                core.send(from, reply);
+            }
+            SuccessionMsg::PullSnapshot => {
+                let upto = core.log.compacted_idx();
+                let ok = core.log.has_snapshot() && core.log.record().pending_below == 0;
+                let reply = match core.log.snapshot().filter(|_| ok && upto > 0) {
+                    Some(snapshot) => SuccessionMsg::Snapshot { upto, snapshot },
+                    None => SuccessionMsg::Unavailable { from: None },
+                };
+                core.send(from, reply);
+            }
+            SuccessionMsg::Entries { from: a, entries } => {
+                self.handle_entries(core, from, a, entries)
+            }
+            SuccessionMsg::Snapshot { upto, snapshot } => {
+                self.handle_snapshot(core, from, upto, snapshot)
+            }
+            SuccessionMsg::Unavailable { from: a } => {
+                match (&mut self.pulling, a) {
+                    (Some(Pulling::Prefix { pull, .. }), Some(a)) => pull.refused(from, a),
+                    (Some(Pulling::Tail { pull, .. }), Some(a)) => pull.refused(from, a),
+                    (Some(Pulling::Prefix { pull, .. }), None) => pull.no_snapshot(from),
+                    (Some(Pulling::Tail { pull, .. }), None) => pull.no_snapshot(from),
+                    (None, _) => {}
+                }
+                self.drive(core);
+            }
+        }
+    }
+
+    fn handle_offer<B: Storage<T>>(&mut self, core: &mut Core<T, B>, from: NodeId, o: Offer) {
+        let ours = core.config_id();
+        let from_ours = core.is_peer(from);
+        // Stops must come oldest first, each ending no earlier than the one before, and none
+        // beyond what the sender holds as decided.
+        let consistent = o
+            .chain
+            .windows(2)
+            .all(|w| w[0].config_id() < w[1].config_id() && w[0].end <= w[1].end)
+            && o.chain.iter().all(|s| s.end <= o.held_to)
+            && o.held_from <= o.held_to;
+        if !consistent {
+            return;
+        }
+        if from_ours && self.learned.is_none() && !core.log.stopsign_decided() {
+            if let Some(stop) = o.chain.iter().find(|s| s.config_id() == ours) {
+                self.learn_stop(core, stop.clone());
+            }
+        }
+        if from_ours && core.log.record().start == Start::Unknown {
+            if let Some(pred) = o.chain.iter().rev().find(|s| s.next_id() == ours) {
+                self.learn_start(core, pred.clone(), &o.chain);
+            }
+        }
+        // What it holds, for our pull.
+        if self.knows(core, from) {
+            let trimmed_below = o.held_from.min(o.held_to);
+            match &mut self.pulling {
+                Some(Pulling::Prefix { pull, .. }) => {
+                    pull.add_source(from, o.held_from, o.held_to, o.snapshot);
+                    if o.trimmed && trimmed_below > pull.from && trimmed_below <= pull.end {
+                        // The application trimmed the old log up to there: it is not ours to
+                        // pull any more.
+                        pull.covered_up_to(trimmed_below);
+                    }
+                }
+                Some(Pulling::Tail { pull, .. }) => {
+                    pull.add_source(from, o.held_from, o.held_to, o.snapshot);
+                    if o.trimmed && trimmed_below > pull.from && trimmed_below <= pull.end {
+                        let ops = vec![
+                            StorageOp::SetSnapshot(None),
+                            StorageOp::Trim(trimmed_below),
+                            StorageOp::SetCompactedIdx(trimmed_below),
+                            StorageOp::SetDecidedIndex(trimmed_below),
+                        ];
+                        let from_idx = core.decided_entries();
+                        core.log.stage_all(ops);
+                        core.notes.push(Note::Replaced {
+                            round: Ballot::default(),
+                            from: from_idx,
+                        });
+                        pull.covered_up_to(trimmed_below);
+                    }
+                }
+                None => {}
+            }
+            self.drive(core);
+        }
+    }
+
+    /// A server of ours says our configuration stopped at `stop.end`: we stop taking part,
+    /// and pull what we lack of it as entries, then decide its stop sign.
+    fn learn_stop<B: Storage<T>>(&mut self, core: &mut Core<T, B>, stop: Stop) {
+        let decided = core.decided_entries();
+        let valid = stop.end >= decided
+            && stop.ss.next_config.validate().is_ok()
+            && stop.next_id() > core.config_id()
+            && stop.config.configuration_id == core.config_id();
+        if !valid {
+            return;
+        }
+        let mut pull = Pull::new(decided, stop.end, Self::timeout(core));
+        for pid in Self::candidates(core, Some(&stop)) {
+            pull.add_candidate(pid);
+        }
+        self.learned = Some(stop.clone());
+        // (A prefix pull, if any, waits: the stop gates everything else here.)
+        if let Some(Pulling::Prefix { .. }) = self.pulling {
+            self.pulling = None;
+        }
+        self.pulling = Some(Pulling::Tail { pull, stop });
+        self.drive(core);
+    }
+
+    /// A server of ours told us where our log starts: the stop before our configuration.
+    fn learn_start<B: Storage<T>>(&mut self, core: &mut Core<T, B>, pred: Stop, chain: &[Stop]) {
+        let s = pred.end;
+        let decided = core.decided_entries();
+        let pending = T::Snapshot::use_snapshots() && decided < s;
+        if decided > s || core.log.log_end() > s {
+            // Our log goes beyond where it would start: not ours to believe.
+            return;
+        }
+        core.log.set_record(|r| {
+            r.start = Start::At(s);
+            if pending {
+                r.pending_below = s;
+            }
+            for stop in chain.iter().filter(|st| st.config_id() <= pred.config_id()) {
+                r.push_stop(stop.clone());
+            }
+        });
+        if pending {
+            core.log.stage_all([
+                StorageOp::SetSnapshot(None),
+                StorageOp::Trim(s),
+                StorageOp::SetCompactedIdx(s),
+                StorageOp::SetDecidedIndex(s),
+            ]);
+            self.start_prefix_pull(core);
+        }
+    }
+
+    fn handle_entries<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        from: NodeId,
+        a: usize,
+        entries: Vec<T>,
+    ) {
+        let n = entries.len();
+        if n == 0 {
+            return;
+        }
+        let taken = match &mut self.pulling {
+            Some(Pulling::Prefix { pull, .. }) => {
+                let part = T::Snapshot::create(&entries);
+                pull.receive(from, a, n, part)
+            }
+            Some(Pulling::Tail { pull, .. }) => pull.receive(from, a, n, entries),
+            None => false,
+        };
+        if taken {
+            core.stats.migrated_entries += n as u64;
+        }
+        self.drive(core);
+    }
+
+    fn handle_snapshot<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        from: NodeId,
+        upto: usize,
+        snapshot: T::Snapshot,
+    ) {
+        if !T::Snapshot::use_snapshots() || upto == 0 {
+            return;
+        }
+        match &mut self.pulling {
+            Some(Pulling::Prefix { pull, base }) if pull.snapshot_asked_from(from) => {
+                if upto <= pull.from || base.as_ref().is_some_and(|(u, _)| *u >= upto) {
+                    pull.no_snapshot(from);
+                } else if upto < pull.end {
+                    // It covers the start of what we pull: the parts after it merge into it.
+                    pull.covered_up_to(upto);
+                    *base = Some((upto, snapshot));
+                } else if upto <= core.log.log_end() && upto <= core.decided_entries().max(pull.end)
+                {
+                    // It covers all we pull and more of the decided log (the source compacted
+                    // past it): it replaces our log up to its end.
+                    let mut ops = vec![StorageOp::SetSnapshot(Some(snapshot))];
+                    if core.log.compacted_idx() < upto {
+                        ops.extend([StorageOp::Trim(upto), StorageOp::SetCompactedIdx(upto)]);
+                    }
+                    if core.log.decided_idx() < upto {
+                        ops.push(StorageOp::SetDecidedIndex(upto));
+                    }
+                    let from_idx = core.decided_entries();
+                    core.log.stage_all(ops);
+                    core.log.set_record(|r| r.pending_below = 0);
+                    core.notes.push(Note::Replaced {
+                        round: Ballot::default(),
+                        from: from_idx,
+                    });
+                    core.stats.snapshot_installs += 1;
+                    core.stats.migrations_completed += 1;
+                    self.pulling = None;
+                    return;
+                } else {
+                    // Beyond our log: asked again once our log has grown.
+                    pull.no_snapshot(from);
+                }
+            }
+            Some(Pulling::Tail { pull, .. }) if pull.snapshot_asked_from(from) => {
+                // The application compacted the entries we lack into a snapshot: it stands in
+                // for them.
+                if upto > core.decided_entries() && upto <= pull.end {
+                    let from_idx = core.decided_entries();
+                    if let Ok(Some(ops)) = sync::snapshot_ops(
+                        core,
+                        crate::storage::SnapshotType::Complete(snapshot),
+                        0,
+                        upto,
+                    ) {
+                        core.log.stage_all(ops);
+                        core.stats.snapshot_installs += 1;
+                        core.notes.push(Note::Replaced {
+                            round: Ballot::default(),
+                            from: from_idx,
+                        });
+                    }
+                    if let Some(Pulling::Tail { pull, .. }) = &mut self.pulling {
+                        pull.covered_up_to(upto);
+                    }
+                } else {
+                    pull.no_snapshot(from);
+                }
+            }
+            _ => {}
+        }
+        self.drive(core);
+    }
+
+    /// Sends the requests the pull wants, and completes it when it has everything.
+    fn drive<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        let now = core.now;
+        let requests = match &mut self.pulling {
+            Some(Pulling::Prefix { pull, .. }) => pull.assign(now),
+            Some(Pulling::Tail { pull, .. }) => pull.assign(now),
+            None => return,
+        };
+        for (to, r) in requests {
+            let m = match r {
+                Request::Entries { from, to } => SuccessionMsg::Pull { from, to },
+                Request::Snapshot => SuccessionMsg::PullSnapshot,
+            };
+            core.send(to, m);
+        }
+        let complete = match &self.pulling {
+            Some(Pulling::Prefix { pull, .. }) => pull.complete(),
+            Some(Pulling::Tail { pull, .. }) => pull.complete(),
+            None => false,
+        };
+        if complete {
+            match self.pulling.take() {
+                Some(Pulling::Prefix { pull, base }) => self.finish_prefix(core, pull, base),
+                Some(Pulling::Tail { pull, stop }) => self.finish_tail(core, pull, stop),
+                None => {}
+            }
+        }
+    }
+
+    fn finish_prefix<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        pull: Pull<T::Snapshot>,
+        base: Option<(usize, T::Snapshot)>,
+    ) {
+        let end = pull.end;
+        let mut full = base.map(|(_, s)| s);
+        for (_, _, part) in pull.into_parts() {
+            match full.as_mut() {
+                Some(f) => f.merge(part),
+                None => full = Some(part),
+            }
+        }
+        let pending = core.log.record().pending_below;
+        if pending != end || core.log.compacted_idx() != end {
+            // Something else brought the prefix meanwhile (a snapshot sync).
+            core.log.set_record(|r| r.pending_below = 0);
+            return;
+        }
+        let full = full.unwrap_or_else(|| T::Snapshot::create(&[]));
+        core.log.stage(StorageOp::SetSnapshot(Some(full)));
+        core.log.set_record(|r| r.pending_below = 0);
+        core.stats.migrations_completed += 1;
+    }
+
+    fn finish_tail<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        pull: Pull<Vec<T>>,
+        stop: Stop,
+    ) {
+        let from = pull.from;
+        if core.decided_entries() > from || core.log.compacted_idx() > from {
+            // Our log moved meanwhile; pull again from where it is.
+            self.learned = None;
+            self.learn_stop(core, stop);
+            return;
+        }
+        let mut entries = Vec::with_capacity(stop.end - from);
+        for (_, _, part) in pull.into_parts() {
+            entries.extend(part);
+        }
+        core.log.stage_all([
+            StorageOp::AppendOnPrefix(from, entries),
+            StorageOp::SetStopsign(Some(stop.ss.clone())),
+            StorageOp::SetDecidedIndex(stop.end + 1),
+        ]);
+        core.notes.push(Note::Replaced {
+            round: Ballot::default(),
+            from,
+        });
+        self.learned = None;
+    }
+
+    /// The stop sign we know our configuration ended with, decided here or told.
+    pub(crate) fn known_stop(&self) -> Option<&StopSign> {
+        self.learned.as_ref().map(|s| &s.ss)
+    }
+}

@@ -1,0 +1,53 @@
+//! Messages of the reads room: linearizable reads without a log write (read index).
+
+use super::role::B;
+use crate::ballot_leader_election::Ballot;
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub(crate) enum ReadMsg {
+    /// A follower asks the leader of `n` for a read index for its read `id`.
+    Req { n: Ballot, id: u64 },
+    /// The leader of `n` asks: do you still follow `n`? (confirmation round `round`)
+    Confirm { n: Ballot, round: u64 },
+    /// Yes, in round `round`.
+    Confirmed { n: Ballot, round: u64 },
+    /// The leader of `n` answers read `id`: wait until you decided `idx`.
+    Index { n: Ballot, id: u64, idx: usize },
+}
+
+impl ReadMsg {
+    pub(crate) fn ballot(&self) -> Ballot {
+        match self {
+            ReadMsg::Req { n, .. }
+            | ReadMsg::Confirm { n, .. }
+            | ReadMsg::Confirmed { n, .. }
+            | ReadMsg::Index { n, .. } => *n,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ReadMsg::Req { .. } => "ReadReq",
+            ReadMsg::Confirm { .. } => "ReadConfirm",
+            ReadMsg::Confirmed { .. } => "ReadConfirmed",
+            ReadMsg::Index { .. } => "ReadIndex",
+        }
+    }
+}
+
+impl fmt::Display for ReadMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadMsg::Req { n, id } => write!(f, "ReadReq n={} id={id}", B(*n)),
+            ReadMsg::Confirm { n, round } => write!(f, "ReadConfirm n={} round={round}", B(*n)),
+            ReadMsg::Confirmed { n, round } => {
+                write!(f, "ReadConfirmed n={} round={round}", B(*n))
+            }
+            ReadMsg::Index { n, id, idx } => write!(f, "ReadIndex n={} id={id} idx={idx}", B(*n)),
+        }
+    }
+}
