@@ -91,6 +91,28 @@ impl<T: Entry> Message<T> {
     }
 }
 
+impl<T: Entry> Message<T> {
+    /// The ballot a Sequence Paxos message belongs to (`None` for election and succession
+    /// messages), for tests. Not a stable interface.
+    #[doc(hidden)]
+    pub fn ballot(&self) -> Option<crate::ballot_leader_election::Ballot> {
+        match self {
+            Message::SequencePaxos(m) => m.msg.ballot(),
+            Message::BLE(_) => None,
+        }
+    }
+
+    /// The number of log entries the message carries (0 for most kinds), for tests and
+    /// benchmarks that model links by their load. Not a stable interface.
+    #[doc(hidden)]
+    pub fn entry_count(&self) -> usize {
+        match self {
+            Message::SequencePaxos(m) => m.msg.entry_count(),
+            Message::BLE(_) => 0,
+        }
+    }
+}
+
 /// One line: `from->to Kind fields…`, the form the scripted tests read. Not a stable format.
 impl<T: Entry> fmt::Display for Message<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

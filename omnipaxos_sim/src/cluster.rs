@@ -212,11 +212,8 @@ pub struct SimStats {
     pub decided_after_reconfiguration: u64,
     /// Old logs pulled in full by joining servers.
     pub migrations: u64,
-    /// Forwarded proposals leaders gave up (`NodeStats::abandoned_forwards`): they could not
-    /// tell whether they held them already.
-    pub abandoned_forwards: u64,
-    /// Appends handed back to the application as uncertain (`NodeStats::uncertain_appends`).
-    pub uncertain_appends: u64,
+    /// Appends handed back to the application (`NodeStats::returned_appends`).
+    pub returned_appends: u64,
     /// The network's counts.
     pub net: NetStats,
 }
@@ -404,8 +401,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             leader_changes: self.checker.leader_ballots().saturating_sub(1) as u64,
             snapshot_installs: self.stats.snapshot_installs + live(|s| s.snapshot_installs),
             migrations: self.stats.migrations + live(|s| s.migrations_completed),
-            abandoned_forwards: self.stats.abandoned_forwards + live(|s| s.abandoned_forwards),
-            uncertain_appends: self.stats.uncertain_appends + live(|s| s.uncertain_appends),
+            returned_appends: self.stats.returned_appends + live(|s| s.returned_appends),
             reconfigurations: self.checker.configurations().saturating_sub(1) as u64,
             decided_after_reconfiguration: self.checker.decided_after_first_config() as u64,
             net: self.net.stats(),
@@ -569,8 +565,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             self.stats.crashes += 1;
             self.stats.snapshot_installs += op.get_stats().snapshot_installs;
             self.stats.migrations += op.get_stats().migrations_completed;
-            self.stats.abandoned_forwards += op.get_stats().abandoned_forwards;
-            self.stats.uncertain_appends += op.get_stats().uncertain_appends;
+            self.stats.returned_appends += op.get_stats().returned_appends;
             if op.get_current_leader() == Some((pid, true)) {
                 self.stats.leader_crashes_in_accept += 1;
             }

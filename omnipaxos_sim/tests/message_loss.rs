@@ -109,7 +109,7 @@ fn dropped_forward_is_retried() {
     let mut s = sim(3);
     let l = elect(&mut s, 50);
     let f = if l == 1 { 2 } else { 1 };
-    let (filter, dropped) = drop_first("ProposalForward", 2, |_| true);
+    let (filter, dropped) = drop_first("Proposals", 2, |_| true);
     s.set_filter(Some(filter));
     s.append(f, SimEntry { id: 7 }).unwrap();
     s.run_until(3 * RESEND, |s| s.checker().is_decided(7))
@@ -125,7 +125,7 @@ fn duplicated_forward_is_decided_once() {
     let l = elect(&mut s, 50);
     let f = if l == 1 { 2 } else { 1 };
     s.set_filter(Some(Box::new(|m| {
-        if kind(m) == "ProposalForward" {
+        if kind(m) == "Proposals" {
             omnipaxos_sim::Verdict::Duplicate
         } else {
             omnipaxos_sim::Verdict::Pass
@@ -147,7 +147,7 @@ fn lost_acks_and_a_leader_crash_still_decide_a_forward_once() {
     let f = if l == 1 { 2 } else { 1 };
     // The leader appends and replicates the forward, but its acknowledgement is lost, and then
     // the leader crashes: the follower re-forwards to the new leader, which finds it in its log.
-    let (filter, _) = drop_first("ForwardAck", 100, |_| true);
+    let (filter, _) = drop_first("Placed", 100, |_| true);
     s.set_filter(Some(filter));
     s.append(f, SimEntry { id: 9 }).unwrap();
     s.run_until(10, |s| s.checker().is_decided(9))

@@ -187,7 +187,7 @@ fn a_restarted_followers_proposals_are_not_mistaken_for_its_old_ones() {
     let mut promises = 0;
     s.set_filter(Some(Box::new(move |m| {
         if let Message::SequencePaxos(p) = m {
-            if kind(m) == "Promise" && p.from == f && p.msg.ballot() == first {
+            if kind(m) == "Promise" && p.from == f && m.ballot() == Some(first) {
                 promises += 1;
                 if promises > 1 {
                     return Verdict::Drop;
@@ -227,7 +227,9 @@ fn once_per_ballot(
     if kind(m) != "Promise" || sp.from != f {
         return None;
     }
-    let b = sp.msg.ballot();
+    let Some(b) = m.ballot() else {
+        return None;
+    };
     if promised.borrow().contains(&b) {
         return Some(Verdict::Drop);
     }
@@ -262,7 +264,7 @@ fn old_forwards_delivered_after_a_restart_do_not_displace_new_ones() {
         if let Some(v) = once_per_ballot(&promised, f, m) {
             return v;
         }
-        if on.get() && kind(m) == "ProposalForward" && m.get_sender() == f {
+        if on.get() && kind(m) == "Proposals" && m.get_sender() == f {
             h.borrow_mut().push(m.clone());
             return Verdict::Drop;
         }

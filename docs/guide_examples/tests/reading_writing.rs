@@ -30,7 +30,7 @@ fn append_and_read() {
         cluster.node(follower).append(entry).expect("not stopped");
     }
     // ANCHOR_END: uncertain
-    assert_eq!(cluster.node(follower).get_stats().uncertain_appends, 0);
+    assert_eq!(cluster.node(follower).get_stats().returned_appends, 0);
 
     // ANCHOR: apply
     /// A state machine that applies the decided log in order, each entry exactly once.

@@ -223,6 +223,28 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
 
     /// Queues `op`, applying it to the staged view.
     pub(crate) fn stage(&mut self, op: StorageOp<T>) {
+        self.stage_one(op);
+        self.after_staging();
+    }
+
+    /// Queues all `ops` (the invariants are checked after the last one: a batch may pass
+    /// through states that are not valid on their own, like a stop sign cleared before the
+    /// decided index that counted it).
+    pub(crate) fn stage_all(&mut self, ops: impl IntoIterator<Item = StorageOp<T>>) {
+        for op in ops {
+            self.stage_one(op);
+        }
+        self.after_staging();
+    }
+
+    fn after_staging(&mut self) {
+        self.staged.check("staged");
+        if self.staged_entries >= STAGED_ENTRIES_MAX {
+            self.flush();
+        }
+    }
+
+    fn stage_one(&mut self, op: StorageOp<T>) {
         self.staged.apply(&op);
         match op {
             StorageOp::AppendEntry(e) => {
@@ -267,17 +289,6 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
                 }
                 self.ops.push(other);
             }
-        }
-        self.staged.check("staged");
-        if self.staged_entries >= STAGED_ENTRIES_MAX {
-            self.flush();
-        }
-    }
-
-    /// Queues all `ops`.
-    pub(crate) fn stage_all(&mut self, ops: impl IntoIterator<Item = StorageOp<T>>) {
-        for op in ops {
-            self.stage(op);
         }
     }
 

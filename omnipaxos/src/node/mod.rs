@@ -165,10 +165,9 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         let core = &mut self.core;
         match m.ballot() {
             None => {
+                // Succession messages cross configurations: the room checks each kind.
                 if let PaxosMsg::Succession(s) = m {
-                    if self.succ.knows(core, from) {
-                        self.succ.handle(core, from, s);
-                    }
+                    self.succ.handle(core, from, s);
                 }
             }
             Some(b) => {
@@ -316,6 +315,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             }
         }
         self.fwd.settle(&self.core);
+        self.succ.settle(&mut self.core);
         if self.fwd.queued_len() >= self.core.timing.batch_size {
             self.fwd.send_queued(&mut self.core);
         }

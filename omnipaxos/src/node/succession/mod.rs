@@ -64,6 +64,9 @@ enum Pulling<T: Entry> {
     },
     /// The entries of our stopped configuration we lack, as entries, then its stop sign.
     Tail { pull: Pull<Vec<T>>, stop: Stop },
+    /// The log before ours, as entries, for entry types without snapshots: our log cannot
+    /// start later than 0 without one.
+    Catchup { pull: Pull<Vec<T>> },
 }
 
 pub(crate) struct Succession<T: Entry> {
@@ -73,6 +76,9 @@ pub(crate) struct Succession<T: Entry> {
     pulling: Option<Pulling<T>>,
     /// When we last offered to each server.
     offered: Vec<(NodeId, u64)>,
+    /// Servers of the next configuration we offer our stopped log to until they say `Done`
+    /// (once our stop sign is decided here).
+    offering: Option<Vec<NodeId>>,
 }
 
 impl<T: Entry> Succession<T> {
@@ -81,6 +87,7 @@ impl<T: Entry> Succession<T> {
             learned: None,
             pulling: None,
             offered: Vec::new(),
+            offering: None,
         };
         // After a restart in the middle of a pull, the record says what is still pending.
         s.start_prefix_pull(core);
@@ -153,6 +160,41 @@ impl<T: Entry> Succession<T> {
 
     fn timeout<B: Storage<T>>(core: &Core<T, B>) -> u64 {
         core.timing.resend_timeout.max(1).saturating_mul(4)
+    }
+
+    /// After every input: a pending prefix (a sync may have just told us of it) is being
+    /// pulled.
+    pub(crate) fn settle<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if self.pulling.is_none() && self.learned.is_none() {
+            self.start_prefix_pull(core);
+            self.start_catchup(core);
+        }
+        if self.offering.is_none() && core.log.stopsign_decided() {
+            if let Some(ss) = core.log.stopsign() {
+                let me = core.pid;
+                let to = ss.next_config.nodes.iter().copied().filter(|p| *p != me);
+                self.offering = Some(to.collect());
+            }
+        }
+    }
+
+    /// Without snapshots, a server whose log does not reach where it starts pulls the entries
+    /// before as entries.
+    fn start_catchup<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        let Some(s) = core.log.record().start.index() else {
+            return;
+        };
+        let end = core.log.log_end();
+        if T::Snapshot::use_snapshots() || end >= s || self.pulling.is_some() {
+            return;
+        }
+        let from = core.decided_entries().max(core.log.compacted_idx());
+        let mut pull = Pull::new(from, s, Self::timeout(core));
+        for pid in Self::candidates(core, None) {
+            pull.add_candidate(pid);
+        }
+        self.pulling = Some(Pulling::Catchup { pull });
+        self.drive(core);
     }
 
     /// Our stop, as a server that holds it offers it.
@@ -230,10 +272,18 @@ impl<T: Entry> Succession<T> {
             let c = core.config_id();
             core.broadcast(SuccessionMsg::<T>::Ask { config_id: c });
         }
+        if let Some(to) = self.offering.clone() {
+            let next = core.log.stopsign().map(|ss| ss.next_config.configuration_id);
+            if let Some(next) = next {
+                for pid in to {
+                    self.offer_to(core, pid, next);
+                }
+            }
+        }
         let now = core.now;
         match &mut self.pulling {
             Some(Pulling::Prefix { pull, .. }) => pull.expire(now),
-            Some(Pulling::Tail { pull, .. }) => pull.expire(now),
+            Some(Pulling::Tail { pull, .. }) | Some(Pulling::Catchup { pull }) => pull.expire(now),
             None => {}
         }
         self.drive(core);
@@ -257,6 +307,7 @@ impl<T: Entry> Succession<T> {
                 }
             }
             SuccessionMsg::Offer(o) => self.handle_offer(core, from, o),
+            SuccessionMsg::Pull { .. } | SuccessionMsg::PullSnapshot if !self.knows(core, from) => {}
             SuccessionMsg::Pull { from: a, to: b } => {
                 let held_from = core
                     .log
@@ -294,12 +345,19 @@ impl<T: Entry> Succession<T> {
             SuccessionMsg::Unavailable { from: a } => {
                 match (&mut self.pulling, a) {
                     (Some(Pulling::Prefix { pull, .. }), Some(a)) => pull.refused(from, a),
-                    (Some(Pulling::Tail { pull, .. }), Some(a)) => pull.refused(from, a),
+                    (Some(Pulling::Tail { pull, .. }), Some(a))
+                    | (Some(Pulling::Catchup { pull }), Some(a)) => pull.refused(from, a),
                     (Some(Pulling::Prefix { pull, .. }), None) => pull.no_snapshot(from),
-                    (Some(Pulling::Tail { pull, .. }), None) => pull.no_snapshot(from),
+                    (Some(Pulling::Tail { pull, .. }), None)
+                    | (Some(Pulling::Catchup { pull }), None) => pull.no_snapshot(from),
                     (None, _) => {}
                 }
                 self.drive(core);
+            }
+            SuccessionMsg::Done => {
+                if let Some(o) = self.offering.as_mut() {
+                    o.retain(|p| *p != from);
+                }
             }
         }
     }
@@ -323,10 +381,21 @@ impl<T: Entry> Succession<T> {
                 self.learn_stop(core, stop.clone());
             }
         }
-        if from_ours && core.log.record().start == Start::Unknown {
-            if let Some(pred) = o.chain.iter().rev().find(|s| s.next_id() == ours) {
+        if core.log.record().start == Start::Unknown {
+            // Where our log starts: from a server of ours, or of the configuration before ours
+            // (when every server was replaced, only those know), whose stop names exactly our
+            // configuration as the next one.
+            let pred = o.chain.iter().rev().find(|s| {
+                s.next_id() == ours
+                    && s.ss.next_config == core.config
+                    && (from_ours || s.config.nodes.contains(&from))
+            });
+            if let Some(pred) = pred {
                 self.learn_start(core, pred.clone(), &o.chain);
             }
+        }
+        if o.about == ours && core.log.record().start.index().is_some() && !from_ours {
+            core.send(from, SuccessionMsg::Done);
         }
         // What it holds, for our pull.
         if self.knows(core, from) {
@@ -339,6 +408,9 @@ impl<T: Entry> Succession<T> {
                         // pull any more.
                         pull.covered_up_to(trimmed_below);
                     }
+                }
+                Some(Pulling::Catchup { pull }) => {
+                    pull.add_source(from, o.held_from, o.held_to, o.snapshot);
                 }
                 Some(Pulling::Tail { pull, .. }) => {
                     pull.add_source(from, o.held_from, o.held_to, o.snapshot);
@@ -433,7 +505,9 @@ impl<T: Entry> Succession<T> {
                 let part = T::Snapshot::create(&entries);
                 pull.receive(from, a, n, part)
             }
-            Some(Pulling::Tail { pull, .. }) => pull.receive(from, a, n, entries),
+            Some(Pulling::Tail { pull, .. }) | Some(Pulling::Catchup { pull }) => {
+                pull.receive(from, a, n, entries)
+            }
             None => false,
         };
         if taken {
@@ -522,7 +596,7 @@ impl<T: Entry> Succession<T> {
         let now = core.now;
         let requests = match &mut self.pulling {
             Some(Pulling::Prefix { pull, .. }) => pull.assign(now),
-            Some(Pulling::Tail { pull, .. }) => pull.assign(now),
+            Some(Pulling::Tail { pull, .. }) | Some(Pulling::Catchup { pull }) => pull.assign(now),
             None => return,
         };
         for (to, r) in requests {
@@ -534,13 +608,14 @@ impl<T: Entry> Succession<T> {
         }
         let complete = match &self.pulling {
             Some(Pulling::Prefix { pull, .. }) => pull.complete(),
-            Some(Pulling::Tail { pull, .. }) => pull.complete(),
+            Some(Pulling::Tail { pull, .. }) | Some(Pulling::Catchup { pull }) => pull.complete(),
             None => false,
         };
         if complete {
             match self.pulling.take() {
                 Some(Pulling::Prefix { pull, base }) => self.finish_prefix(core, pull, base),
                 Some(Pulling::Tail { pull, stop }) => self.finish_tail(core, pull, stop),
+                Some(Pulling::Catchup { pull }) => self.finish_catchup(core, pull),
                 None => {}
             }
         }
@@ -599,6 +674,23 @@ impl<T: Entry> Succession<T> {
             from,
         });
         self.learned = None;
+    }
+
+    fn finish_catchup<B: Storage<T>>(&mut self, core: &mut Core<T, B>, pull: Pull<Vec<T>>) {
+        let (from, end) = (pull.from, pull.end);
+        if core.log.log_end() >= end || core.decided_entries().max(core.log.compacted_idx()) != from {
+            // A leader's sync brought it meanwhile.
+            return;
+        }
+        let mut entries = Vec::with_capacity(end - from);
+        for (_, _, part) in pull.into_parts() {
+            entries.extend(part);
+        }
+        core.log.stage_all([
+            StorageOp::AppendOnPrefix(from, entries),
+            StorageOp::SetDecidedIndex(end),
+        ]);
+        core.stats.migrations_completed += 1;
     }
 
     /// The stop sign we know our configuration ended with, decided here or told.

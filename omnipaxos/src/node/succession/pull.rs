@@ -257,17 +257,16 @@ impl<P> Pull<P> {
     /// were expected (a segment asked and not done).
     pub(crate) fn receive(&mut self, source: NodeId, from: usize, len: usize, part: P) -> bool {
         let to = from.saturating_add(len);
-        let Some(seg) = self
-            .segments
-            .iter_mut()
-            .find(|s| s.from == from && s.to == to && s.state != SegState::Done)
-        else {
+        // Only the source it was asked from: an answer from anyone else is not taken.
+        let Some(seg) = self.segments.iter_mut().find(|s| {
+            s.from == from
+                && s.to == to
+                && matches!(s.state, SegState::Asked { source: asked, .. } if asked == source)
+        }) else {
             return false;
         };
-        if let SegState::Asked { source: asked, .. } = seg.state {
-            if let Some(s) = self.sources.get_mut(&asked) {
-                s.busy = s.busy.saturating_sub(1);
-            }
+        if let Some(s) = self.sources.get_mut(&source) {
+            s.busy = s.busy.saturating_sub(1);
         }
         seg.state = SegState::Done;
         if let Some(s) = self.sources.get_mut(&source) {

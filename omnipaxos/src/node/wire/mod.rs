@@ -60,6 +60,20 @@ impl<T: Entry> PaxosMsg<T> {
     }
 }
 
+impl<T: Entry> PaxosMsg<T> {
+    /// The number of log entries the message carries.
+    pub(crate) fn entry_count(&self) -> usize {
+        match self {
+            PaxosMsg::Role(RoleMsg::AcceptDecide(a)) => a.entries.len(),
+            PaxosMsg::Role(RoleMsg::AcceptSync(a)) => a.log_sync.suffix.len(),
+            PaxosMsg::Role(RoleMsg::Promise(p)) => p.log_sync.as_ref().map_or(0, |s| s.suffix.len()),
+            PaxosMsg::Forward(ForwardMsg::Proposals(p)) => p.entries.len(),
+            PaxosMsg::Succession(SuccessionMsg::Entries { entries, .. }) => entries.len(),
+            _ => 0,
+        }
+    }
+}
+
 impl<T: Entry> fmt::Display for PaxosMsg<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -61,6 +61,8 @@ pub(crate) enum SuccessionMsg<T: Entry> {
     Unavailable {
         from: Option<usize>,
     },
+    /// The sender knows where its log starts: stop offering.
+    Done,
 }
 
 impl<T: Entry> SuccessionMsg<T> {
@@ -73,6 +75,7 @@ impl<T: Entry> SuccessionMsg<T> {
             SuccessionMsg::Entries { .. } => "Entries",
             SuccessionMsg::Snapshot { .. } => "Snapshot",
             SuccessionMsg::Unavailable { .. } => "Unavailable",
+            SuccessionMsg::Done => "Done",
         }
     }
 }
@@ -108,6 +111,7 @@ impl<T: Entry> fmt::Display for SuccessionMsg<T> {
                 Some(a) => write!(f, "Unavailable @{a}"),
                 None => f.write_str("Unavailable snapshot"),
             },
+            SuccessionMsg::Done => f.write_str("Done"),
         }
     }
 }
