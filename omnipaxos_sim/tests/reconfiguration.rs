@@ -674,8 +674,10 @@ fn a_straggler_learns_where_the_old_log_ended_even_from_a_restarted_server() {
         }
     })));
     s.restart(f);
-    run_advancing(&mut s, 20 * E, |s| s.node(f).unwrap().get_configuration_id() == 2)
-        .expect("the straggler learns the stop and moves on");
+    run_advancing(&mut s, 20 * E, |s| {
+        s.node(f).unwrap().get_configuration_id() == 2
+    })
+    .expect("the straggler learns the stop and moves on");
     // Before it moved on it decided every entry of the old log, then the stop sign.
     let o = s.node(f).unwrap();
     assert_eq!(o.get_decided_idx(), end);

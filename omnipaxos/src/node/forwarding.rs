@@ -82,6 +82,8 @@ const INCARNATIONS_KEPT: usize = 4;
 /// Proposals sent to the leader of `n`, not placed yet. Invariant: numbered consecutively.
 struct Sent<T> {
     n: Ballot,
+    /// The first proposal sent in this ballot.
+    base: u64,
     entries: VecDeque<(u64, T)>,
     /// All numbered below this reached the leader (no need to send them again).
     received: u64,
@@ -213,6 +215,21 @@ impl<T: Entry> Forwarding<T> {
         }
     }
 
+    /// We lead: appends that waited here for a leader go into our batch.
+    pub(crate) fn propose_queued<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        role: &mut Role<T>,
+    ) {
+        let Some(l) = role.leader_mut() else {
+            return;
+        };
+        let origin = (core.pid, self.inc);
+        while let Some((seq, e)) = self.queued.pop_front() {
+            l.propose(core, e, origin, seq);
+        }
+    }
+
     /// The leader of our promise, if we may forward to it now.
     fn forward_target<B: Storage<T>>(&self, core: &Core<T, B>) -> Option<Ballot> {
         let prom = core.log.promise();
@@ -232,10 +249,12 @@ impl<T: Entry> Forwarding<T> {
             return;
         };
         self.leave_ballots_below(n);
+        let base = self.queued[0].0;
         let sent = self.sent.get_or_insert_with(|| Sent {
             n,
+            base,
             entries: VecDeque::new(),
-            received: 0,
+            received: base,
         });
         let room = core.timing.buffer_size.saturating_sub(sent.entries.len());
         let k = self.queued.len().min(room);
@@ -249,6 +268,7 @@ impl<T: Entry> Forwarding<T> {
         let msg = Proposals {
             n,
             inc: self.inc,
+            base: sent.base,
             first_seq,
             entries,
             acked: self.acked,
@@ -302,6 +322,7 @@ impl<T: Entry> Forwarding<T> {
                     let msg = Proposals {
                         n: s.n,
                         inc: self.inc,
+                        base: s.base,
                         first_seq: *first_seq,
                         entries: unconfirmed,
                         acked: self.acked,
@@ -380,7 +401,7 @@ impl<T: Entry> Forwarding<T> {
                 }
                 sessions.push(Session {
                     origin,
-                    received: 0,
+                    received: p.base,
                     placed: Vec::new(),
                     dirty: false,
                 });

@@ -289,6 +289,8 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     pub(crate) fn trim(&mut self, idx: Option<usize>) -> Result<(), CompactionErr> {
         let r = compaction::trim(&mut self.core, &self.role, idx);
         self.settle();
+        // What the application asked is done (and shows) when the call returns.
+        self.core.log.flush();
         r
     }
 
@@ -299,6 +301,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     ) -> Result<(), CompactionErr> {
         let r = compaction::snapshot(&mut self.core, &self.role, idx, local_only);
         self.settle();
+        self.core.log.flush();
         r
     }
 
@@ -307,11 +310,13 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     fn settle(&mut self) {
         loop {
             let notes: Vec<Note<T>> = std::mem::take(&mut self.core.notes);
-            if notes.is_empty() {
-                break;
-            }
             for n in notes {
                 self.fwd.note(&mut self.core, &mut self.role, n);
+            }
+            // Appends that waited for a leader, if we are it now.
+            self.fwd.propose_queued(&mut self.core, &mut self.role);
+            if self.core.notes.is_empty() {
+                break;
             }
         }
         self.fwd.settle(&self.core);
@@ -409,7 +414,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         }
     }
     pub(crate) fn migration(&self) -> Option<MigrationStatus> {
-        self.succ.status()
+        self.succ.status(&self.core)
     }
     pub(crate) fn take_returned(&mut self) -> Vec<ReturnedAppend<T>> {
         self.fwd.take_returned()

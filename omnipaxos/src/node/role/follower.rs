@@ -262,6 +262,8 @@ impl Follower {
             let new_decided = d.decided_idx.min(core.log.accepted_idx());
             if new_decided > core.log.decided_idx() {
                 core.log.stage(StorageOp::SetDecidedIndex(new_decided));
+                // The leader learns what we decided (a trim waits for it).
+                self.accepted_owed = true;
             }
         }
     }

@@ -35,19 +35,15 @@ pub(crate) fn has_decided_base<T: Entry, B: Storage<T>>(core: &Core<T, B>) -> bo
 
 /// The decided index we tell a leader that syncs us. Without a base for a delta we say 0, so
 /// that it sends what it has from the start (a complete snapshot, or its log).
+///
+/// (A server still pulling its prefix has no base either: it gets a complete snapshot if the
+/// leader compacted past where its log starts, else the log from there.)
 pub(crate) fn reported_decided<T: Entry, B: Storage<T>>(core: &Core<T, B>) -> usize {
-    if T::Snapshot::use_snapshots() && !has_decided_base(core) && !pending_only(core) {
+    if T::Snapshot::use_snapshots() && !has_decided_base(core) {
         0
     } else {
         core.log.decided_idx()
     }
-}
-
-/// Whether our compacted prefix is exactly the prefix we still pull (nothing trimmed or
-/// snapshotted beyond it): a leader then syncs us from our decided index like anyone.
-fn pending_only<T: Entry, B: Storage<T>>(core: &Core<T, B>) -> bool {
-    let p = core.log.record().pending_below;
-    p > 0 && core.log.compacted_idx() == p && !core.log.has_snapshot()
 }
 
 /// The log from `sync_idx` on, for a node whose log agrees with ours below `sync_idx` and whose
@@ -64,45 +60,46 @@ pub(crate) fn log_sync_for<T: Entry, B: Storage<T>>(
     let sync_idx = sync_idx.min(log_end);
     let snapshots = T::Snapshot::use_snapshots();
     let start = core.log.record().start.index().unwrap_or(0);
-    let (from, prefix) = if snapshots && peer_decided < start && sync_idx < start {
-        // It lacks the log of the configurations before ours: it pulls that from several
-        // servers at once; we send what follows.
-        let chain = core.log.record().chain.clone();
-        (start, SyncPrefix::Pending { chain })
-    } else if sync_idx < compacted {
-        // Behind our compacted prefix: our snapshot stands in for it, or it was trimmed.
-        match (snapshots, core.log.has_snapshot()) {
-            (true, true) => {
-                let snap = core.log.snapshot().map(SnapshotType::Complete);
-                match snap {
-                    Some(snapshot) => (compacted, SyncPrefix::Snapshot { snapshot, from: 0 }),
-                    None => (compacted, SyncPrefix::Trimmed),
+    let (from, prefix) =
+        if sync_idx >= compacted && snapshots && peer_decided < start && sync_idx < start {
+            // It lacks the log of the configurations before ours: it pulls that from several
+            // servers at once; we send what follows.
+            let chain = core.log.record().chain.clone();
+            (start, SyncPrefix::Pending { chain })
+        } else if sync_idx < compacted {
+            // Behind our compacted prefix: our snapshot stands in for it, or it was trimmed.
+            match (snapshots, core.log.has_snapshot()) {
+                (true, true) => {
+                    let snap = core.log.snapshot().map(SnapshotType::Complete);
+                    match snap {
+                        Some(snapshot) => (compacted, SyncPrefix::Snapshot { snapshot, from: 0 }),
+                        None => (compacted, SyncPrefix::Trimmed),
+                    }
                 }
+                _ => (compacted, SyncPrefix::Trimmed),
             }
-            _ => (compacted, SyncPrefix::Trimmed),
-        }
-    } else if snapshots
-        && compacted > 0
-        && core.log.has_snapshot()
-        && peer_decided >= compacted
-        && peer_decided < decided
-        && peer_decided <= sync_idx
-    {
-        // It lags our decided index but has its decided log up to where we still have entries:
-        // the decided entries it lacks go as a delta, to merge into a snapshot of its own
-        // decided log.
-        let delta = T::Snapshot::create(&entries(core, peer_decided, decided, tail));
-        let snapshot = SnapshotType::Delta(delta);
-        (
-            decided,
-            SyncPrefix::Snapshot {
-                snapshot,
-                from: peer_decided,
-            },
-        )
-    } else {
-        (sync_idx, SyncPrefix::Kept)
-    };
+        } else if snapshots
+            && compacted > 0
+            && core.log.has_snapshot()
+            && peer_decided >= compacted
+            && peer_decided < decided
+            && peer_decided <= sync_idx
+        {
+            // It lags our decided index but has its decided log up to where we still have entries:
+            // the decided entries it lacks go as a delta, to merge into a snapshot of its own
+            // decided log.
+            let delta = T::Snapshot::create(&entries(core, peer_decided, decided, tail));
+            let snapshot = SnapshotType::Delta(delta);
+            (
+                decided,
+                SyncPrefix::Snapshot {
+                    snapshot,
+                    from: peer_decided,
+                },
+            )
+        } else {
+            (sync_idx, SyncPrefix::Kept)
+        };
     LogSync {
         prefix,
         suffix: entries(core, from, log_end, tail),

@@ -109,15 +109,25 @@ impl<T: Entry> Succession<T> {
         }
     }
 
-    pub(crate) fn status(&self) -> Option<MigrationStatus> {
-        match &self.pulling {
-            Some(Pulling::Prefix { pull, base }) => Some(MigrationStatus {
-                prefix_end: pull.end,
-                received: pull.received() + base.as_ref().map_or(0, |(u, _)| *u),
-                sources: pull.sources(),
-            }),
-            _ => None,
+    /// How far the pull of our pending prefix got, while there is one (it may wait while we
+    /// pull the end of our stopped configuration first).
+    pub(crate) fn status<B: Storage<T>>(&self, core: &Core<T, B>) -> Option<MigrationStatus> {
+        let pending = core.log.record().pending_below;
+        if pending == 0 {
+            return None;
         }
+        let (received, sources) = match &self.pulling {
+            Some(Pulling::Prefix { pull, base }) => (
+                pull.received() + base.as_ref().map_or(0, |(u, _)| *u),
+                pull.sources(),
+            ),
+            _ => (0, 0),
+        };
+        Some(MigrationStatus {
+            prefix_end: pending,
+            received,
+            sources,
+        })
     }
 
     /// The servers a pull may ask: ours, and those of the configurations we know.
@@ -165,6 +175,15 @@ impl<T: Entry> Succession<T> {
     /// After every input: a pending prefix (a sync may have just told us of it) is being
     /// pulled.
     pub(crate) fn settle<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        let pending = core.log.record().pending_below;
+        if pending > 0 && core.log.has_snapshot() && core.log.compacted_idx() >= pending {
+            // A snapshot sync brought the prefix we pulled (and more).
+            core.log.set_record(|r| r.pending_below = 0);
+            if let Some(Pulling::Prefix { .. }) = self.pulling {
+                self.pulling = None;
+            }
+            core.stats.migrations_completed += 1;
+        }
         if self.pulling.is_none() && self.learned.is_none() {
             self.start_prefix_pull(core);
             self.start_catchup(core);
@@ -273,7 +292,10 @@ impl<T: Entry> Succession<T> {
             core.broadcast(SuccessionMsg::<T>::Ask { config_id: c });
         }
         if let Some(to) = self.offering.clone() {
-            let next = core.log.stopsign().map(|ss| ss.next_config.configuration_id);
+            let next = core
+                .log
+                .stopsign()
+                .map(|ss| ss.next_config.configuration_id);
             if let Some(next) = next {
                 for pid in to {
                     self.offer_to(core, pid, next);
@@ -307,7 +329,9 @@ impl<T: Entry> Succession<T> {
                 }
             }
             SuccessionMsg::Offer(o) => self.handle_offer(core, from, o),
-            SuccessionMsg::Pull { .. } | SuccessionMsg::PullSnapshot if !self.knows(core, from) => {}
+            // Decided entries are the same for everyone: any server may pull them (a server of a
+            // later configuration this node never heard of included). What is *taken* from a
+            // pull is checked on the other side.
             SuccessionMsg::Pull { from: a, to: b } => {
                 let held_from = core
                     .log
@@ -323,16 +347,25 @@ impl<T: Entry> Succession<T> {
                         entries: core.log.entries(a, b),
                     }
                 } else {
-                    SuccessionMsg::Unavailable { from: Some(a) }
+                    SuccessionMsg::Unavailable {
+                        from: Some(a),
+                        held_from,
+                        held_to: core.decided_entries(),
+                    }
                 };
                 core.send(from, reply);
             }
             SuccessionMsg::PullSnapshot => {
                 let upto = core.log.compacted_idx();
                 let ok = core.log.has_snapshot() && core.log.record().pending_below == 0;
+                let held_from = upto.max(core.log.record().pending_below);
                 let reply = match core.log.snapshot().filter(|_| ok && upto > 0) {
                     Some(snapshot) => SuccessionMsg::Snapshot { upto, snapshot },
-                    None => SuccessionMsg::Unavailable { from: None },
+                    None => SuccessionMsg::Unavailable {
+                        from: None,
+                        held_from,
+                        held_to: core.decided_entries(),
+                    },
                 };
                 core.send(from, reply);
             }
@@ -342,11 +375,15 @@ impl<T: Entry> Succession<T> {
             SuccessionMsg::Snapshot { upto, snapshot } => {
                 self.handle_snapshot(core, from, upto, snapshot)
             }
-            SuccessionMsg::Unavailable { from: a } => {
+            SuccessionMsg::Unavailable {
+                from: a,
+                held_from: hf,
+                held_to: ht,
+            } => {
                 match (&mut self.pulling, a) {
-                    (Some(Pulling::Prefix { pull, .. }), Some(a)) => pull.refused(from, a),
+                    (Some(Pulling::Prefix { pull, .. }), Some(a)) => pull.refused(from, a, hf, ht),
                     (Some(Pulling::Tail { pull, .. }), Some(a))
-                    | (Some(Pulling::Catchup { pull }), Some(a)) => pull.refused(from, a),
+                    | (Some(Pulling::Catchup { pull }), Some(a)) => pull.refused(from, a, hf, ht),
                     (Some(Pulling::Prefix { pull, .. }), None) => pull.no_snapshot(from),
                     (Some(Pulling::Tail { pull, .. }), None)
                     | (Some(Pulling::Catchup { pull }), None) => pull.no_snapshot(from),
@@ -403,14 +440,26 @@ impl<T: Entry> Succession<T> {
             match &mut self.pulling {
                 Some(Pulling::Prefix { pull, .. }) => {
                     pull.add_source(from, o.held_from, o.held_to, o.snapshot);
-                    if o.trimmed && trimmed_below > pull.from && trimmed_below <= pull.end {
-                        // The application trimmed the old log up to there: it is not ours to
-                        // pull any more.
-                        pull.covered_up_to(trimmed_below);
+                    if o.trimmed && trimmed_below > 0 {
+                        // The application trimmed the old log (a trim discards snapshots too):
+                        // no snapshot of it can be made any more. It stays compacted, as it is
+                        // on the servers that trimmed it.
+                        self.pulling = None;
+                        core.log.set_record(|r| r.pending_below = 0);
+                        return;
                     }
                 }
                 Some(Pulling::Catchup { pull }) => {
                     pull.add_source(from, o.held_from, o.held_to, o.snapshot);
+                    if o.trimmed && trimmed_below > pull.from && trimmed_below <= pull.end {
+                        // Trimmed by the application: we take it as trimmed too.
+                        core.log.stage_all([
+                            StorageOp::Trim(trimmed_below),
+                            StorageOp::SetCompactedIdx(trimmed_below),
+                            StorageOp::SetDecidedIndex(trimmed_below),
+                        ]);
+                        pull.covered_up_to(trimmed_below);
+                    }
                 }
                 Some(Pulling::Tail { pull, .. }) => {
                     pull.add_source(from, o.held_from, o.held_to, o.snapshot);
@@ -534,7 +583,9 @@ impl<T: Entry> Succession<T> {
                     // It covers the start of what we pull: the parts after it merge into it.
                     pull.covered_up_to(upto);
                     *base = Some((upto, snapshot));
-                } else if upto <= core.log.log_end() && upto <= core.decided_entries().max(pull.end)
+                } else if upto <= core.log.log_end()
+                    && upto >= core.log.compacted_idx()
+                    && upto <= core.decided_entries().max(pull.end)
                 {
                     // It covers all we pull and more of the decided log (the source compacted
                     // past it): it replaces our log up to its end.
@@ -560,6 +611,18 @@ impl<T: Entry> Succession<T> {
                     // Beyond our log: asked again once our log has grown.
                     pull.no_snapshot(from);
                 }
+            }
+            Some(Pulling::Tail { pull, stop })
+                if pull.snapshot_asked_from(from) && upto > pull.end =>
+            {
+                // The application compacted past the end of our configuration: the entries we
+                // lack exist only inside snapshots that reach into the next configuration. We
+                // decide the stop with our log up to it pending: the next configuration's
+                // sync brings a snapshot that covers it.
+                let stop = stop.clone();
+                self.pulling = None;
+                self.seal_pending(core, stop);
+                return;
             }
             Some(Pulling::Tail { pull, .. }) if pull.snapshot_asked_from(from) => {
                 // The application compacted the entries we lack into a snapshot: it stands in
@@ -678,7 +741,8 @@ impl<T: Entry> Succession<T> {
 
     fn finish_catchup<B: Storage<T>>(&mut self, core: &mut Core<T, B>, pull: Pull<Vec<T>>) {
         let (from, end) = (pull.from, pull.end);
-        if core.log.log_end() >= end || core.decided_entries().max(core.log.compacted_idx()) != from {
+        if core.log.log_end() >= end || core.decided_entries().max(core.log.compacted_idx()) != from
+        {
             // A leader's sync brought it meanwhile.
             return;
         }
@@ -691,6 +755,25 @@ impl<T: Entry> Succession<T> {
             StorageOp::SetDecidedIndex(end),
         ]);
         core.stats.migrations_completed += 1;
+    }
+
+    /// Decides the stop sign of our configuration with the log before it pending (see
+    /// `handle_snapshot`).
+    fn seal_pending<B: Storage<T>>(&mut self, core: &mut Core<T, B>, stop: Stop) {
+        let from = core.decided_entries();
+        core.log.stage_all([
+            StorageOp::SetSnapshot(None),
+            StorageOp::Trim(stop.end),
+            StorageOp::SetCompactedIdx(stop.end),
+            StorageOp::SetStopsign(Some(stop.ss.clone())),
+            StorageOp::SetDecidedIndex(stop.end + 1),
+        ]);
+        core.log.set_record(|r| r.pending_below = stop.end);
+        core.notes.push(Note::Replaced {
+            round: Ballot::default(),
+            from,
+        });
+        self.learned = None;
     }
 
     /// The stop sign we know our configuration ended with, decided here or told.

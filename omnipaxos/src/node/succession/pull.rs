@@ -207,6 +207,10 @@ impl<P> Pull<P> {
         } else {
             0
         };
+        if self.stalled >= 2 {
+            self.stalled = 0;
+            self.reprobe();
+        }
         out
     }
 
@@ -276,9 +280,15 @@ impl<P> Pull<P> {
         true
     }
 
-    /// `source` cannot serve entries from `from`: ask others, and it only for later ones until
-    /// it says what it holds.
-    pub(crate) fn refused(&mut self, source: NodeId, from: usize) {
+    /// `source` cannot serve entries from `from`: it holds `held_from..held_to`. Its request is
+    /// asked from another source.
+    pub(crate) fn refused(
+        &mut self,
+        source: NodeId,
+        from: usize,
+        held_from: usize,
+        held_to: usize,
+    ) {
         for seg in &mut self.segments {
             let asked_there = matches!(seg.state, SegState::Asked { source: s, .. } if s == source);
             if seg.from == from && asked_there {
@@ -290,7 +300,19 @@ impl<P> Pull<P> {
         }
         if let Some(s) = self.sources.get_mut(&source) {
             s.strikes += 1;
-            s.held_from = s.held_from.max(from.saturating_add(1));
+            s.held_from = held_from;
+            s.held_to = held_to;
+        }
+    }
+
+    /// Nobody we know can serve what is left: ask them all again (what they hold changes, as
+    /// they catch up themselves).
+    fn reprobe(&mut self) {
+        for s in self.sources.values_mut() {
+            s.held_from = 0;
+            s.held_to = usize::MAX;
+            s.snapshot = true;
+            s.strikes += 1;
         }
     }
 

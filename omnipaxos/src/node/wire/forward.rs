@@ -20,6 +20,9 @@ use std::fmt;
 pub(crate) struct Proposals<T: Entry> {
     pub(crate) n: Ballot,
     pub(crate) inc: u64,
+    /// The first proposal the sender forwarded in this ballot: the leader's numbering for it
+    /// starts there.
+    pub(crate) base: u64,
     pub(crate) first_seq: u64,
     pub(crate) entries: Vec<T>,
     /// The sender took in the placements of all its proposals numbered below this: the leader

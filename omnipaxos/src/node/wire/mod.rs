@@ -66,7 +66,9 @@ impl<T: Entry> PaxosMsg<T> {
         match self {
             PaxosMsg::Role(RoleMsg::AcceptDecide(a)) => a.entries.len(),
             PaxosMsg::Role(RoleMsg::AcceptSync(a)) => a.log_sync.suffix.len(),
-            PaxosMsg::Role(RoleMsg::Promise(p)) => p.log_sync.as_ref().map_or(0, |s| s.suffix.len()),
+            PaxosMsg::Role(RoleMsg::Promise(p)) => {
+                p.log_sync.as_ref().map_or(0, |s| s.suffix.len())
+            }
             PaxosMsg::Forward(ForwardMsg::Proposals(p)) => p.entries.len(),
             PaxosMsg::Succession(SuccessionMsg::Entries { entries, .. }) => entries.len(),
             _ => 0,

@@ -57,9 +57,12 @@ pub(crate) enum SuccessionMsg<T: Entry> {
         upto: usize,
         snapshot: T::Snapshot,
     },
-    /// The sender cannot serve the pull starting at `from` (`None`: its snapshot).
+    /// The sender cannot serve the pull starting at `from` (`None`: its snapshot); it holds
+    /// the decided entries `held_from..held_to`.
     Unavailable {
         from: Option<usize>,
+        held_from: usize,
+        held_to: usize,
     },
     /// The sender knows where its log starts: stop offering.
     Done,
@@ -107,9 +110,13 @@ impl<T: Entry> fmt::Display for SuccessionMsg<T> {
                 write!(f, "Entries @{from} {}", fmt_entries(entries))
             }
             SuccessionMsg::Snapshot { upto, .. } => write!(f, "Snapshot upto={upto}"),
-            SuccessionMsg::Unavailable { from } => match from {
-                Some(a) => write!(f, "Unavailable @{a}"),
-                None => f.write_str("Unavailable snapshot"),
+            SuccessionMsg::Unavailable {
+                from,
+                held_from,
+                held_to,
+            } => match from {
+                Some(a) => write!(f, "Unavailable @{a} held={held_from}..{held_to}"),
+                None => write!(f, "Unavailable snapshot held={held_from}..{held_to}"),
             },
             SuccessionMsg::Done => f.write_str("Done"),
         }
