@@ -498,7 +498,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         }
         self.ble.set_can_lead(self.node.can_lead());
         if let Some(b) = self.ble.force_takeover(self.node.staged_promise()) {
-            self.node.handle_leader(b);
+            self.node.take_over(b);
         }
     }
 

@@ -127,6 +127,8 @@ fn settle_in(s: &mut MemSim, next: &ClusterConfig, max_ticks: u64) -> u64 {
                         o.get_configuration_id(),
                         o.get_migration_status(),
                         o.get_current_leader(),
+                        o.get_decided_idx(),
+                        o.read(0).map(|e| format!("{e:?}")),
                     )
                 })
             })

@@ -244,6 +244,12 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         self.settle();
     }
 
+    /// The application asked to take over: the new promise is written (and shows) at once.
+    pub(crate) fn take_over(&mut self, b: Ballot) {
+        self.handle_leader(b);
+        self.core.log.flush();
+    }
+
     /// One tick.
     pub(crate) fn tick(&mut self) {
         self.core.now += 1;

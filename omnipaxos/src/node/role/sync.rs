@@ -61,9 +61,10 @@ pub(crate) fn log_sync_for<T: Entry, B: Storage<T>>(
     let snapshots = T::Snapshot::use_snapshots();
     let start = core.log.record().start.index().unwrap_or(0);
     let (from, prefix) =
-        if sync_idx >= compacted && snapshots && peer_decided < start && sync_idx < start {
+        if snapshots && peer_decided < start && sync_idx < start && compacted <= start {
             // It lacks the log of the configurations before ours: it pulls that from several
-            // servers at once; we send what follows.
+            // servers at once; we send what follows. (Our own prefix may be pending too: it
+            // is then not trimmed, only not here yet.)
             let chain = core.log.record().chain.clone();
             (start, SyncPrefix::Pending { chain })
         } else if sync_idx < compacted {
