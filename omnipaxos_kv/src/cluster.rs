@@ -166,6 +166,11 @@ impl ProcessCluster {
         }
     }
 
+    /// The process id of server `id`, if it was started and not killed.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.children.get(&id).map(|c| c.id())
+    }
+
     /// Whether server `id` is running (started and not exited).
     pub fn is_running(&mut self, id: NodeId) -> bool {
         match self.children.get_mut(&id) {
@@ -230,7 +235,8 @@ pub enum Signal {
     Cont,
 }
 
-fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+/// Sends `signal` to the process `pid`.
+pub fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
     // The workspace forbids `unsafe` code, so no `libc::kill`: use the `kill` command.
     let name = match signal {
         Signal::Stop => "STOP",

@@ -171,6 +171,32 @@ pub struct ServerFile {
     /// 10,000; 0: never compact).
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: usize,
+    /// Port of the Prometheus metrics endpoint (`GET /metrics` over HTTP); unset (the
+    /// default): no endpoint. See [`crate::metrics`].
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
+    /// Address of the metrics endpoint; loopback by default.
+    #[serde(default = "default_listen_address")]
+    pub metrics_address: String,
+    /// PEM file of the cluster's CA certificate (needed when a TLS switch is on).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// PEM file of this server's certificate (chain); it must name `server-<server_id>` in a
+    /// DNS subject alternative name, and the host names clients connect to. See [`crate::tls`].
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM file of this server's private key.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// Mutual TLS on links between servers (default false: plaintext).
+    #[serde(default)]
+    pub tls_peers: bool,
+    /// TLS on client links (default false: plaintext).
+    #[serde(default)]
+    pub tls_clients: bool,
+    /// Clients must present a certificate of the cluster's CA (needs `tls_clients`).
+    #[serde(default)]
+    pub tls_client_auth: bool,
     /// FOR TESTS ONLY: answer `Get`s from the local map without the log. This breaks
     /// linearizability on purpose, so the test suite can check that its checker notices.
     #[doc(hidden)]
@@ -190,6 +216,14 @@ impl ConfigFile for ServerFile {
         "election_ticks",
         "batch_size",
         "snapshot_interval",
+        "metrics_port",
+        "metrics_address",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_peers",
+        "tls_clients",
+        "tls_client_auth",
         "unsafe_local_reads",
     ];
 }
@@ -244,7 +278,53 @@ impl ServerSettings {
                 "tick_ms, election_ticks and batch_size must be positive".into(),
             ));
         }
+        if server.tls_client_auth && !server.tls_clients {
+            return Err(ConfigError(
+                "tls_client_auth: needs tls_clients = true".into(),
+            ));
+        }
+        if server.tls_peers || server.tls_clients {
+            for (key, v) in [
+                ("tls_ca_file", &server.tls_ca_file),
+                ("tls_cert_file", &server.tls_cert_file),
+                ("tls_key_file", &server.tls_key_file),
+            ] {
+                if v.is_none() {
+                    return Err(ConfigError(format!(
+                        "{key}: needed when tls_peers or tls_clients is on"
+                    )));
+                }
+            }
+        }
         Ok(ServerSettings { cluster, server })
+    }
+
+    /// The TLS setup of the server's links: files read and checked now, so that a missing or
+    /// bad file stops the server at start-up.
+    pub fn tls(&self) -> Result<crate::tls::ServerTls, ConfigError> {
+        let s = &self.server;
+        if !s.tls_peers && !s.tls_clients {
+            return Ok(crate::tls::ServerTls::plaintext());
+        }
+        let (Some(ca), Some(cert), Some(key)) = (&s.tls_ca_file, &s.tls_cert_file, &s.tls_key_file)
+        else {
+            return Err(ConfigError(
+                "tls_ca_file, tls_cert_file and tls_key_file are needed for TLS".into(),
+            ));
+        };
+        let id = crate::tls::Identity::from_files(
+            Path::new(ca),
+            Some((Path::new(cert), Path::new(key))),
+        )
+        .map_err(|e| ConfigError(e.to_string()))?;
+        if s.tls_peers {
+            if let Some(leaf) = id.chain.first() {
+                crate::tls::cert_names_server(leaf, s.server_id)
+                    .map_err(|e| ConfigError(format!("tls_cert_file {cert}: {e}")))?;
+            }
+        }
+        crate::tls::ServerTls::new(&id, s.tls_peers, s.tls_clients, s.tls_client_auth)
+            .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Reads `CLUSTER_CONFIG_FILE` and `SERVER_CONFIG_FILE` (with environment overrides).

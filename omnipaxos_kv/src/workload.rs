@@ -160,7 +160,7 @@ pub async fn run_workload(w: Workload, t0: Instant, records: mpsc::UnboundedSend
                 let (end, result) = match res {
                     Ok(r) => (Some(end), Some(r)),
                     Err(e) => {
-                        log::warn!("request failed: {e}");
+                        tracing::warn!(error = %e, "request failed");
                         (None, None)
                     }
                 };

@@ -128,7 +128,7 @@ async fn benchmark() -> Result<(), String> {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
+    omnipaxos_kv::logging::init_logging(omnipaxos_kv::logging::TOOL_DEFAULT_FILTER);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
