@@ -407,6 +407,18 @@ pub struct ClientFile {
     /// Milliseconds to wait for an answer before retrying a request.
     #[serde(default = "default_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// PEM file of the cluster's CA: connect to the servers over TLS (default: plaintext).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// PEM file of the client's certificate, for servers that require client certificates.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM file of the client's key.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// Name to check the servers' certificates against (default: the host of each address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
 }
 
 impl ConfigFile for ClientFile {
@@ -420,10 +432,28 @@ impl ConfigFile for ClientFile {
         "workers",
         "num_keys",
         "request_timeout_ms",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_server_name",
     ];
 }
 
 impl ClientFile {
+    /// The TLS settings the file asks for (`None`: plaintext); files are read now.
+    pub fn tls(&self) -> Result<Option<crate::client::ClientTls>, ConfigError> {
+        let Some(ca) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let cert = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Some((Path::new(c), Path::new(k))),
+            _ => None,
+        };
+        crate::client::ClientTls::from_files(Path::new(ca), cert, self.tls_server_name.clone())
+            .map(Some)
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.requests.is_empty() {
@@ -438,6 +468,14 @@ impl ClientFile {
                     r.read_ratio
                 )));
             }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError(
+                "tls_cert_file and tls_key_file go together".into(),
+            ));
+        }
+        if self.tls_cert_file.is_some() && self.tls_ca_file.is_none() {
+            return Err(ConfigError("tls_cert_file needs tls_ca_file".into()));
         }
         if self.workers == 0 || self.num_keys == 0 || self.request_timeout_ms == 0 {
             return Err(ConfigError(

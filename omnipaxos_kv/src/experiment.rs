@@ -266,6 +266,7 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
         attempt_timeout: Duration::from_millis(500),
         request_deadline: Duration::from_secs(10),
         seed: crate::client::random_client_id(),
+        tls: None,
     };
     let t0 = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
