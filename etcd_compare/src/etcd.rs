@@ -150,8 +150,7 @@ pub fn find_or_install(given: Option<&Path>) -> Result<PathBuf, String> {
         let _ = apt(&["update", "-q"]);
         if !apt(&["install", "-y", "-q", "etcd-server"]) {
             return Err(
-                "cannot install etcd-server with apt-get (run as root, or pass --etcd PATH)"
-                    .into(),
+                "cannot install etcd-server with apt-get (run as root, or pass --etcd PATH)".into(),
             );
         }
     }

@@ -216,12 +216,10 @@ fn parse_args() -> Result<Options, String> {
             }
             "--etcd" => o.etcd = Some(PathBuf::from(value()?)),
             "--out" => o.out = PathBuf::from(value()?),
-            "--help" | "-h" => {
-                return Err(
-                    "usage: etcd_compare [--duration SECS] [--warmup SECS] [--etcd PATH] [--out FILE]"
-                        .into(),
-                )
-            }
+            "--help" | "-h" => return Err(
+                "usage: etcd_compare [--duration SECS] [--warmup SECS] [--etcd PATH] [--out FILE]"
+                    .into(),
+            ),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -260,7 +258,10 @@ async fn run(opts: Options) -> Result<(), String> {
         .prefix("etcd-compare-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    println!("starting etcd ({version}) and omnipaxos-kv, 3 members each, data in {}", dir.path().display());
+    println!(
+        "starting etcd ({version}) and omnipaxos-kv, 3 members each, data in {}",
+        dir.path().display()
+    );
     let etcd_cluster = etcd::EtcdCluster::start(&etcd_bin, &dir.path().join("etcd"), 3)?;
     let endpoints = etcd_cluster.endpoints();
     etcd_cluster.wait_ready(Duration::from_secs(30)).await?;
@@ -358,7 +359,10 @@ fn render(rows: &[(Mix, System, Outcome, Outcome)], version: &str, duration: Dur
         t,
         "| clients | reads | first | kv ops/s | etcd ops/s | kv/etcd ops | kv p50 ms | etcd p50 ms | kv/etcd p50 | kv p99 ms | etcd p99 ms | kv/etcd p99 |"
     );
-    let _ = writeln!(t, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        t,
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (mix, first, kv, et) in rows {
         let _ = writeln!(
             t,

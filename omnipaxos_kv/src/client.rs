@@ -310,9 +310,7 @@ impl KvClient {
             return self.attempt_timeout;
         }
         let slowest = self.recent.iter().max().copied().unwrap_or_default();
-        (slowest * 2)
-            .max(MIN_HEDGE_DELAY)
-            .min(self.attempt_timeout)
+        (slowest * 2).max(MIN_HEDGE_DELAY).min(self.attempt_timeout)
     }
 
     async fn ensure_link(&mut self, s: usize, timeout: Duration) -> Result<(), String> {
@@ -403,9 +401,9 @@ impl KvClient {
         let mut last_error = String::from("deadline passed");
         // Servers that have the request, in the order it was sent to them.
         let mut holders: Vec<usize> = Vec::new();
-        // Servers tried since the request last reached one, so a round of refused
-        // connections pauses before the next.
-        let mut tried_without_success = 0;
+        // Servers that failed (refused, broken, too slow to connect) during this request:
+        // a hedge skips them while others are left.
+        let mut failed: Vec<usize> = Vec::new();
         let mut next_move = start;
         loop {
             let remaining = self.deadline.saturating_sub(start.elapsed());
@@ -413,27 +411,45 @@ impl KvClient {
                 return Err(ClientError::Unavailable(last_error));
             }
             if Instant::now() >= next_move {
-                // Send to a server that does not have the request yet (the current one first),
-                // or, when all have it, resend to the one that has had it longest.
-                let target = if holders.is_empty() {
-                    Some(self.current)
-                } else {
-                    (1..n)
-                        .map(|k| (holders[holders.len() - 1] + k) % n)
-                        .find(|s| !holders.contains(s))
-                };
-                let s = match target {
+                // Send to a server that does not have the request and has not failed (the
+                // current one first); when there is none, resend to the holder that has had
+                // it longest, or, with no holder, start a new round over all servers.
+                let from = holders.last().copied().unwrap_or(self.current + n - 1);
+                let fresh = (1..=n)
+                    .map(|k| (from + k) % n)
+                    .find(|s| !holders.contains(s) && !failed.contains(s));
+                let s = match fresh {
                     Some(s) => s,
-                    None => {
+                    None if !holders.is_empty() => {
                         let s = holders.remove(0);
                         holders.push(s);
                         s
                     }
+                    None => {
+                        // Every server failed: pause briefly, then try them all again.
+                        failed.clear();
+                        tokio::time::sleep(Duration::from_millis(20).min(remaining)).await;
+                        self.current
+                    }
                 };
-                let timeout = self.attempt_timeout.min(remaining);
+                // A hedge connects with a short timeout: a paused server accepts connections
+                // (the kernel does) but never answers the handshake.
+                let timeout = if holders.is_empty() {
+                    self.attempt_timeout
+                } else {
+                    self.hedge_delay()
+                }
+                .min(remaining);
+                tracing::debug!(
+                    client = self.client_id,
+                    id,
+                    server = %self.servers[s],
+                    holders = holders.len(),
+                    elapsed = ?start.elapsed(),
+                    "sending"
+                );
                 match self.send_to(s, &request, timeout).await {
                     Ok(()) => {
-                        tried_without_success = 0;
                         if !holders.contains(&s) {
                             holders.push(s);
                         }
@@ -448,15 +464,14 @@ impl KvClient {
                         last_error = e;
                         self.last_failure = Some(Instant::now());
                         holders.retain(|&h| h != s);
+                        failed.push(s);
                         if holders.is_empty() {
+                            // Nobody has the request: try the next server at once.
                             self.current = (s + 1) % n;
+                            continue;
                         }
-                        tried_without_success += 1;
-                        if tried_without_success >= n {
-                            tried_without_success = 0;
-                            tokio::time::sleep(Duration::from_millis(20).min(remaining)).await;
-                        }
-                        continue;
+                        // Others have it: listen to them before trying another server.
+                        next_move = Instant::now() + self.hedge_delay();
                     }
                 }
             }
@@ -496,6 +511,7 @@ impl KvClient {
                         last_error = format!("{}: {e}", self.servers[s]);
                         self.last_failure = Some(Instant::now());
                         holders.retain(|&h| h != s);
+                        failed.push(s);
                         if holders.is_empty() {
                             self.current = (s + 1) % n;
                             next_move = Instant::now();

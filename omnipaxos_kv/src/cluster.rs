@@ -173,7 +173,9 @@ impl ProcessCluster {
 
     /// The address of server `id`'s metrics endpoint (with [`ClusterOptions::metrics`]).
     pub fn metrics_addr(&self, id: NodeId) -> Option<String> {
-        self.metrics_addrs.get((id as usize).checked_sub(1)?)?.clone()
+        self.metrics_addrs
+            .get((id as usize).checked_sub(1)?)?
+            .clone()
     }
 
     /// The directory holding configs, logs and data.

@@ -38,6 +38,9 @@ pub struct ExperimentOptions {
     pub fsync: bool,
     /// Check the recorded history for linearizability at the end.
     pub check: bool,
+    /// Where the servers' configs, logs and data go (default: a temporary directory, removed
+    /// at the end).
+    pub data_dir: Option<PathBuf>,
     /// Where the summary, CSV and plot go (default [`default_out_dir`]).
     pub out_dir: PathBuf,
     /// Print one progress line per second.
@@ -57,6 +60,7 @@ impl Default for ExperimentOptions {
             kill_leader: true,
             restart: true,
             pause_follower: None,
+            data_dir: None,
             fsync: true,
             check: true,
             out_dir: default_out_dir("omnipaxos-kv-results"),
@@ -211,10 +215,14 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
             server_bin.display()
         ));
     }
-    let data = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix("omnipaxos-kv-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("cannot create {}: {e}", opts.out_dir.display()))?;
     let copts = ClusterOptions {
@@ -222,14 +230,14 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
         server_args: opts.server_args.clone(),
         ..Default::default()
     };
-    let mut cluster = ProcessCluster::start(server_bin, data.path(), copts)
+    let mut cluster = ProcessCluster::start(server_bin, &data_dir, copts)
         .map_err(|e| format!("cannot start the cluster: {e}"))?;
     if opts.progress {
         println!(
             "started {} servers on {} (data in {})",
             cluster.ids().len(),
             cluster.addrs().join(", "),
-            data.path().display()
+            data_dir.display()
         );
     }
     let first_leader = cluster

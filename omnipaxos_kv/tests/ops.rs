@@ -127,7 +127,9 @@ async fn metrics_endpoint_reports_a_real_cluster() {
     let mut puts = 0.0;
     let mut gets = 0.0;
     for (b, a) in before.iter().zip(&after) {
-        assert!(get(a, "omnipaxos_kv_decided_index") >= get(b, "omnipaxos_kv_decided_index") + 80.0);
+        assert!(
+            get(a, "omnipaxos_kv_decided_index") >= get(b, "omnipaxos_kv_decided_index") + 80.0
+        );
         assert_eq!(get(a, "omnipaxos_kv_leader_id"), leader as f64);
         assert_eq!(get(a, "omnipaxos_kv_ballot_leader"), leader as f64);
         assert_eq!(get(a, "omnipaxos_kv_peers_connected"), 2.0);
@@ -138,7 +140,10 @@ async fn metrics_endpoint_reports_a_real_cluster() {
         assert_eq!(get(a, "omnipaxos_kv_migration_active"), 0.0);
         puts += get(a, "omnipaxos_kv_requests_total{kind=\"put\",result=\"ok\"}");
         gets += get(a, "omnipaxos_kv_requests_total{kind=\"get\",result=\"ok\"}");
-        let count = get(a, "omnipaxos_kv_request_duration_seconds_count{kind=\"put\"}");
+        let count = get(
+            a,
+            "omnipaxos_kv_request_duration_seconds_count{kind=\"put\"}",
+        );
         let inf = get(
             a,
             "omnipaxos_kv_request_duration_seconds_bucket{kind=\"put\",le=\"+Inf\"}",
@@ -190,10 +195,11 @@ impl Pki {
     fn issue(&self, names: &[&str]) -> (String, String) {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         for n in names {
-            p.subject_alt_names.push(match n.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName((*n).try_into().unwrap()),
-            });
+            p.subject_alt_names
+                .push(match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName((*n).try_into().unwrap()),
+                });
         }
         p.distinguished_name.push(DnType::CommonName, names[0]);
         let key = KeyPair::generate().unwrap();
@@ -209,7 +215,12 @@ impl Pki {
 }
 
 fn identity(dir: &Path, ca: &str, name: Option<&str>) -> Identity {
-    let cert = name.map(|n| (dir.join(format!("{n}.pem")), dir.join(format!("{n}-key.pem"))));
+    let cert = name.map(|n| {
+        (
+            dir.join(format!("{n}.pem")),
+            dir.join(format!("{n}-key.pem")),
+        )
+    });
     Identity::from_files(
         &dir.join(ca),
         cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
@@ -219,7 +230,12 @@ fn identity(dir: &Path, ca: &str, name: Option<&str>) -> Identity {
 
 /// Connects to `addr` as a peer over TLS with `identity`; the server is checked against the
 /// name `server-<expect>`. Returns what the handshake and the `Hello` as `claim` led to.
-async fn tls_peer(addr: &str, identity: &Identity, expect: NodeId, claim: NodeId) -> Result<Welcome, String> {
+async fn tls_peer(
+    addr: &str,
+    identity: &Identity,
+    expect: NodeId,
+    claim: NodeId,
+) -> Result<Welcome, String> {
     let cfg = identity.client_config(PEER_ALPN).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(server_name_of(expect)).unwrap();
@@ -253,7 +269,11 @@ async fn tls_admits_the_clusters_certificates_only() {
     let pki = Pki::new("omnipaxos-kv test CA");
     std::fs::write(pki_dir.join("ca.pem"), pki.ca_cert.pem()).unwrap();
     for id in 1..=3u64 {
-        pki.write(&pki_dir, &format!("server-{id}"), &[&server_name_of(id), "localhost", "127.0.0.1"]);
+        pki.write(
+            &pki_dir,
+            &format!("server-{id}"),
+            &[&server_name_of(id), "localhost", "127.0.0.1"],
+        );
     }
     pki.write(&pki_dir, "client", &["client-1"]);
     let rogue = Pki::new("not the cluster's CA");
@@ -303,14 +323,28 @@ async fn tls_admits_the_clusters_certificates_only() {
     // read (the server neither accepted nor refused a Hello).
     let rogue_id = identity(&pki_dir, "ca.pem", Some("rogue-server-3"));
     let r = tls_peer(&a1, &rogue_id, 1, 3).await;
-    assert!(r.is_err(), "a certificate of another CA was accepted: {r:?}");
+    assert!(
+        r.is_err(),
+        "a certificate of another CA was accepted: {r:?}"
+    );
     // A peer without any certificate.
     let no_cert = identity(&pki_dir, "ca.pem", None);
     let r = tls_peer(&a1, &no_cert, 1, 3).await;
-    assert!(r.is_err(), "a peer without a certificate was accepted: {r:?}");
+    assert!(
+        r.is_err(),
+        "a peer without a certificate was accepted: {r:?}"
+    );
     // A peer in plaintext is refused at its Hello.
     let mut s = TcpStream::connect(&a1).await.unwrap();
-    write_frame(&mut s, &Hello::Server { version: PROTOCOL_VERSION, id: 3 }).await.unwrap();
+    write_frame(
+        &mut s,
+        &Hello::Server {
+            version: PROTOCOL_VERSION,
+            id: 3,
+        },
+    )
+    .await
+    .unwrap();
     match read_frame::<Welcome, _>(&mut s).await {
         Ok(Welcome::Refused(r)) => assert!(r.contains("TLS"), "{r}"),
         other => panic!("a plaintext peer was not refused: {other:?}"),
@@ -323,8 +357,12 @@ async fn tls_admits_the_clusters_certificates_only() {
     }
     // A client without a certificate (required here) and a plaintext client.
     let anon = ClientTls::new(&identity(&pki_dir, "ca.pem", None), None).unwrap();
-    assert!(status_with(&a1, Some(&anon), Duration::from_secs(2)).await.is_err());
-    assert!(omnipaxos_kv::client::status(&a1, Duration::from_secs(2)).await.is_err());
+    assert!(status_with(&a1, Some(&anon), Duration::from_secs(2))
+        .await
+        .is_err());
+    assert!(omnipaxos_kv::client::status(&a1, Duration::from_secs(2))
+        .await
+        .is_err());
 
     let after = scrape(&m1).await;
     assert_eq!(
@@ -357,7 +395,8 @@ async fn tls_admits_the_clusters_certificates_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_follower_answers_status_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = ProcessCluster::start(server_bin(), dir.path(), ClusterOptions::default()).unwrap();
+    let cluster =
+        ProcessCluster::start(server_bin(), dir.path(), ClusterOptions::default()).unwrap();
     let _logs = LogsOnFailure(dir.path().to_path_buf());
     let leader = cluster
         .wait_for_leader(Duration::from_secs(20))
@@ -395,11 +434,28 @@ async fn a_resumed_follower_answers_status_at_once() {
     let addr = cluster.addr(follower);
     let mut answered = None;
     while resumed.elapsed() < Duration::from_secs(10) {
-        if omnipaxos_kv::client::status(&addr, Duration::from_millis(50)).await.is_ok() {
+        if omnipaxos_kv::client::status(&addr, Duration::from_millis(50))
+            .await
+            .is_ok()
+        {
             answered = Some(resumed.elapsed());
             break;
         }
     }
+    // A write through the resumed follower: answered once it has worked through the backlog
+    // (how long that takes depends on how the node writes a backlog to storage).
+    let mut c = KvClient::new(
+        vec![addr.clone()],
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+    );
+    c.put("after-resume", "x")
+        .await
+        .expect("a write through the resumed follower");
+    eprintln!(
+        "a write through it was answered {:?} after SIGCONT",
+        resumed.elapsed()
+    );
     let mut ok = 0;
     while let Some(r) = rx.recv().await {
         ok += usize::from(r.end.is_some());

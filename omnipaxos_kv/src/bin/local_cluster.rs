@@ -19,6 +19,7 @@ const HELP: &str = "usage: local_cluster [options]
   --pause-follower S  instead of killing the leader, SIGSTOP a follower half way for S seconds
   --no-fsync          servers do not sync their log (faster, not crash-safe)
   --no-check          skip the linearizability check of the history
+  --data DIR          keep the servers' configs, logs and data in DIR (default: a temporary directory)
   --out DIR           where plot.svg, summary.json, requests.csv go (default target/omnipaxos-kv-results)";
 
 fn parse(args: &[String]) -> Result<ExperimentOptions, String> {
@@ -86,6 +87,7 @@ fn parse(args: &[String]) -> Result<ExperimentOptions, String> {
             "--no-fsync" => o.fsync = false,
             "--no-check" => o.check = false,
             "--out" => o.out_dir = PathBuf::from(value(a)?),
+            "--data" => o.data_dir = Some(PathBuf::from(value(a)?)),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
