@@ -185,7 +185,7 @@ fn polyline(points: &[(f64, f64)], color: &str) -> String {
 /// A round step for an axis from 0 to `max` with about `target` ticks: 1, 2 or 5 times a power
 /// of ten.
 pub fn nice_step(max: f64, target: usize) -> f64 {
-    if !(max > 0.0) || !max.is_finite() {
+    if !max.is_finite() || max <= 0.0 {
         return 1.0;
     }
     let raw = max / target.max(1) as f64;
