@@ -30,6 +30,8 @@ use tokio::task::JoinHandle;
 
 /// Shortest hedge delay.
 pub const MIN_HEDGE_DELAY: Duration = Duration::from_millis(50);
+/// Shortest time a request's first server gets to connect (see [`KvClient`]).
+pub const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Time without failures after which a client returns to its first server.
 pub const REBALANCE_AFTER: Duration = Duration::from_secs(2);
 /// Answers whose latency sets the hedge delay.
@@ -313,6 +315,19 @@ impl KvClient {
         (slowest * 2).max(MIN_HEDGE_DELAY).min(self.attempt_timeout)
     }
 
+    /// How long the first server of a request may take to connect and take it: a server's
+    /// connection tasks answer the handshake at once even while its event loop is busy, so
+    /// four hedge delays (at least [`MIN_CONNECT_TIMEOUT`]) are plenty; a paused server never
+    /// answers it.
+    fn connect_timeout(&self) -> Duration {
+        if !self.hedging {
+            return self.attempt_timeout;
+        }
+        (self.hedge_delay() * 4)
+            .max(MIN_CONNECT_TIMEOUT)
+            .min(self.attempt_timeout)
+    }
+
     async fn ensure_link(&mut self, s: usize, timeout: Duration) -> Result<(), String> {
         if self.links[s].is_some() {
             return Ok(());
@@ -435,7 +450,7 @@ impl KvClient {
                 // A hedge connects with a short timeout: a paused server accepts connections
                 // (the kernel does) but never answers the handshake.
                 let timeout = if holders.is_empty() {
-                    self.attempt_timeout
+                    self.connect_timeout()
                 } else {
                     self.hedge_delay()
                 }

@@ -253,7 +253,7 @@ async fn handle_incoming(tcp: TcpStream, shared: Arc<Shared>) -> Result<(), Fram
             r
         }
         Hello::Client { client_id, .. } => {
-            debug!(client_id, conn, "client connected");
+            info!(client_id, conn, "client connected");
             if shared
                 .client_events
                 .send(ClientEvent::Up(conn, client_id, out_tx.clone()))

@@ -469,3 +469,57 @@ async fn a_resumed_follower_answers_status_at_once() {
         "the resumed follower took {answered:?} to answer a status request"
     );
 }
+
+/// A client whose server is paused gets its answer from another server after a hedge delay,
+/// not after its attempt timeout (here 2 s, so the old behaviour of waiting it out twice would
+/// take 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_costs_a_client_a_hedge_not_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster =
+        ProcessCluster::start(server_bin(), dir.path(), ClusterOptions::default()).unwrap();
+    let _logs = LogsOnFailure(dir.path().to_path_buf());
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let follower = *cluster.ids().iter().find(|&&i| i != leader).unwrap();
+    let mut servers = vec![cluster.addr(follower)];
+    servers.extend(
+        cluster
+            .ids()
+            .iter()
+            .filter(|&&i| i != follower)
+            .map(|&i| cluster.addr(i)),
+    );
+    let mut warm = KvClient::new(
+        servers.clone(),
+        Duration::from_secs(2),
+        Duration::from_secs(20),
+    );
+    for i in 0..5 {
+        warm.put(&format!("warm{i}"), "x").await.unwrap();
+    }
+    cluster.signal(follower, Signal::Stop);
+    // A client with a connection to the paused server, and a new one that must connect first.
+    let t = Instant::now();
+    warm.put("during-pause", "y").await.unwrap();
+    let warm_took = t.elapsed();
+    let mut c = KvClient::new(servers, Duration::from_secs(2), Duration::from_secs(20));
+    let t = Instant::now();
+    c.put("during-pause", "z").await.unwrap();
+    let new_took = t.elapsed();
+    cluster.signal(follower, Signal::Cont);
+    for took in [warm_took, new_took] {
+        assert!(
+            took < Duration::from_secs(1),
+            "a put took {warm_took:?} (connected client) and {new_took:?} (new client) with its first server paused"
+        );
+    }
+    assert_ne!(
+        c.current_server(),
+        cluster.addr(follower),
+        "the client moved on"
+    );
+    assert_eq!(c.get("during-pause").await.unwrap().as_deref(), Some("z"));
+}
