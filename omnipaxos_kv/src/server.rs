@@ -11,7 +11,7 @@
 //!    [`PEER_BATCH`] peer events;
 //! 3. handles the client events (cheap: appends), then peer events until the pass has spent
 //!    [`PEER_PASS_BUDGET`] (the rest waits for the next pass, in order);
-//! 4. ends the pass in [`State::end_pass`]: hands the node's outgoing messages to the
+//! 4. ends the pass (`State::end_pass`): hands the node's outgoing messages to the
 //!    connections, applies what was decided (answering the clients this server coordinates),
 //!    and publishes a snapshot of its state for status requests and metrics.
 //!
