@@ -1,7 +1,7 @@
 //! Running a cluster of server processes on loopback: start, SIGKILL, restart, pause, and ask
 //! who leads. Used by the `local_cluster` and `bench` binaries and by the integration tests.
 
-use crate::client::status;
+use crate::client::{status_with, ClientTls};
 use crate::kv::NodeId;
 use crate::net::StatusInfo;
 use std::collections::HashMap;
@@ -25,6 +25,14 @@ pub struct ClusterOptions {
     /// Command-line arguments for every server process (e.g. [`SERVE_ARG`] when the program
     /// is not the `server` binary but one that serves when given it).
     pub server_args: Vec<String>,
+    /// Give every server a metrics endpoint on a free loopback port (see
+    /// [`ProcessCluster::metrics_addr`]).
+    pub metrics: bool,
+    /// Extra lines for every server file; `{id}` is replaced by the server's id (e.g.
+    /// `tls_cert_file = "certs/server-{id}.pem"`).
+    pub server_toml_extra: Vec<String>,
+    /// How this program talks to the servers (status requests) when they require TLS.
+    pub client_tls: Option<ClientTls>,
 }
 
 /// The argument with which `local_cluster` and `bench` run as a server: they start copies of
@@ -40,6 +48,9 @@ impl Default for ClusterOptions {
             election_ticks: 10,
             env: Vec::new(),
             server_args: Vec::new(),
+            metrics: false,
+            server_toml_extra: Vec::new(),
+            client_tls: None,
         }
     }
 }
@@ -57,6 +68,7 @@ pub struct ProcessCluster {
     opts: ClusterOptions,
     ids: Vec<NodeId>,
     addrs: Vec<String>,
+    metrics_addrs: Vec<Option<String>>,
     children: HashMap<NodeId, Child>,
 }
 
@@ -74,15 +86,27 @@ impl ProcessCluster {
             ids, addrs
         );
         std::fs::write(dir.join("cluster.toml"), cluster)?;
+        let mut metrics_addrs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let port = addrs[i].rsplit(':').next().unwrap_or("0");
-            let server = format!(
+            let mut server = format!(
                 "server_id = {id}\nlisten_address = \"127.0.0.1\"\nlisten_port = {port}\ndata_dir = {:?}\nfsync = {}\ntick_ms = {}\nelection_ticks = {}\n",
                 dir.join(format!("data-{id}")).display().to_string(),
                 opts.fsync,
                 opts.tick_ms,
                 opts.election_ticks
             );
+            if opts.metrics {
+                let port = free_port()?;
+                server.push_str(&format!("metrics_port = {port}\n"));
+                metrics_addrs.push(Some(format!("127.0.0.1:{port}")));
+            } else {
+                metrics_addrs.push(None);
+            }
+            for line in &opts.server_toml_extra {
+                server.push_str(&line.replace("{id}", &id.to_string()));
+                server.push('\n');
+            }
             std::fs::write(dir.join(format!("server-{id}.toml")), server)?;
         }
         let mut c = ProcessCluster {
@@ -91,6 +115,7 @@ impl ProcessCluster {
             opts,
             ids: ids.clone(),
             addrs,
+            metrics_addrs,
             children: HashMap::new(),
         };
         for id in ids {
@@ -146,6 +171,13 @@ impl ProcessCluster {
         self.addrs[(id - 1) as usize].clone()
     }
 
+    /// The address of server `id`'s metrics endpoint (with [`ClusterOptions::metrics`]).
+    pub fn metrics_addr(&self, id: NodeId) -> Option<String> {
+        self.metrics_addrs
+            .get((id as usize).checked_sub(1)?)?
+            .clone()
+    }
+
     /// The directory holding configs, logs and data.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -166,6 +198,11 @@ impl ProcessCluster {
         }
     }
 
+    /// The process id of server `id`, if it was started and not killed.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.children.get(&id).map(|c| c.id())
+    }
+
     /// Whether server `id` is running (started and not exited).
     pub fn is_running(&mut self, id: NodeId) -> bool {
         match self.children.get_mut(&id) {
@@ -179,7 +216,8 @@ impl ProcessCluster {
         let mut out = Vec::new();
         for id in &self.ids {
             if self.children.contains_key(id) {
-                if let Ok(s) = status(&self.addr(*id), Duration::from_millis(300)).await {
+                let tls = self.opts.client_tls.as_ref();
+                if let Ok(s) = status_with(&self.addr(*id), tls, Duration::from_millis(300)).await {
                     out.push(s);
                 }
             }
@@ -230,7 +268,8 @@ pub enum Signal {
     Cont,
 }
 
-fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+/// Sends `signal` to the process `pid`.
+pub fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
     // The workspace forbids `unsafe` code, so no `libc::kill`: use the `kill` command.
     let name = match signal {
         Signal::Stop => "STOP",

@@ -171,6 +171,32 @@ pub struct ServerFile {
     /// 10,000; 0: never compact).
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: usize,
+    /// Port of the Prometheus metrics endpoint (`GET /metrics` over HTTP); unset (the
+    /// default): no endpoint. See [`crate::metrics`].
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
+    /// Address of the metrics endpoint; loopback by default.
+    #[serde(default = "default_listen_address")]
+    pub metrics_address: String,
+    /// PEM file of the cluster's CA certificate (needed when a TLS switch is on).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// PEM file of this server's certificate (chain); it must name `server-<server_id>` in a
+    /// DNS subject alternative name, and the host names clients connect to. See [`crate::tls`].
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM file of this server's private key.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// Mutual TLS on links between servers (default false: plaintext).
+    #[serde(default)]
+    pub tls_peers: bool,
+    /// TLS on client links (default false: plaintext).
+    #[serde(default)]
+    pub tls_clients: bool,
+    /// Clients must present a certificate of the cluster's CA (needs `tls_clients`).
+    #[serde(default)]
+    pub tls_client_auth: bool,
     /// FOR TESTS ONLY: answer `Get`s from the local map without the log. This breaks
     /// linearizability on purpose, so the test suite can check that its checker notices.
     #[doc(hidden)]
@@ -190,6 +216,14 @@ impl ConfigFile for ServerFile {
         "election_ticks",
         "batch_size",
         "snapshot_interval",
+        "metrics_port",
+        "metrics_address",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_peers",
+        "tls_clients",
+        "tls_client_auth",
         "unsafe_local_reads",
     ];
 }
@@ -244,7 +278,53 @@ impl ServerSettings {
                 "tick_ms, election_ticks and batch_size must be positive".into(),
             ));
         }
+        if server.tls_client_auth && !server.tls_clients {
+            return Err(ConfigError(
+                "tls_client_auth: needs tls_clients = true".into(),
+            ));
+        }
+        if server.tls_peers || server.tls_clients {
+            for (key, v) in [
+                ("tls_ca_file", &server.tls_ca_file),
+                ("tls_cert_file", &server.tls_cert_file),
+                ("tls_key_file", &server.tls_key_file),
+            ] {
+                if v.is_none() {
+                    return Err(ConfigError(format!(
+                        "{key}: needed when tls_peers or tls_clients is on"
+                    )));
+                }
+            }
+        }
         Ok(ServerSettings { cluster, server })
+    }
+
+    /// The TLS setup of the server's links: files read and checked now, so that a missing or
+    /// bad file stops the server at start-up.
+    pub fn tls(&self) -> Result<crate::tls::ServerTls, ConfigError> {
+        let s = &self.server;
+        if !s.tls_peers && !s.tls_clients {
+            return Ok(crate::tls::ServerTls::plaintext());
+        }
+        let (Some(ca), Some(cert), Some(key)) = (&s.tls_ca_file, &s.tls_cert_file, &s.tls_key_file)
+        else {
+            return Err(ConfigError(
+                "tls_ca_file, tls_cert_file and tls_key_file are needed for TLS".into(),
+            ));
+        };
+        let id = crate::tls::Identity::from_files(
+            Path::new(ca),
+            Some((Path::new(cert), Path::new(key))),
+        )
+        .map_err(|e| ConfigError(e.to_string()))?;
+        if s.tls_peers {
+            if let Some(leaf) = id.chain.first() {
+                crate::tls::cert_names_server(leaf, s.server_id)
+                    .map_err(|e| ConfigError(format!("tls_cert_file {cert}: {e}")))?;
+            }
+        }
+        crate::tls::ServerTls::new(&id, s.tls_peers, s.tls_clients, s.tls_client_auth)
+            .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Reads `CLUSTER_CONFIG_FILE` and `SERVER_CONFIG_FILE` (with environment overrides).
@@ -327,6 +407,18 @@ pub struct ClientFile {
     /// Milliseconds to wait for an answer before retrying a request.
     #[serde(default = "default_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// PEM file of the cluster's CA: connect to the servers over TLS (default: plaintext).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// PEM file of the client's certificate, for servers that require client certificates.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM file of the client's key.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// Name to check the servers' certificates against (default: the host of each address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
 }
 
 impl ConfigFile for ClientFile {
@@ -340,10 +432,28 @@ impl ConfigFile for ClientFile {
         "workers",
         "num_keys",
         "request_timeout_ms",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_server_name",
     ];
 }
 
 impl ClientFile {
+    /// The TLS settings the file asks for (`None`: plaintext); files are read now.
+    pub fn tls(&self) -> Result<Option<crate::client::ClientTls>, ConfigError> {
+        let Some(ca) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let cert = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Some((Path::new(c), Path::new(k))),
+            _ => None,
+        };
+        crate::client::ClientTls::from_files(Path::new(ca), cert, self.tls_server_name.clone())
+            .map(Some)
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.requests.is_empty() {
@@ -358,6 +468,14 @@ impl ClientFile {
                     r.read_ratio
                 )));
             }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError(
+                "tls_cert_file and tls_key_file go together".into(),
+            ));
+        }
+        if self.tls_cert_file.is_some() && self.tls_ca_file.is_none() {
+            return Err(ConfigError("tls_cert_file needs tls_ca_file".into()));
         }
         if self.workers == 0 || self.num_keys == 0 || self.request_timeout_ms == 0 {
             return Err(ConfigError(

@@ -4,10 +4,10 @@
 
 use crate::checker::{check_history, CheckError};
 use crate::client::status;
-use crate::cluster::{ClusterOptions, ProcessCluster};
+use crate::cluster::{ClusterOptions, ProcessCluster, Signal};
 use crate::config::RequestInterval;
 use crate::kv::NodeId;
-use crate::stats::{ms, per_second, svg_plot, Marker, Summary};
+use crate::stats::{buckets, ms, svg_plot, Marker, Summary};
 use crate::workload::{run_workload, Record, Workload, CSV_HEADER};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,10 +31,16 @@ pub struct ExperimentOptions {
     pub kill_leader: bool,
     /// Restart the killed server at three quarters of the run.
     pub restart: bool,
+    /// SIGSTOP a follower half way through for this long, then SIGCONT it (a pause, not a
+    /// crash: its connections stay open and its clients wait). Use without `kill_leader`.
+    pub pause_follower: Option<Duration>,
     /// Servers sync their log on every write.
     pub fsync: bool,
     /// Check the recorded history for linearizability at the end.
     pub check: bool,
+    /// Where the servers' configs, logs and data go (default: a temporary directory, removed
+    /// at the end).
+    pub data_dir: Option<PathBuf>,
     /// Where the summary, CSV and plot go (default [`default_out_dir`]).
     pub out_dir: PathBuf,
     /// Print one progress line per second.
@@ -53,6 +59,8 @@ impl Default for ExperimentOptions {
             num_keys: 100,
             kill_leader: true,
             restart: true,
+            pause_follower: None,
+            data_dir: None,
             fsync: true,
             check: true,
             out_dir: default_out_dir("omnipaxos-kv-results"),
@@ -74,6 +82,10 @@ pub struct Report {
     /// Longest time without any answered request in the 10 s after the kill (counting from
     /// the kill itself): how long clients saw the service stalled.
     pub stall_after_kill: Option<Duration>,
+    /// The paused follower, when it was paused and for how long (since the workload's start).
+    pub paused: Option<(NodeId, Duration, Duration)>,
+    /// Time from the paused follower's SIGCONT until it answered a status request.
+    pub status_after_resume: Option<Duration>,
     /// Whether the restarted server caught up with the others' decided log by the end.
     pub restarted_caught_up: Option<bool>,
     /// The linearizability check of the history (if run).
@@ -128,6 +140,22 @@ impl Report {
                     "longest time without an answer after the kill: {:.0} ms",
                     ms(d)
                 );
+            }
+        }
+        if let Some((id, at, len)) = self.paused {
+            let _ = writeln!(
+                t,
+                "follower paused:   server {id} (SIGSTOP) at {:.1} s for {:.1} s",
+                at.as_secs_f64(),
+                len.as_secs_f64()
+            );
+            match self.status_after_resume {
+                Some(d) => {
+                    let _ = writeln!(t, "status answered:  {:.0} ms after SIGCONT", ms(d));
+                }
+                None => {
+                    let _ = writeln!(t, "status answered:  not within 10 s of SIGCONT!");
+                }
             }
         }
         let _ = writeln!(
@@ -187,10 +215,14 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
             server_bin.display()
         ));
     }
-    let data = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix("omnipaxos-kv-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("cannot create {}: {e}", opts.out_dir.display()))?;
     let copts = ClusterOptions {
@@ -198,14 +230,14 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
         server_args: opts.server_args.clone(),
         ..Default::default()
     };
-    let mut cluster = ProcessCluster::start(server_bin, data.path(), copts)
+    let mut cluster = ProcessCluster::start(server_bin, &data_dir, copts)
         .map_err(|e| format!("cannot start the cluster: {e}"))?;
     if opts.progress {
         println!(
             "started {} servers on {} (data in {})",
             cluster.ids().len(),
             cluster.addrs().join(", "),
-            data.path().display()
+            data_dir.display()
         );
     }
     let first_leader = cluster
@@ -242,6 +274,7 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
         attempt_timeout: Duration::from_millis(500),
         request_deadline: Duration::from_secs(10),
         seed: crate::client::random_client_id(),
+        tls: None,
     };
     let t0 = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -254,6 +287,51 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
     let mut killed: Option<(NodeId, Duration)> = None;
     let mut restarted = false;
     let mut new_leader: Option<tokio::task::JoinHandle<Option<Duration>>> = None;
+    type PauseOutcome = Option<((NodeId, Duration, Duration), Option<Duration>)>;
+    let mut pause_task: Option<tokio::task::JoinHandle<PauseOutcome>> = None;
+    if let Some(len) = opts.pause_follower {
+        // A task of its own, so that the pause starts and ends on time (the loop below wakes
+        // once a second).
+        let addrs = cluster.addrs();
+        let pids: Vec<(NodeId, Option<u32>)> =
+            cluster.ids().iter().map(|&i| (i, cluster.pid(i))).collect();
+        let progress = opts.progress;
+        let pause_at = opts.duration / 2;
+        pause_task = Some(tokio::spawn(async move {
+            tokio::time::sleep(pause_at.saturating_sub(t0.elapsed())).await;
+            let leader = leader_among(&addrs).await?;
+            let (id, pid) = pids.iter().find(|(i, p)| *i != leader && p.is_some())?;
+            let (id, pid) = (*id, (*pid)?);
+            crate::cluster::send_signal(pid, Signal::Stop).ok()?;
+            let at = t0.elapsed();
+            if progress {
+                println!(
+                    "  >>> {:5.1}s SIGSTOP server {id} (a follower) for {:.1} s",
+                    at.as_secs_f64(),
+                    len.as_secs_f64()
+                );
+            }
+            tokio::time::sleep(len).await;
+            crate::cluster::send_signal(pid, Signal::Cont).ok()?;
+            let resumed = Instant::now();
+            let addr = addrs[(id - 1) as usize].clone();
+            let mut answered = None;
+            while resumed.elapsed() < Duration::from_secs(10) {
+                if status(&addr, Duration::from_millis(50)).await.is_ok() {
+                    answered = Some(resumed.elapsed());
+                    break;
+                }
+            }
+            if progress {
+                println!(
+                    "  >>> {:5.1}s SIGCONT server {id}; it answered a status request after {}",
+                    t0.elapsed().as_secs_f64(),
+                    answered.map_or("more than 10 s".to_string(), |d| format!("{:.0} ms", ms(d)))
+                );
+            }
+            Some(((id, at, len), answered))
+        }));
+    }
     let mut last_count = 0;
     let mut finished = false;
     while !finished {
@@ -329,6 +407,13 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
         }
     }
     let _ = load.await;
+    let (paused, status_after_resume) = match pause_task {
+        Some(h) => match h.await.unwrap_or(None) {
+            Some((p, a)) => (Some(p), a),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
     let new_leader_after = match new_leader {
         Some(h) => h.await.unwrap_or(None),
         None => None,
@@ -375,7 +460,9 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
     } else {
         None
     };
-    let buckets = per_second(&records);
+    // 100 ms buckets, so that a failover gap of a few hundred ms shows; the last one ends
+    // with the workload.
+    let buckets = buckets(&records, Duration::from_millis(100), opts.duration);
     let mut markers = Vec::new();
     if let Some((id, at)) = killed {
         markers.push(Marker {
@@ -388,6 +475,16 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
                 label: format!("restart {id}"),
             });
         }
+    }
+    if let Some((id, at, len)) = paused {
+        markers.push(Marker {
+            at: at.as_secs_f64(),
+            label: format!("pause {id}"),
+        });
+        markers.push(Marker {
+            at: (at + len).as_secs_f64(),
+            label: format!("resume {id}"),
+        });
     }
     let title = format!(
         "omnipaxos-kv: 3 servers, fsync {}, read ratio {}, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
@@ -418,6 +515,8 @@ pub async fn run_experiment(server_bin: &Path, opts: ExperimentOptions) -> Resul
         killed,
         new_leader_after,
         stall_after_kill,
+        paused,
+        status_after_resume,
         restarted_caught_up,
         linearizable,
         plot_path: abs(plot_path),

@@ -15,6 +15,16 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// A byte stream of a connection: plain TCP or TLS over TCP.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+/// A connection's stream, whatever its transport.
+pub type BoxStream = Box<dyn AsyncStream>;
+/// The reading half of a [`BoxStream`].
+pub type StreamReader = tokio::io::ReadHalf<BoxStream>;
+/// The writing half of a [`BoxStream`].
+pub type StreamWriter = tokio::io::WriteHalf<BoxStream>;
+
 /// Largest frame accepted or sent on a client connection and in a handshake (bytes of
 /// bincode after the length prefix).
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;

@@ -1,18 +1,30 @@
-//! The server: one OmniPaxos node on [`PersistentStorage`], its TCP connections to the other
-//! servers and to clients, and the key-value map built from the decided log.
+//! The server: one OmniPaxos node on [`PersistentStorage`], its connections to the other
+//! servers and to clients ([`crate::links`]), and the key-value map built from the decided log.
 //!
-//! One task owns the OmniPaxos node and the map. It `select!`s over a tick interval and a
-//! channel of events that the connection tasks feed (one reader and one writer task per
-//! connection). After every batch of events it sends the node's outgoing messages, applies the
-//! newly decided entries and answers the clients whose commands it coordinated.
+//! # The event loop
+//!
+//! One task owns the node and the map. Each **pass** of its loop:
+//!
+//! 1. waits for something to do: a tick, client requests, peer messages (or goes on at once
+//!    while peer messages are left over from the last pass);
+//! 2. takes what is ready without waiting, up to [`CLIENT_BATCH`] client events and
+//!    [`PEER_BATCH`] peer events;
+//! 3. handles the client events (cheap: appends), then peer events until the pass has spent
+//!    [`PEER_PASS_BUDGET`] (the rest waits for the next pass, in order);
+//! 4. ends the pass (`State::end_pass`): hands the node's outgoing messages to the
+//!    connections, applies what was decided (answering the clients this server coordinates),
+//!    and publishes a snapshot of its state for status requests and metrics.
+//!
+//! So a follower that resumes with a long backlog of peer messages keeps answering: status
+//! requests are answered by the connection tasks from the last snapshot, and client requests
+//! are handled at the start of every pass, which is at most one budget long (plus one message).
 
 use crate::config::{ServerFile, ServerSettings};
-use crate::kv::{Applied, ClientId, Command, Database, KVCommand, KVResult, NodeId};
-use crate::net::{
-    read_frame, read_frame_limited, write_frame, ClientRequest, FrameError, Hello, PeerMessage,
-    ServerReply, StatusInfo, Welcome, MAX_PEER_FRAME_LEN, PROTOCOL_VERSION,
-};
-use log::{debug, error, info, warn};
+use crate::kv::{Applied, ClientId, Command, CommandId, Database, KVCommand, KVResult, NodeId};
+use crate::links::{accept_loop, connect_loop, ClientEvent, ConnId, Outbox, PeerEvent, Shared};
+use crate::metered_storage::MeteredStorage;
+use crate::metrics::{Metrics, RequestKind, RequestResult, Role};
+use crate::net::{ClientRequest, PeerMessage, ServerReply, StatusInfo, MAX_PEER_FRAME_LEN};
 use omnipaxos::{
     messages::Message, util::FlexibleQuorum, util::LogEntry, ClusterConfig, OmniPaxos,
     OmniPaxosConfig, ServerConfig,
@@ -20,24 +32,27 @@ use omnipaxos::{
 use omnipaxos_storage::persistent_storage::Durability;
 use omnipaxos_storage::{PersistentStorage, PersistentStorageConfig};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn, Instrument};
 
-type Node = OmniPaxos<Command, PersistentStorage<Command>>;
-type ConnId = u64;
-/// The sending side of a connection's writer task (encoded frames).
-type Outbox = mpsc::UnboundedSender<Vec<u8>>;
+/// The storage the node runs on: the persistent log, metered.
+pub type NodeStorage = MeteredStorage<PersistentStorage<Command>>;
+type Node = OmniPaxos<Command, NodeStorage>;
 
-/// How long a new connection may take to send its [`Hello`].
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause between two attempts to connect to a peer.
-const RECONNECT_DELAY: Duration = Duration::from_millis(100);
-/// Events handled per batch before the node's output is flushed.
-const EVENT_BATCH: usize = 256;
+/// Client events handled per pass at most.
+pub const CLIENT_BATCH: usize = 256;
+/// Peer events taken per pass at most.
+pub const PEER_BATCH: usize = 256;
+/// Time a pass may spend on peer events before it ends and lets clients and ticks in.
+pub const PEER_PASS_BUDGET: Duration = Duration::from_millis(10);
+/// Capacity of each event channel (peer, client): a full channel makes its readers wait.
+const CHANNEL_CAPACITY: usize = 65_536;
 
-/// An error that stops the server at start-up.
+/// An error that stops the server.
 #[derive(Debug)]
 pub struct ServerError(pub String);
 
@@ -49,41 +64,12 @@ impl std::fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-enum Event {
-    PeerUp(NodeId, ConnId, Outbox),
-    PeerDown(NodeId, ConnId),
-    /// (Boxed: messages carry snapshots of the map, much larger than the other events.)
-    FromPeer(NodeId, Box<Message<Command>>),
-    ClientUp(ConnId, ClientId, Outbox),
-    ClientDown(ConnId),
-    FromClient(ConnId, ClientId, ClientRequest),
-}
-
-struct Shared {
-    me: NodeId,
-    nodes: Vec<NodeId>,
-    events: mpsc::Sender<Event>,
-    next_conn: std::sync::atomic::AtomicU64,
-}
-
-impl Shared {
-    fn conn_id(&self) -> ConnId {
-        self.next_conn
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// The whole server program: logging to stderr (filtered by `RUST_LOG`, default `info`, with
-/// commitlog's per-file messages and a spurious sled warning muted), settings from
+/// The whole server program: logging to stderr (see [`crate::logging`]), settings from
 /// `CLUSTER_CONFIG_FILE`, `SERVER_CONFIG_FILE` and `OMNIPAXOS_*`, then [`run_server`] on a
 /// two-thread runtime. Returns the process exit code: 0 after a clean stop, 2 for bad settings,
 /// 1 for any other failure (each printed on stderr first).
 pub fn serve_from_env() -> i32 {
-    // A second logger (when a program calls this after setting up its own) is not an error.
-    let _ = env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,commitlog=warn,sled::config=off"),
-    )
-    .try_init();
+    crate::logging::init_logging(crate::logging::SERVER_DEFAULT_FILTER);
     let settings = match ServerSettings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -105,28 +91,35 @@ pub fn serve_from_env() -> i32 {
     match rt.block_on(run_server(settings)) {
         Ok(()) => 0,
         Err(e) => {
+            error!(error = %e, "server stopped");
             eprintln!("server: {e}");
             1
         }
     }
 }
 
-/// Opens the storage, replays the log and serves until the process is stopped (SIGTERM or
-/// Ctrl-C end it cleanly; SIGKILL loses nothing that was acknowledged).
-pub async fn run_server(settings: ServerSettings) -> Result<(), ServerError> {
-    let me = settings.server.server_id;
+/// Opens the persistent log of `settings` (the one place the server opens storage).
+fn open_storage(settings: &ServerSettings, metrics: &Metrics) -> Result<NodeStorage, ServerError> {
     let data_dir = settings.data_dir();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| ServerError(format!("cannot create data directory {data_dir}: {e}")))?;
-    let mut storage_cfg = PersistentStorageConfig::with_path(&data_dir);
-    storage_cfg.set_durability(if settings.server.fsync {
+    let mut cfg = PersistentStorageConfig::with_path(&data_dir);
+    cfg.set_durability(if settings.server.fsync {
         Durability::Immediate
     } else {
         Durability::Deferred
     });
-    let storage = PersistentStorage::open(storage_cfg)
+    let storage = PersistentStorage::open(cfg)
         .map_err(|e| ServerError(format!("cannot open the log in {data_dir}: {e}")))?;
-    let op_config = OmniPaxosConfig {
+    Ok(MeteredStorage::new(
+        storage,
+        metrics.storage.clone(),
+        settings.server.fsync,
+    ))
+}
+
+fn node_config(settings: &ServerSettings) -> OmniPaxosConfig {
+    OmniPaxosConfig {
         cluster_config: ClusterConfig {
             configuration_id: 1,
             nodes: settings.cluster.nodes.clone(),
@@ -139,17 +132,59 @@ pub async fn run_server(settings: ServerSettings) -> Result<(), ServerError> {
                 }),
         },
         server_config: ServerConfig {
-            pid: me,
+            pid: settings.server.server_id,
             election_tick_timeout: settings.server.election_ticks,
             batch_size: settings.server.batch_size,
             flush_batch_tick_timeout: 1,
             ..Default::default()
         },
-    };
-    let node: Node = op_config
+    }
+}
+
+/// Opens the storage, replays the log and serves until the process is stopped (SIGTERM or
+/// Ctrl-C end it cleanly; SIGKILL loses nothing that was acknowledged).
+pub async fn run_server(settings: ServerSettings) -> Result<(), ServerError> {
+    let me = settings.server.server_id;
+    let span = tracing::info_span!("server", id = me);
+    run(settings).instrument(span).await
+}
+
+async fn run(settings: ServerSettings) -> Result<(), ServerError> {
+    let me = settings.server.server_id;
+    let s = &settings.server;
+    let tls = settings
+        .tls()
+        .map_err(|e| ServerError(format!("cannot set up TLS: {e}")))?;
+    info!(
+        nodes = ?settings.cluster.nodes,
+        listen = %format!("{}:{}", s.listen_address, s.listen_port),
+        data_dir = %settings.data_dir(),
+        fsync = s.fsync,
+        tick_ms = s.tick_ms,
+        election_ticks = s.election_ticks,
+        batch_size = s.batch_size,
+        snapshot_interval = s.snapshot_interval,
+        tls_peers = s.tls_peers,
+        tls_clients = s.tls_clients,
+        tls_client_auth = s.tls_client_auth,
+        metrics_port = ?s.metrics_port,
+        "starting"
+    );
+    let metrics = Arc::new(Metrics::default());
+    metrics.server_id.store(me, Relaxed);
+    let storage = open_storage(&settings, &metrics)?;
+    let node: Node = node_config(&settings)
         .build(storage)
         .map_err(|e| ServerError(format!("invalid OmniPaxos configuration: {e}")))?;
     let fresh = node.get_decided_idx() == 0;
+    let (status_tx, status_rx) = watch::channel(StatusInfo {
+        id: me,
+        leader: None,
+        decided_idx: 0,
+        applied: 0,
+        compacted_idx: 0,
+        peers_connected: Vec::new(),
+    });
     let mut state = State {
         me,
         node,
@@ -157,78 +192,127 @@ pub async fn run_server(settings: ServerSettings) -> Result<(), ServerError> {
         peers: HashMap::new(),
         clients: HashMap::new(),
         routes: HashMap::new(),
+        pending: HashMap::new(),
         outgoing: Vec::new(),
         cfg: settings.server.clone(),
         initial_leader_pending: fresh && settings.cluster.initial_leader == Some(me),
+        leader_seen: None,
+        metrics: metrics.clone(),
+        status: status_tx,
     };
     state.apply_decided()?;
+    state.publish();
     info!(
-        "server {me}: recovered {} decided entries from {data_dir} ({} keys)",
-        state.db.applied_len(),
-        state.db.len()
+        entries = state.db.applied_len(),
+        keys = state.db.len(),
+        "recovered the decided log"
     );
 
-    let listen = format!(
-        "{}:{}",
-        settings.server.listen_address, settings.server.listen_port
-    );
+    let listen = format!("{}:{}", s.listen_address, s.listen_port);
     let listener = TcpListener::bind(&listen)
         .await
         .map_err(|e| ServerError(format!("cannot listen on {listen}: {e}")))?;
-    info!("server {me}: listening on {listen}");
+    info!(addr = %listen, "listening");
+    if let Some(port) = s.metrics_port {
+        let addr = format!("{}:{port}", s.metrics_address);
+        let l = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| ServerError(format!("cannot listen for metrics on {addr}: {e}")))?;
+        info!(url = %format!("http://{addr}/metrics"), "serving metrics");
+        tokio::spawn(crate::metrics::serve(l, metrics.clone()).in_current_span());
+    }
 
-    let (tx, mut rx) = mpsc::channel::<Event>(65_536);
+    let (peer_tx, mut peer_rx) = mpsc::channel::<PeerEvent>(CHANNEL_CAPACITY);
+    let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(CHANNEL_CAPACITY);
     let shared = Arc::new(Shared {
         me,
         nodes: settings.cluster.nodes.clone(),
-        events: tx,
+        peer_events: peer_tx,
+        client_events: client_tx,
+        status: status_rx,
+        metrics: metrics.clone(),
+        tls,
         next_conn: std::sync::atomic::AtomicU64::new(1),
     });
-    tokio::spawn(accept_loop(listener, shared.clone()));
+    tokio::spawn(accept_loop(listener, shared.clone()).in_current_span());
     for (i, &peer) in settings.cluster.nodes.iter().enumerate() {
         if peer < me {
             let addr = settings.cluster.node_addrs[i].clone();
-            tokio::spawn(connect_loop(peer, addr, shared.clone()));
+            tokio::spawn(connect_loop(peer, addr, shared.clone()).in_current_span());
         }
     }
 
-    let mut tick = tokio::time::interval(Duration::from_millis(settings.server.tick_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(s.tick_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_timer = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ServerError(format!("cannot install the SIGTERM handler: {e}")))?;
-    let mut events = Vec::with_capacity(EVENT_BATCH);
+    let mut client_events: Vec<ClientEvent> = Vec::with_capacity(CLIENT_BATCH);
+    let mut peer_events: Vec<PeerEvent> = Vec::with_capacity(PEER_BATCH);
     loop {
+        let backlog = !peer_events.is_empty();
         tokio::select! {
-            _ = tick.tick() => {
-                state.node.tick();
-                if state.initial_leader_pending && !state.peers.is_empty() {
-                    state.initial_leader_pending = false;
-                    state.node.try_become_leader();
-                }
-            }
-            n = rx.recv_many(&mut events, EVENT_BATCH) => {
-                if n == 0 {
-                    return Err(ServerError("event channel closed".into()));
-                }
-                for ev in events.drain(..) {
-                    state.handle(ev);
-                }
-            }
-            _ = stats_timer.tick() => state.write_stats(),
+            biased;
             _ = tokio::signal::ctrl_c() => {
-                info!("server {me}: interrupted, stopping");
+                info!("interrupted, stopping");
                 return Ok(());
             }
             _ = term.recv() => {
-                info!("server {me}: terminated, stopping");
+                info!("terminated, stopping");
                 return Ok(());
             }
+            _ = tick.tick() => state.on_tick(),
+            n = client_rx.recv_many(&mut client_events, CLIENT_BATCH) => {
+                if n == 0 {
+                    return Err(ServerError("client event channel closed".into()));
+                }
+            }
+            n = peer_rx.recv_many(&mut peer_events, PEER_BATCH), if !backlog => {
+                if n == 0 {
+                    return Err(ServerError("peer event channel closed".into()));
+                }
+            }
+            _ = stats_timer.tick() => state.write_stats(),
+            () = std::future::ready(()), if backlog => {}
         }
-        state.retry_uncertain();
-        state.flush();
-        state.apply_decided()?;
+        let pass_start = Instant::now();
+        top_up(&mut client_rx, &mut client_events, CLIENT_BATCH);
+        top_up(&mut peer_rx, &mut peer_events, PEER_BATCH);
+        let mut handled = client_events.len();
+        for ev in client_events.drain(..) {
+            state.handle_client_event(ev);
+        }
+        // Peer events until the budget is spent (at least one, so every pass progresses); the
+        // rest stays, in order, for the next pass.
+        let mut rest = std::mem::take(&mut peer_events).into_iter();
+        for ev in rest.by_ref() {
+            state.handle_peer_event(ev);
+            handled += 1;
+            if pass_start.elapsed() >= PEER_PASS_BUDGET {
+                break;
+            }
+        }
+        peer_events = rest.collect();
+        state.end_pass()?;
+        metrics.pass_events.fetch_add(handled as u64, Relaxed);
+        metrics.pass_seconds.observe(pass_start.elapsed());
     }
+}
+
+/// Moves what `rx` holds into `buf` without waiting, up to `max` events in `buf`.
+fn top_up<T>(rx: &mut mpsc::Receiver<T>, buf: &mut Vec<T>, max: usize) {
+    while buf.len() < max {
+        match rx.try_recv() {
+            Ok(ev) => buf.push(ev),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A client command this server received and has not answered yet.
+struct Pending {
+    since: Instant,
+    kind: RequestKind,
 }
 
 struct State {
@@ -236,101 +320,110 @@ struct State {
     node: Node,
     db: Database,
     peers: HashMap<NodeId, Vec<(ConnId, Outbox)>>,
-    clients: HashMap<ConnId, Outbox>,
+    /// Open client connections: the writer, and the client on it.
+    clients: HashMap<ConnId, (Outbox, ClientId)>,
+    /// The connection to answer each client on (its latest).
     routes: HashMap<ClientId, ConnId>,
+    /// Commands received here and not answered yet, for the latency metrics.
+    pending: HashMap<(ClientId, CommandId), Pending>,
     outgoing: Vec<Message<Command>>,
     cfg: ServerFile,
     initial_leader_pending: bool,
+    /// The leader as of the end of the last pass.
+    leader_seen: Option<NodeId>,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<StatusInfo>,
+}
+
+fn kind_of(cmd: &KVCommand) -> RequestKind {
+    match cmd {
+        KVCommand::Put(..) => RequestKind::Put,
+        KVCommand::Delete(_) => RequestKind::Delete,
+        KVCommand::Get(_) => RequestKind::Get,
+    }
 }
 
 impl State {
-    fn handle(&mut self, ev: Event) {
+    fn on_tick(&mut self) {
+        self.node.tick();
+        if self.initial_leader_pending && !self.peers.is_empty() {
+            self.initial_leader_pending = false;
+            self.node.try_become_leader();
+        }
+    }
+
+    fn handle_peer_event(&mut self, ev: PeerEvent) {
         match ev {
-            Event::PeerUp(id, conn, sender) => {
-                info!("server {}: connected to server {id}", self.me);
+            PeerEvent::Up(id, conn, sender) => {
+                info!(peer = id, "peer connected");
                 // The newest connection is used; older ones stay as fallbacks until they close
                 // (a restarted peer's old connection closes soon; an impostor's going away
                 // must not cut the real peer off).
                 self.peers.entry(id).or_default().push((conn, sender));
                 self.node.reconnected(id);
             }
-            Event::PeerDown(id, conn) => {
+            PeerEvent::Down(id, conn) => {
                 if let Some(conns) = self.peers.get_mut(&id) {
                     conns.retain(|(c, _)| *c != conn);
                     if conns.is_empty() {
-                        info!("server {}: lost connection to server {id}", self.me);
+                        info!(peer = id, "peer disconnected");
                         self.peers.remove(&id);
                     } else {
                         self.node.reconnected(id);
                     }
                 }
             }
-            Event::FromPeer(id, msg) => {
+            PeerEvent::Message(id, msg) => {
                 if msg.get_sender() != id || msg.get_receiver() != self.me {
                     warn!(
-                        "server {}: dropped a message from server {id} that claims to be from {} to {}",
-                        self.me,
-                        msg.get_sender(),
-                        msg.get_receiver()
+                        peer = id,
+                        claimed_sender = msg.get_sender(),
+                        receiver = msg.get_receiver(),
+                        "dropped a message whose sender is not its connection's peer"
                     );
                 } else {
+                    self.metrics.peer_messages_in.fetch_add(1, Relaxed);
                     self.node.handle_incoming(*msg);
                 }
             }
-            Event::ClientUp(conn, client_id, sender) => {
-                debug!("server {}: client {client_id} connected", self.me);
-                self.clients.insert(conn, sender);
+        }
+    }
+
+    fn handle_client_event(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Up(conn, client_id, sender) => {
+                self.clients.insert(conn, (sender, client_id));
                 self.routes.insert(client_id, conn);
             }
-            Event::ClientDown(conn) => {
-                self.clients.remove(&conn);
-                self.routes.retain(|_, c| *c != conn);
-            }
-            Event::FromClient(conn, client_id, req) => self.handle_client(conn, client_id, req),
-        }
-    }
-
-    fn reply(&self, conn: ConnId, reply: &ServerReply) {
-        if let Some(sender) = self.clients.get(&conn) {
-            match crate::net::encode(reply) {
-                Ok(bytes) => {
-                    let _ = sender.send(bytes);
-                }
-                Err(e) => error!("server {}: cannot encode a reply: {e}", self.me),
-            }
-        }
-    }
-
-    fn handle_client(&mut self, conn: ConnId, client_id: ClientId, req: ClientRequest) {
-        match req {
-            ClientRequest::Status => {
-                let info = StatusInfo {
-                    id: self.me,
-                    leader: self.node.get_current_leader().map(|(l, _)| l),
-                    decided_idx: self.node.get_decided_idx(),
-                    applied: self.db.applied_len(),
-                    compacted_idx: self.node.get_compacted_idx(),
-                    peers_connected: {
-                        let mut p: Vec<NodeId> = self.peers.keys().copied().collect();
-                        p.sort_unstable();
-                        p
-                    },
-                };
-                self.reply(conn, &ServerReply::Status(info));
-            }
-            ClientRequest::Append {
-                id,
-                acked_below,
-                cmd,
-            } => {
-                if self.cfg.unsafe_local_reads {
-                    if let KVCommand::Get(k) = &cmd {
-                        let v = self.db.local_get(k);
-                        self.reply(conn, &ServerReply::Done(id, KVResult::Read(v)));
-                        return;
+            ClientEvent::Down(conn) => {
+                if let Some((_, client_id)) = self.clients.remove(&conn) {
+                    if self.routes.get(&client_id) == Some(&conn) {
+                        self.routes.remove(&client_id);
+                        // Nobody is left to answer: the client retries elsewhere.
+                        let metrics = &self.metrics;
+                        self.pending.retain(|(c, _), p| {
+                            if *c == client_id {
+                                metrics.request(p.kind, RequestResult::Abandoned);
+                            }
+                            *c != client_id
+                        });
                     }
                 }
+            }
+            ClientEvent::Request(
+                conn,
+                client_id,
+                ClientRequest::Append {
+                    id,
+                    acked_below,
+                    cmd,
+                },
+            ) => {
                 self.routes.insert(client_id, conn);
+                self.pending.entry((client_id, id)).or_insert(Pending {
+                    since: Instant::now(),
+                    kind: kind_of(&cmd),
+                });
                 let command = Command {
                     client_id,
                     coordinator_id: self.me,
@@ -338,14 +431,85 @@ impl State {
                     acked_below,
                     kv_cmd: cmd,
                 };
-                if let Err(e) = self.node.append(command) {
-                    self.reply(
-                        conn,
-                        &ServerReply::Refused(id, format!("cannot append: {e:?}")),
-                    );
+                match command.kv_cmd {
+                    KVCommand::Get(_) => self.submit_get(command),
+                    _ => self.submit(command),
                 }
             }
+            ClientEvent::Request(conn, _, ClientRequest::Status) => {
+                // The connection tasks answer status requests; kept for completeness.
+                let info = self.status.borrow().clone();
+                self.reply(conn, &ServerReply::Status(info));
+            }
         }
+    }
+
+    /// Where every `Get` goes. Today a `Get` is a log entry like a write, so it is
+    /// linearizable: it is answered once decided and applied (see [`Self::apply_decided`]).
+    fn submit_get(&mut self, command: Command) {
+        if self.cfg.unsafe_local_reads {
+            if let KVCommand::Get(k) = &command.kv_cmd {
+                let v = self.db.local_get(k);
+                self.answer(
+                    command.client_id,
+                    command.id,
+                    ServerReply::Done(command.id, KVResult::Read(v)),
+                );
+                return;
+            }
+        }
+        self.submit(command);
+    }
+
+    /// Appends a command to the log; answers the client with `Refused` if the node refuses it.
+    fn submit(&mut self, command: Command) {
+        let (client_id, id) = (command.client_id, command.id);
+        if let Err(e) = self.node.append(command) {
+            let reply = ServerReply::Refused(id, format!("cannot append: {e:?}"));
+            self.answer(client_id, id, reply);
+        }
+    }
+
+    fn reply(&self, conn: ConnId, reply: &ServerReply) {
+        if let Some((sender, _)) = self.clients.get(&conn) {
+            match crate::net::encode(reply) {
+                Ok(bytes) => {
+                    let _ = sender.send(bytes);
+                }
+                Err(e) => error!(error = %e, "cannot encode a reply"),
+            }
+        }
+    }
+
+    /// Answers command `id` of `client_id` (if the client is connected) and counts it.
+    fn answer(&mut self, client_id: ClientId, id: CommandId, reply: ServerReply) {
+        if let Some(p) = self.pending.remove(&(client_id, id)) {
+            let result = match reply {
+                ServerReply::Refused(..) => RequestResult::Refused,
+                _ => RequestResult::Ok,
+            };
+            self.metrics.request(p.kind, result);
+            if result == RequestResult::Ok {
+                self.metrics.latency(p.kind, p.since.elapsed());
+            }
+        }
+        if let Some(&conn) = self.routes.get(&client_id) {
+            self.reply(conn, &reply);
+        }
+    }
+
+    /// Ends a pass of the event loop: everything that must follow the events of the pass.
+    ///
+    /// The order matters: commands handed back are appended again first, so that they travel
+    /// with this pass's messages; the outgoing messages are sent (the node wrote what they
+    /// depend on to storage before handing them out); what is decided is applied and its
+    /// clients answered; and the state seen by status requests and metrics is published.
+    fn end_pass(&mut self) -> Result<(), ServerError> {
+        self.retry_uncertain();
+        self.flush();
+        self.apply_decided()?;
+        self.publish();
+        Ok(())
     }
 
     /// Commands the node handed back as of unknown outcome (their forward was given up) are
@@ -353,18 +517,11 @@ impl State {
     fn retry_uncertain(&mut self) {
         for cmd in self.node.take_uncertain_appends() {
             debug!(
-                "server {}: command {} of client {} came back uncertain, appended again",
-                self.me, cmd.id, cmd.client_id
+                command = cmd.id,
+                client = cmd.client_id,
+                "command came back uncertain, appended again"
             );
-            let (id, client_id) = (cmd.id, cmd.client_id);
-            if let Err(e) = self.node.append(cmd) {
-                if let Some(&conn) = self.routes.get(&client_id) {
-                    self.reply(
-                        conn,
-                        &ServerReply::Refused(id, format!("cannot append: {e:?}")),
-                    );
-                }
-            }
+            self.submit(cmd);
         }
     }
 
@@ -375,9 +532,10 @@ impl State {
             if let Some((_, sender)) = self.peers.get(&to).and_then(|c| c.last()) {
                 match crate::net::encode_limited(&PeerMessage::Paxos(msg), MAX_PEER_FRAME_LEN) {
                     Ok(bytes) => {
+                        self.metrics.peer_messages_out.fetch_add(1, Relaxed);
                         let _ = sender.send(bytes);
                     }
-                    Err(e) => error!("server {}: cannot encode a message: {e}", self.me),
+                    Err(e) => error!(peer = to, error = %e, "cannot encode a message"),
                 }
             }
         }
@@ -397,12 +555,13 @@ impl State {
                     if cmd.coordinator_id != self.me {
                         continue;
                     }
-                    let result = match applied {
-                        Applied::New(r) | Applied::Duplicate(r) => r,
-                        Applied::Stale => continue,
-                    };
-                    if let Some(&conn) = self.routes.get(&cmd.client_id) {
-                        self.reply(conn, &ServerReply::Done(cmd.id, result));
+                    match applied {
+                        Applied::New(r) | Applied::Duplicate(r) => {
+                            self.answer(cmd.client_id, cmd.id, ServerReply::Done(cmd.id, r))
+                        }
+                        Applied::Stale => {
+                            self.pending.remove(&(cmd.client_id, cmd.id));
+                        }
                     }
                 }
                 LogEntry::StopSign(..) => self.db.skip_entry(),
@@ -411,8 +570,8 @@ impl State {
                     // brought us up to date): the snapshot is the state after it.
                     self.db = Database::from_snapshot(&s.snapshot, s.trimmed_idx);
                     debug!(
-                        "server {}: map rebuilt from a snapshot of the log up to {}",
-                        self.me, s.trimmed_idx
+                        up_to = s.trimmed_idx,
+                        "map rebuilt from a snapshot of the log"
                     );
                 }
                 other => {
@@ -436,17 +595,86 @@ impl State {
             return;
         }
         match self.node.snapshot(Some(applied), true) {
-            Ok(()) => debug!("server {}: log compacted up to {applied}", self.me),
-            Err(e) => warn!(
-                "server {}: cannot compact the log up to {applied}: {e:?}",
-                self.me
-            ),
+            Ok(()) => debug!(up_to = applied, "log compacted"),
+            Err(e) => warn!(up_to = applied, error = ?e, "cannot compact the log"),
         }
+    }
+
+    /// The leader this server follows and its own role, as the node reports them.
+    fn leader_view(&self) -> (Option<NodeId>, Role) {
+        match self.node.get_current_leader() {
+            None => (None, Role::None),
+            Some((l, true)) if l == self.me => (Some(l), Role::Leader),
+            Some((l, false)) if l == self.me => (Some(l), Role::Candidate),
+            Some((l, _)) => (Some(l), Role::Follower),
+        }
+    }
+
+    /// Publishes the state as of the end of this pass: the status snapshot that connection
+    /// tasks answer status requests from, and the metrics' gauges.
+    fn publish(&mut self) {
+        let (leader, role) = self.leader_view();
+        let m = &self.metrics;
+        if leader != self.leader_seen {
+            if self.leader_seen.is_some() || leader.is_some() {
+                m.leader_changes.fetch_add(1, Relaxed);
+            }
+            info!(from = ?self.leader_seen, to = ?leader, role = ?role, "leader changed");
+            self.leader_seen = leader;
+        }
+        m.set_role(role);
+        m.leader_id.store(leader.unwrap_or(0), Relaxed);
+        let ballot = self.node.get_promise();
+        m.ballot_n.store(u64::from(ballot.n), Relaxed);
+        m.ballot_pid.store(ballot.pid, Relaxed);
+        let decided = self.node.get_decided_idx();
+        let compacted = self.node.get_compacted_idx();
+        m.decided_idx.store(decided as u64, Relaxed);
+        m.accepted_idx
+            .store(self.node.get_accepted_idx() as u64, Relaxed);
+        m.applied_idx.store(self.db.applied_len() as u64, Relaxed);
+        m.compacted_idx.store(compacted as u64, Relaxed);
+        m.batched_len
+            .store(self.node.get_batched_len() as u64, Relaxed);
+        match self.node.get_migration_status() {
+            Some(ms) => {
+                m.migration_active.store(1, Relaxed);
+                m.migration_prefix_end.store(ms.prefix_end as u64, Relaxed);
+                m.migration_received.store(ms.received as u64, Relaxed);
+                m.migration_sources.store(ms.sources as u64, Relaxed);
+            }
+            None => {
+                m.migration_active.store(0, Relaxed);
+                m.migration_prefix_end.store(0, Relaxed);
+                m.migration_received.store(0, Relaxed);
+                m.migration_sources.store(0, Relaxed);
+            }
+        }
+        m.peers_connected.store(self.peers.len() as u64, Relaxed);
+        m.clients_connected
+            .store(self.clients.len() as u64, Relaxed);
+        let mut peers_connected: Vec<NodeId> = self.peers.keys().copied().collect();
+        peers_connected.sort_unstable();
+        let info = StatusInfo {
+            id: self.me,
+            leader,
+            decided_idx: decided,
+            applied: self.db.applied_len(),
+            compacted_idx: compacted,
+            peers_connected,
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != info;
+            if changed {
+                *s = info;
+            }
+            changed
+        });
     }
 
     fn write_stats(&self) {
         if let Some(path) = &self.cfg.output_filepath {
-            let leader = self.node.get_current_leader().map(|(l, _)| l);
+            let leader = self.leader_seen;
             let text = format!(
                 "{{\"server_id\": {}, \"leader\": {}, \"decided_idx\": {}, \"applied\": {}, \"keys\": {}, \"peers_connected\": {}, \"clients_connected\": {}}}\n",
                 self.me,
@@ -458,250 +686,8 @@ impl State {
                 self.clients.len()
             );
             if let Err(e) = std::fs::write(path, text) {
-                warn!("server {}: cannot write {path}: {e}", self.me);
+                warn!(path = %path, error = %e, "cannot write the statistics file");
             }
         }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle_incoming(stream, shared.clone()).await {
-                        warn!("server {}: connection from {addr}: {e}", shared.me);
-                    }
-                });
-            }
-            Err(e) => {
-                warn!("server {}: accept failed: {e}", shared.me);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// Checks a [`Hello`] from a connecting peer or client; `Err` is the reason to refuse it.
-fn check_hello(me: NodeId, nodes: &[NodeId], hello: &Hello) -> Result<(), String> {
-    match hello {
-        Hello::Server { version, .. } | Hello::Client { version, .. }
-            if *version != PROTOCOL_VERSION =>
-        {
-            Err(format!(
-                "protocol version {version} is not supported (this server speaks {PROTOCOL_VERSION})"
-            ))
-        }
-        Hello::Server { id, .. } if !nodes.contains(id) => {
-            Err(format!("server id {id} is not a member of the cluster {nodes:?}"))
-        }
-        Hello::Server { id, .. } if *id == me => {
-            Err(format!("server id {id} is this server's own id"))
-        }
-        Hello::Server { id, .. } if *id < me => Err(format!(
-            "server {id} must not connect to server {me}: servers connect to lower ids only"
-        )),
-        _ => Ok(()),
-    }
-}
-
-async fn handle_incoming(stream: TcpStream, shared: Arc<Shared>) -> Result<(), FrameError> {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let hello: Hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await
-    {
-        Ok(r) => r?,
-        Err(_) => return Err(FrameError::Decode("no handshake within 5 s".into())),
-    };
-    if let Err(reason) = check_hello(shared.me, &shared.nodes, &hello) {
-        let _ = write_frame(&mut writer, &Welcome::Refused(reason.clone())).await;
-        return Err(FrameError::Decode(format!("refused: {reason}")));
-    }
-    write_frame(&mut writer, &Welcome::Accepted(shared.me)).await?;
-    let conn = shared.conn_id();
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    tokio::spawn(writer_task(writer, out_rx));
-    match hello {
-        Hello::Server { id, .. } => {
-            if shared
-                .events
-                .send(Event::PeerUp(id, conn, out_tx))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
-            let r = peer_reader(&mut reader, id, &shared).await;
-            let _ = shared.events.send(Event::PeerDown(id, conn)).await;
-            r
-        }
-        Hello::Client { client_id, .. } => {
-            if shared
-                .events
-                .send(Event::ClientUp(conn, client_id, out_tx))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
-            let r = client_reader(&mut reader, conn, client_id, &shared).await;
-            let _ = shared.events.send(Event::ClientDown(conn)).await;
-            r
-        }
-    }
-}
-
-async fn writer_task(
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    use tokio::io::AsyncWriteExt;
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 512).await > 0 {
-        let mut buf = Vec::new();
-        for b in batch.drain(..) {
-            buf.extend_from_slice(&b);
-        }
-        if writer.write_all(&buf).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn peer_reader(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    id: NodeId,
-    shared: &Shared,
-) -> Result<(), FrameError> {
-    loop {
-        let msg: PeerMessage = read_frame_limited(reader, MAX_PEER_FRAME_LEN).await?;
-        let PeerMessage::Paxos(m) = msg;
-        if shared
-            .events
-            .send(Event::FromPeer(id, Box::new(m)))
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
-    }
-}
-
-async fn client_reader(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    conn: ConnId,
-    client_id: ClientId,
-    shared: &Shared,
-) -> Result<(), FrameError> {
-    loop {
-        let req: ClientRequest = match read_frame(reader).await {
-            Ok(r) => r,
-            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(())
-            }
-            Err(e) => return Err(e),
-        };
-        if shared
-            .events
-            .send(Event::FromClient(conn, client_id, req))
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
-    }
-}
-
-async fn connect_loop(peer: NodeId, addr: String, shared: Arc<Shared>) {
-    let me = shared.me;
-    loop {
-        match connect_once(peer, &addr, &shared).await {
-            Ok(()) => info!("server {me}: connection to server {peer} closed"),
-            Err(e) => debug!("server {me}: connection to server {peer} at {addr}: {e}"),
-        }
-        tokio::time::sleep(RECONNECT_DELAY).await;
-    }
-}
-
-async fn connect_once(peer: NodeId, addr: &str, shared: &Shared) -> Result<(), FrameError> {
-    let stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    write_frame(
-        &mut writer,
-        &Hello::Server {
-            version: PROTOCOL_VERSION,
-            id: shared.me,
-        },
-    )
-    .await?;
-    let welcome: Welcome =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(FrameError::Decode("no handshake answer within 5 s".into())),
-        };
-    match welcome {
-        Welcome::Accepted(id) if id == peer => {}
-        Welcome::Accepted(id) => {
-            error!(
-                "server {}: {addr} answered as server {id}, expected server {peer}",
-                shared.me
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return Err(FrameError::Decode(format!(
-                "{addr} is server {id}, not {peer}"
-            )));
-        }
-        Welcome::Refused(reason) => {
-            error!("server {}: server {peer} refused us: {reason}", shared.me);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return Err(FrameError::Decode(reason));
-        }
-    }
-    let conn = shared.conn_id();
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    tokio::spawn(writer_task(writer, out_rx));
-    if shared
-        .events
-        .send(Event::PeerUp(peer, conn, out_tx))
-        .await
-        .is_err()
-    {
-        return Ok(());
-    }
-    let r = peer_reader(&mut reader, peer, shared).await;
-    let _ = shared.events.send(Event::PeerDown(peer, conn)).await;
-    r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hello_checks() {
-        let nodes = [1, 2, 3];
-        let server = |id| Hello::Server {
-            version: PROTOCOL_VERSION,
-            id,
-        };
-        assert!(check_hello(2, &nodes, &server(3)).is_ok());
-        assert!(check_hello(2, &nodes, &server(9))
-            .unwrap_err()
-            .contains("not a member"));
-        assert!(check_hello(2, &nodes, &server(2))
-            .unwrap_err()
-            .contains("own id"));
-        assert!(check_hello(2, &nodes, &server(1))
-            .unwrap_err()
-            .contains("lower ids"));
-        let client = Hello::Client {
-            version: 99,
-            client_id: 5,
-        };
-        assert!(check_hello(2, &nodes, &client)
-            .unwrap_err()
-            .contains("version"));
     }
 }

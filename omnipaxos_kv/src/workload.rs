@@ -79,6 +79,8 @@ pub struct Workload {
     pub request_deadline: Duration,
     /// Seed of the random choice of keys and operations.
     pub seed: u64,
+    /// TLS towards the servers (`None`: plaintext).
+    pub tls: Option<crate::client::ClientTls>,
 }
 
 struct Scheduler {
@@ -131,6 +133,9 @@ pub async fn run_workload(w: Workload, t0: Instant, records: mpsc::UnboundedSend
             servers.rotate_left(shift);
         }
         let mut client = KvClient::new(servers, w.attempt_timeout, w.request_deadline);
+        if let Some(t) = &w.tls {
+            client = client.with_tls(t.clone());
+        }
         let sched = sched.clone();
         let records = records.clone();
         let num_keys = w.num_keys.max(1) as u64;
@@ -160,7 +165,7 @@ pub async fn run_workload(w: Workload, t0: Instant, records: mpsc::UnboundedSend
                 let (end, result) = match res {
                     Ok(r) => (Some(end), Some(r)),
                     Err(e) => {
-                        log::warn!("request failed: {e}");
+                        tracing::warn!(error = %e, "request failed");
                         (None, None)
                     }
                 };

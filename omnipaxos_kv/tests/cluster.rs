@@ -103,6 +103,7 @@ async fn load_with_leader_and_follower_kills_loses_no_acknowledged_write() {
         attempt_timeout: Duration::from_millis(500),
         request_deadline: Duration::from_secs(15),
         seed: 42,
+        tls: None,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let load = tokio::spawn(run_workload(workload, t0, tx));

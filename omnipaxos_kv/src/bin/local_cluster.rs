@@ -16,8 +16,10 @@ const HELP: &str = "usage: local_cluster [options]
   --keys N            number of keys (default 100)
   --no-kill           do not kill the leader
   --no-restart        do not restart the killed server
+  --pause-follower S  instead of killing the leader, SIGSTOP a follower half way for S seconds
   --no-fsync          servers do not sync their log (faster, not crash-safe)
   --no-check          skip the linearizability check of the history
+  --data DIR          keep the servers' configs, logs and data in DIR (default: a temporary directory)
   --out DIR           where plot.svg, summary.json, requests.csv go (default target/omnipaxos-kv-results)";
 
 fn parse(args: &[String]) -> Result<ExperimentOptions, String> {
@@ -70,11 +72,22 @@ fn parse(args: &[String]) -> Result<ExperimentOptions, String> {
                     .filter(|&n: &usize| n > 0)
                     .ok_or_else(|| format!("--keys: {v:?} is not a positive number"))?;
             }
+            "--pause-follower" => {
+                let v = value(a)?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && *s < 3600.0)
+                    .ok_or_else(|| format!("--pause-follower: {v:?} is not a number of seconds"))?;
+                o.pause_follower = Some(Duration::from_secs_f64(secs));
+                o.kill_leader = false;
+            }
             "--no-kill" => o.kill_leader = false,
             "--no-restart" => o.restart = false,
             "--no-fsync" => o.fsync = false,
             "--no-check" => o.check = false,
             "--out" => o.out_dir = PathBuf::from(value(a)?),
+            "--data" => o.data_dir = Some(PathBuf::from(value(a)?)),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -86,7 +99,7 @@ fn main() {
         // A server of the cluster this program started (a copy of itself).
         std::process::exit(omnipaxos_kv::server::serve_from_env());
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
+    omnipaxos_kv::logging::init_logging(omnipaxos_kv::logging::TOOL_DEFAULT_FILTER);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{HELP}");
