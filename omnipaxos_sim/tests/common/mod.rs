@@ -1,50 +1,14 @@
 //! Helpers shared by the scenario tests.
 #![allow(dead_code)]
 
-use omnipaxos::messages::{
-    ballot_leader_election::HeartbeatMsg,
-    sequence_paxos::{MigrationMsg, PaxosMsg},
-    Message,
-};
+use omnipaxos::messages::Message;
 use omnipaxos_sim::{MemoryBackend, Sim, SimConfig, SimEntry};
 
 pub type MemSim = Sim<SimEntry, MemoryBackend<SimEntry>>;
 
-/// The name of a message's kind, for filters.
+/// The name of a message's kind, for filters (see `omnipaxos_sim::inspect::kind`).
 pub fn kind(m: &Message<SimEntry>) -> &'static str {
-    match m {
-        Message::BLE(b) => match b.msg {
-            HeartbeatMsg::Request(_) => "HeartbeatRequest",
-            HeartbeatMsg::Reply(_) => "HeartbeatReply",
-        },
-        Message::SequencePaxos(p) => match &p.msg {
-            PaxosMsg::PrepareReq(_) => "PrepareReq",
-            PaxosMsg::Prepare(_) => "Prepare",
-            PaxosMsg::Promise(_) => "Promise",
-            PaxosMsg::AcceptSync(_) => "AcceptSync",
-            PaxosMsg::AcceptDecide(_) => "AcceptDecide",
-            PaxosMsg::AcceptStopSign(_) => "AcceptStopSign",
-            PaxosMsg::Accepted(_) => "Accepted",
-            PaxosMsg::Decide(_) => "Decide",
-            PaxosMsg::NotAccepted(_) => "NotAccepted",
-            PaxosMsg::ResyncReq(_) => "ResyncReq",
-            PaxosMsg::ProposalForward(_) => "ProposalForward",
-            PaxosMsg::ForwardAck(_) => "ForwardAck",
-            PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
-            PaxosMsg::NewBallotReq(_) => "NewBallotReq",
-            PaxosMsg::Compaction(_) => "Compaction",
-            PaxosMsg::Migration(m) => match m {
-                MigrationMsg::Offer { .. } => "MigrationOffer",
-                MigrationMsg::Pull { .. } => "MigrationPull",
-                MigrationMsg::PullSnapshot { .. } => "MigrationPullSnapshot",
-                MigrationMsg::Entries { .. } => "MigrationEntries",
-                MigrationMsg::Snapshot { .. } => "MigrationSnapshot",
-                MigrationMsg::Unavailable { .. } => "MigrationUnavailable",
-                MigrationMsg::Done { .. } => "MigrationDone",
-                MigrationMsg::Moved { .. } => "MigrationMoved",
-            },
-        },
-    }
+    omnipaxos_sim::inspect::kind(m)
 }
 
 /// A cluster of `n` nodes on a perfect network (election timeout 10, resend 20).
