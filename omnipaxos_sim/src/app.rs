@@ -43,9 +43,25 @@ pub enum Applied {
     Restored,
 }
 
+/// How an application came to be.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// With its server, in the first configuration.
+    Initial,
+    /// With a server that joined a later configuration on empty storage.
+    Joined,
+    /// Again after its server crashed (its state is volatile).
+    Restarted,
+    /// Again after its server, one that joined a later configuration, crashed.
+    RestartedJoiner,
+}
+
 /// One node's application.
 #[derive(Clone, Debug)]
 pub struct App {
+    origin: Origin,
+    /// It went on into a next configuration with `start_next_config` (same process).
+    continued: bool,
     /// The configuration of the node it reads from.
     config: ConfigurationId,
     /// What it applied, by absolute index (its length is the index it reads from next).
@@ -60,8 +76,10 @@ pub struct App {
 
 impl App {
     /// An application with no state, reading from a node of configuration `config`.
-    pub fn new(config: ConfigurationId) -> Self {
+    pub fn new(config: ConfigurationId, origin: Origin) -> Self {
         App {
+            origin,
+            continued: false,
             config,
             state: Vec::new(),
             stopped: None,
@@ -85,6 +103,33 @@ impl App {
         self.stopped.as_ref()
     }
 
+    /// How it came to be.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// Who the application is, for failure messages.
+    fn who<T: Entry>(&self) -> String {
+        let who = match (self.origin, self.continued) {
+            (Origin::Joined, _) => "a joiner's application",
+            (Origin::RestartedJoiner, _) => "a joiner's application restarted with its server",
+            (Origin::Restarted, false) => "an application restarted with its server",
+            (Origin::Restarted, true) => {
+                "an application restarted with its server, then continued into a next configuration"
+            }
+            (Origin::Initial, false) => "an application running since the start",
+            (Origin::Initial, true) => {
+                "an application running since the start, continued into a next configuration"
+            }
+        };
+        let entries = if <T::Snapshot as omnipaxos::storage::Snapshot<T>>::use_snapshots() {
+            "entries with snapshots"
+        } else {
+            "entries without snapshots"
+        };
+        format!("{who}; {entries}")
+    }
+
     /// Snapshots it installed.
     pub fn snapshot_installs(&self) -> u64 {
         self.snapshot_installs
@@ -99,6 +144,7 @@ impl App {
     /// stays, reading goes on from where it stopped.
     pub fn continue_in(&mut self, config: ConfigurationId) {
         self.config = config;
+        self.continued = true;
         self.stopped = None;
     }
 
@@ -179,10 +225,11 @@ impl App {
                     }
                     if *restorable < k {
                         return Err(format!(
-                            "application skipped {idx}..{k}: node {pid}'s \
+                            "application skipped {idx}..{k} ({}): node {pid}'s \
                              read_decided_suffix({from}) starts with Trimmed({k}), entries its \
                              application never applied (configuration {c}, decided {decided}, \
                              migration {:?})",
+                            self.who::<T>(),
                             op.get_migration_status()
                         ));
                     }

@@ -2,7 +2,7 @@
 //! node's own storage, and the safety checks after every step.
 
 use crate::{
-    app::App,
+    app::{App, Origin},
     checker::Checker,
     entry::Tagged,
     network::{Faults, Filter, NetStats, Network},
@@ -256,6 +256,8 @@ struct SimNode<T: Entry, S: Storage<T>> {
     restorable: usize,
     /// Crashes of this server so far.
     incarnation: u64,
+    /// The server joined a later configuration on empty storage.
+    joined: bool,
 }
 
 /// An append the simulator made that the node accepted.
@@ -347,7 +349,9 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             let started = pid as usize <= sim.cfg.nodes;
             let cluster = started.then(|| first.clone());
             let op = cluster.clone().map(|c| sim.build(pid, c));
-            let app = cluster.as_ref().map(|c| App::new(c.configuration_id));
+            let app = cluster
+                .as_ref()
+                .map(|c| App::new(c.configuration_id, Origin::Initial));
             sim.nodes.push(SimNode {
                 op,
                 cluster,
@@ -358,6 +362,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 app,
                 restorable: 0,
                 incarnation: 0,
+                joined: false,
             });
         }
         sim
@@ -783,8 +788,9 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.backend.fresh(pid);
         let op = self.build(pid, cluster.clone());
         self.retire_app(idx);
-        self.nodes[idx].app = Some(App::new(cluster.configuration_id));
+        self.nodes[idx].app = Some(App::new(cluster.configuration_id, Origin::Joined));
         self.nodes[idx].restorable = 0;
+        self.nodes[idx].joined = true;
         self.nodes[idx].cluster = Some(cluster);
         self.nodes[idx].op = Some(op);
         self.nodes[idx].restarted = true;
@@ -839,7 +845,12 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let mut op = self.build(pid, cluster);
         op.fail_recovery();
         // The application's state is volatile: it starts again from nothing.
-        self.nodes[idx].app = Some(App::new(c));
+        let origin = if self.nodes[idx].joined {
+            Origin::RestartedJoiner
+        } else {
+            Origin::Restarted
+        };
+        self.nodes[idx].app = Some(App::new(c, origin));
         if self.verbose {
             eprintln!("t={} restart node {pid}", self.now);
         }

@@ -410,217 +410,220 @@ where
     let mut missed_stops: Vec<(NodeId, u32)> = Vec::new();
     let mut reappended = 0u64;
 
-    for t in 0..ticks {
-        if reconfigs.first().is_some_and(|at| *at <= t) && pending_config.is_none() {
-            reconfigs.remove(0);
-            let next = next_configuration(&sim, &mut rng, capacity);
-            let metadata = rng.chance(0.5).then(|| vec![rng.range(0, 255) as u8; 3]);
-            let current = sim.newest_config();
-            if straggler.is_none() && rng.chance(p_straggler) {
-                // A server of the configuration being stopped misses the stop.
-                let leader = sim.leader();
-                let candidates: Vec<NodeId> = current
-                    .nodes
-                    .iter()
-                    .copied()
-                    .filter(|p| Some(*p) != leader && sim.is_up(*p))
-                    .collect();
-                if !candidates.is_empty() {
-                    let pid = candidates[rng.index(candidates.len())];
-                    isolate(&mut sim, pid);
-                    straggler = Some(Straggler {
-                        pid,
-                        config_id: current.configuration_id,
-                        release_at: None,
-                    });
-                }
-            }
-            pending_config = Some((next, metadata));
-        }
-        if let Some((next, metadata)) = pending_config.clone() {
-            // Propose at some node until the stop sign is decided somewhere.
-            let decided = sim.pids().any(|p| {
-                sim.node(p)
-                    .and_then(|o| o.is_reconfigured())
-                    .is_some_and(|ss| ss.next_config == next)
-            }) || sim.newest_config().configuration_id >= next.configuration_id;
-            if decided {
-                pending_config = None;
-            } else if rng.chance(0.05) {
-                let members = sim.members();
-                let pid = members[rng.index(members.len())];
-                let _ = sim.reconfigure_with(pid, next, metadata);
-            }
-        }
-        if let Some(s) = straggler.as_mut() {
-            let stopped = sim.checker().stop_of(s.config_id).is_some();
-            match s.release_at {
-                None if stopped => s.release_at = Some(t + rng.range(50, 400)),
-                Some(at) if at <= t => {
-                    let missed = sim.node(s.pid).map_or(true, |o| {
-                        o.get_configuration_id() == s.config_id && o.is_reconfigured().is_none()
-                    });
-                    if missed {
-                        missed_stops.push((s.pid, s.config_id));
+    // On a failure, the counters so far are kept for the caller (see `take_partial_report`).
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for t in 0..ticks {
+            if reconfigs.first().is_some_and(|at| *at <= t) && pending_config.is_none() {
+                reconfigs.remove(0);
+                let next = next_configuration(&sim, &mut rng, capacity);
+                let metadata = rng.chance(0.5).then(|| vec![rng.range(0, 255) as u8; 3]);
+                let current = sim.newest_config();
+                if straggler.is_none() && rng.chance(p_straggler) {
+                    // A server of the configuration being stopped misses the stop.
+                    let leader = sim.leader();
+                    let candidates: Vec<NodeId> = current
+                        .nodes
+                        .iter()
+                        .copied()
+                        .filter(|p| Some(*p) != leader && sim.is_up(*p))
+                        .collect();
+                    if !candidates.is_empty() {
+                        let pid = candidates[rng.index(candidates.len())];
+                        isolate(&mut sim, pid);
+                        straggler = Some(Straggler {
+                            pid,
+                            config_id: current.configuration_id,
+                            release_at: None,
+                        });
                     }
-                    let n = capacity as NodeId;
-                    let pid = s.pid;
-                    for q in 1..=n {
-                        sim.net().set_both(pid, q, true);
+                }
+                pending_config = Some((next, metadata));
+            }
+            if let Some((next, metadata)) = pending_config.clone() {
+                // Propose at some node until the stop sign is decided somewhere.
+                let decided = sim.pids().any(|p| {
+                    sim.node(p)
+                        .and_then(|o| o.is_reconfigured())
+                        .is_some_and(|ss| ss.next_config == next)
+                }) || sim.newest_config().configuration_id >= next.configuration_id;
+                if decided {
+                    pending_config = None;
+                } else if rng.chance(0.05) {
+                    let members = sim.members();
+                    let pid = members[rng.index(members.len())];
+                    let _ = sim.reconfigure_with(pid, next, metadata);
+                }
+            }
+            if let Some(s) = straggler.as_mut() {
+                let stopped = sim.checker().stop_of(s.config_id).is_some();
+                match s.release_at {
+                    None if stopped => s.release_at = Some(t + rng.range(50, 400)),
+                    Some(at) if at <= t => {
+                        let missed = sim.node(s.pid).map_or(true, |o| {
+                            o.get_configuration_id() == s.config_id && o.is_reconfigured().is_none()
+                        });
+                        if missed {
+                            missed_stops.push((s.pid, s.config_id));
+                        }
+                        let n = capacity as NodeId;
+                        let pid = s.pid;
+                        for q in 1..=n {
+                            sim.net().set_both(pid, q, true);
+                        }
+                        straggler = None;
                     }
-                    straggler = None;
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        sim.advance_configurations();
-        let members = sim.members();
-        let max_down = (members.len() - 1) / 2;
-        if t == next_topology {
-            let topo = TOPOLOGIES[rng.index(TOPOLOGIES.len())];
-            apply_topology(&mut sim, topo, &mut rng);
-            if let Some(s) = straggler {
-                isolate(&mut sim, s.pid);
+            sim.advance_configurations();
+            let members = sim.members();
+            let max_down = (members.len() - 1) / 2;
+            if t == next_topology {
+                let topo = TOPOLOGIES[rng.index(TOPOLOGIES.len())];
+                apply_topology(&mut sim, topo, &mut rng);
+                if let Some(s) = straggler {
+                    isolate(&mut sim, s.pid);
+                }
+                next_topology += rng.range(50, 400);
             }
-            next_topology += rng.range(50, 400);
-        }
-        if rng.chance(p_append) {
-            let pid = members[rng.index(members.len())];
-            for _ in 0..rng.range(1, 3) {
-                let _ = sim.append(pid, T::from_tag(next_tag));
-                next_tag += 1;
-            }
-        }
-        // What the nodes hand back as uncertain, an application appends again (as new
-        // appends: it deduplicates by its own request ids).
-        for _ in sim.take_uncertain_appends() {
-            if rng.chance(p_reappend) {
-                let members = sim.members();
+            if rng.chance(p_append) {
                 let pid = members[rng.index(members.len())];
-                if sim.append(pid, T::from_tag(next_tag)).is_ok() {
-                    reappended += 1;
+                for _ in 0..rng.range(1, 3) {
+                    let _ = sim.append(pid, T::from_tag(next_tag));
+                    next_tag += 1;
                 }
-                next_tag += 1;
             }
-        }
-        for &pid in &members {
-            if down.len() >= max_down || !sim.is_up(pid) {
-                continue;
+            // What the nodes hand back as uncertain, an application appends again (as new
+            // appends: it deduplicates by its own request ids).
+            for _ in sim.take_uncertain_appends() {
+                if rng.chance(p_reappend) {
+                    let members = sim.members();
+                    let pid = members[rng.index(members.len())];
+                    if sim.append(pid, T::from_tag(next_tag)).is_ok() {
+                        reappended += 1;
+                    }
+                    next_tag += 1;
+                }
             }
-            let pulling = sim
-                .node(pid)
-                .is_some_and(|o| o.get_migration_status().is_some());
-            if rng.chance(p_crash) {
-                sim.crash(pid);
-                down.push((pid, t + rng.range(10, 300)));
-            } else if pulling && rng.chance(p_crash_pulling) {
-                sim.crash(pid);
-                down.push((pid, t + rng.range(1, 60)));
+            for &pid in &members {
+                if down.len() >= max_down || !sim.is_up(pid) {
+                    continue;
+                }
+                let pulling = sim
+                    .node(pid)
+                    .is_some_and(|o| o.get_migration_status().is_some());
+                if rng.chance(p_crash) {
+                    sim.crash(pid);
+                    down.push((pid, t + rng.range(10, 300)));
+                } else if pulling && rng.chance(p_crash_pulling) {
+                    sim.crash(pid);
+                    down.push((pid, t + rng.range(1, 60)));
+                }
             }
-        }
-        down.retain(|&(pid, at)| {
-            if at <= t {
-                sim.restart(pid);
-                false
-            } else {
-                true
+            down.retain(|&(pid, at)| {
+                if at <= t {
+                    sim.restart(pid);
+                    false
+                } else {
+                    true
+                }
+            });
+            if rng.chance(0.001) {
+                let pid = members[rng.index(members.len())];
+                let ticks = rng.range(5, 3 * election_timeout);
+                sim.pause(pid, ticks);
             }
-        });
-        if rng.chance(0.001) {
-            let pid = members[rng.index(members.len())];
-            let ticks = rng.range(5, 3 * election_timeout);
-            sim.pause(pid, ticks);
-        }
-        if rng.chance(0.0005) {
-            let pid = members[rng.index(members.len())];
-            if let Some(op) = sim.node_mut(pid) {
-                op.try_become_leader();
+            if rng.chance(0.0005) {
+                let pid = members[rng.index(members.len())];
+                if let Some(op) = sim.node_mut(pid) {
+                    op.try_become_leader();
+                }
             }
-        }
-        if compaction != Compaction::None && rng.chance(p_compact) {
-            let trim = match compaction {
-                Compaction::Trim => true,
-                Compaction::Both => rng.chance(0.5),
-                _ => false,
-            };
-            let pid = if trim {
-                sim.leader().unwrap_or(members[0])
-            } else {
-                members[rng.index(members.len())]
-            };
-            let upto = rng.chance(0.5);
-            let local = rng.chance(0.3);
-            let idx = upto.then(|| sim.decided(pid).saturating_sub(rng.range(0, 10) as usize));
-            // Errors (not decided, already compacted, not the leader) are expected here.
-            let _ = if trim {
-                sim.trim(pid, idx)
-            } else {
-                sim.snapshot(pid, idx, local)
-            };
-        }
-        if rng.chance(0.0005) {
-            let pid = members[rng.index(members.len())];
-            let p = rng.range(0, 3) as u32;
-            if let Some(op) = sim.node_mut(pid) {
-                op.set_priority(p);
+            if compaction != Compaction::None && rng.chance(p_compact) {
+                let trim = match compaction {
+                    Compaction::Trim => true,
+                    Compaction::Both => rng.chance(0.5),
+                    _ => false,
+                };
+                let pid = if trim {
+                    sim.leader().unwrap_or(members[0])
+                } else {
+                    members[rng.index(members.len())]
+                };
+                let upto = rng.chance(0.5);
+                let local = rng.chance(0.3);
+                let idx = upto.then(|| sim.decided(pid).saturating_sub(rng.range(0, 10) as usize));
+                // Errors (not decided, already compacted, not the leader) are expected here.
+                let _ = if trim {
+                    sim.trim(pid, idx)
+                } else {
+                    sim.snapshot(pid, idx, local)
+                };
             }
+            if rng.chance(0.0005) {
+                let pid = members[rng.index(members.len())];
+                let p = rng.range(0, 3) as u32;
+                if let Some(op) = sim.node_mut(pid) {
+                    op.set_priority(p);
+                }
+            }
+            sim.step();
         }
-        sim.step();
-    }
 
-    // Heal: all links up, no loss, every node running.
-    sim.heal();
-    sim.net().set_faults(Faults {
-        drop: 0.0,
-        duplicate: 0.0,
-        max_delay,
-    });
-    let reconfigures = reconfigurations_drawn > 0;
-    // Decided entries (a stop sign ending the log is not an entry of the next configuration).
-    let log = sim.checker().decided_log();
-    let target = log.len() - usize::from(matches!(log.last(), Some(Slot::StopSign(_))));
-    // A reconfiguration still under way finishes while healing: allow for its migration.
-    let bound = 10 * election_timeout + 2 * resend + if reconfigures { 10 * resend } else { 0 };
-    // Converged: one leader that every node follows, every decided entry decided everywhere and
-    // applied by every application, and this holds for two election timeouts (the election has
-    // settled, not just passed by).
-    let settle = 2 * election_timeout;
-    let mut since: Option<u64> = None;
-    let heal_ticks = sim
-        .run_until_with(
-            bound + settle,
-            |s| {
-                s.advance_configurations();
-                let _ = s.take_uncertain_appends();
-            },
-            |s| {
-                let members = s.members();
-                let agreed = s.leader().is_some_and(|l| {
-                    members.iter().all(|&p| {
-                        s.node(p).is_some_and(|o| {
-                            o.get_current_leader().map(|x| x.0) == Some(l)
-                                && o.get_configuration_id() == s.newest_config().configuration_id
-                                && o.get_migration_status().is_none()
-                        }) && s.decided(p) >= target
-                            && s.app(p).is_some_and(|a| a.applied() >= target)
-                    })
-                });
-                match (agreed, since) {
-                    (false, _) => {
-                        since = None;
-                        false
+        // Heal: all links up, no loss, every node running.
+        sim.heal();
+        sim.net().set_faults(Faults {
+            drop: 0.0,
+            duplicate: 0.0,
+            max_delay,
+        });
+        let reconfigures = reconfigurations_drawn > 0;
+        // Decided entries (a stop sign ending the log is not an entry of the next configuration).
+        let log = sim.checker().decided_log();
+        let target = log.len() - usize::from(matches!(log.last(), Some(Slot::StopSign(_))));
+        // A reconfiguration still under way finishes while healing: allow for its migration.
+        let bound = 10 * election_timeout + 2 * resend + if reconfigures { 10 * resend } else { 0 };
+        // Converged: one leader that every node follows, every decided entry decided everywhere and
+        // applied by every application, and this holds for two election timeouts (the election has
+        // settled, not just passed by).
+        let settle = 2 * election_timeout;
+        let mut since: Option<u64> = None;
+        let heal_ticks = sim
+            .run_until_with(
+                bound + settle,
+                |s| {
+                    s.advance_configurations();
+                    let _ = s.take_uncertain_appends();
+                },
+                |s| {
+                    let members = s.members();
+                    let agreed = s.leader().is_some_and(|l| {
+                        members.iter().all(|&p| {
+                            s.node(p).is_some_and(|o| {
+                                o.get_current_leader().map(|x| x.0) == Some(l)
+                                    && o.get_configuration_id()
+                                        == s.newest_config().configuration_id
+                                    && o.get_migration_status().is_none()
+                            }) && s.decided(p) >= target
+                                && s.app(p).is_some_and(|a| a.applied() >= target)
+                        })
+                    });
+                    match (agreed, since) {
+                        (false, _) => {
+                            since = None;
+                            false
+                        }
+                        (true, None) => {
+                            since = Some(s.now());
+                            false
+                        }
+                        (true, Some(t)) => s.now() - t >= settle,
                     }
-                    (true, None) => {
-                        since = Some(s.now());
-                        false
-                    }
-                    (true, Some(t)) => s.now() - t >= settle,
-                }
-            },
-        )
-        .map(|t| t - settle)
-        .unwrap_or_else(|| {
-            sim.liveness_failure(&format!(
+                },
+            )
+            .map(|t| t - settle)
+            .unwrap_or_else(|| {
+                sim.liveness_failure(&format!(
                 "no agreed leader with every decided entry decided and applied everywhere within \
                  {bound} ticks of healing (leader {:?}, decided {:?}, applied {:?}, target \
                  {target}, members {:?}, configurations {:?}, migrating {:?})",
@@ -639,103 +642,143 @@ where
                         .is_some_and(|o| o.get_migration_status().is_some()))
                     .collect::<Vec<_>>(),
             ))
-        });
-    let leader = sim.leader().expect("a leader after healing");
-    let tag = next_tag;
-    if let Err(e) = sim.append(leader, T::from_tag(tag)) {
-        sim.liveness_failure(&format!("append at the leader after healing failed: {e}"));
-    }
-    let fresh_bound = 2 * election_timeout + sim.config().server.flush_batch_tick_timeout;
-    let fresh_decide_ticks = sim
-        .run_until(fresh_bound, |s| s.checker().is_decided(tag))
-        .unwrap_or_else(|| {
-            sim.liveness_failure(&format!(
-                "a fresh append at leader {leader} was not decided within {fresh_bound} ticks"
-            ))
-        });
-    // Also one at each follower: forwarded, it must reach the decided log too.
-    let followers: Vec<NodeId> = sim
-        .members()
-        .into_iter()
-        .filter(|p| *p != leader && sim.is_up(*p))
-        .collect();
-    let mut tags = Vec::new();
-    for (k, p) in followers.iter().enumerate() {
-        let t = tag + 1 + k as u64;
-        if let Err(e) = sim.append(*p, T::from_tag(t)) {
-            sim.liveness_failure(&format!("append at follower {p} after healing failed: {e}"));
+            });
+        let leader = sim.leader().expect("a leader after healing");
+        let tag = next_tag;
+        if let Err(e) = sim.append(leader, T::from_tag(tag)) {
+            sim.liveness_failure(&format!("append at the leader after healing failed: {e}"));
         }
-        tags.push((*p, t));
-    }
-    // A follower restarted by the heal forwards only in a new ballot (it asks the leader for
-    // one): a prepare round more, and the repair of what the network loses in it (a follower
-    // that stops making progress is resynced after two resend timeouts).
-    let forward_bound = fresh_bound + 2 * sim.config().server.flush_batch_tick_timeout + 3 * resend;
-    if sim
-        .run_until(forward_bound, |s| {
-            tags.iter().all(|(_, t)| s.checker().is_decided(*t))
-        })
-        .is_none()
-    {
-        sim.liveness_failure(&format!(
-            "fresh appends at the followers {tags:?} (pid, tag) were not all decided within \
+        let fresh_bound = 2 * election_timeout + sim.config().server.flush_batch_tick_timeout;
+        let fresh_decide_ticks = sim
+            .run_until(fresh_bound, |s| s.checker().is_decided(tag))
+            .unwrap_or_else(|| {
+                sim.liveness_failure(&format!(
+                    "a fresh append at leader {leader} was not decided within {fresh_bound} ticks"
+                ))
+            });
+        // Also one at each follower: forwarded, it must reach the decided log too.
+        let followers: Vec<NodeId> = sim
+            .members()
+            .into_iter()
+            .filter(|p| *p != leader && sim.is_up(*p))
+            .collect();
+        let mut tags = Vec::new();
+        for (k, p) in followers.iter().enumerate() {
+            let t = tag + 1 + k as u64;
+            if let Err(e) = sim.append(*p, T::from_tag(t)) {
+                sim.liveness_failure(&format!("append at follower {p} after healing failed: {e}"));
+            }
+            tags.push((*p, t));
+        }
+        // A follower restarted by the heal forwards only in a new ballot (it asks the leader for
+        // one): a prepare round more, and the repair of what the network loses in it (a follower
+        // that stops making progress is resynced after two resend timeouts).
+        let forward_bound =
+            fresh_bound + 2 * sim.config().server.flush_batch_tick_timeout + 3 * resend;
+        if sim
+            .run_until(forward_bound, |s| {
+                tags.iter().all(|(_, t)| s.checker().is_decided(*t))
+            })
+            .is_none()
+        {
+            sim.liveness_failure(&format!(
+                "fresh appends at the followers {tags:?} (pid, tag) were not all decided within \
              {forward_bound} ticks"
-        ));
-    }
-    // No append lost silently: each one a node accepted and still holds (it did not crash
-    // since) is decided or was handed back. Appends still on their way get a few more resend
-    // timeouts.
-    let drain_bound = 4 * resend + 2 * election_timeout;
-    let _ = sim.run_until_with(
-        drain_bound,
-        |s| {
-            let _ = s.take_uncertain_appends();
-        },
-        |s| s.now() % 8 != 0 || s.append_report().lost.is_empty(),
-    );
-    let _ = sim.take_uncertain_appends();
-    let appends = sim.append_report();
-    if full && !appends.lost.is_empty() {
-        sim.fail(&format!(
-            "lost appends: {} appends that returned Ok at nodes that never crashed since were \
+            ));
+        }
+        // No append lost silently: each one a node accepted and still holds (it did not crash
+        // since) is decided or was handed back. Appends still on their way get a few more resend
+        // timeouts.
+        let drain_bound = 4 * resend + 2 * election_timeout;
+        let _ = sim.run_until_with(
+            drain_bound,
+            |s| {
+                let _ = s.take_uncertain_appends();
+            },
+            |s| s.now() % 8 != 0 || s.append_report().lost.is_empty(),
+        );
+        let _ = sim.take_uncertain_appends();
+        let appends = sim.append_report();
+        if full && !appends.lost.is_empty() {
+            sim.fail(&format!(
+                "lost appends: {} appends that returned Ok at nodes that never crashed since were \
              neither decided nor handed back by take_uncertain_appends (first (tag, node): {:?}; \
              accepted {}, decided {}, handed back {}, undecided at crashed nodes {})",
-            appends.lost.len(),
-            &appends.lost[..appends.lost.len().min(5)],
-            appends.accepted,
-            appends.decided,
-            appends.handed_back,
-            appends.lost_at_crashed,
-        ));
+                appends.lost.len(),
+                &appends.lost[..appends.lost.len().min(5)],
+                appends.accepted,
+                appends.decided,
+                appends.handed_back,
+                appends.lost_at_crashed,
+            ));
+        }
+        if let Err(e) = sim.check_applications() {
+            sim.fail(&e);
+        }
+        let straggler_stops = missed_stops
+            .iter()
+            .filter(|(pid, c)| {
+                sim.node(*pid)
+                    .is_some_and(|o| o.get_configuration_id() > *c || o.is_reconfigured().is_some())
+            })
+            .count() as u64;
+        RunReport {
+            seed,
+            stats: sim.stats(),
+            trace: sim.trace_hash(),
+            heal_ticks,
+            fresh_decide_ticks,
+            election_timeout,
+            compaction,
+            snapshots: <T::Snapshot as omnipaxos::storage::Snapshot<T>>::use_snapshots(),
+            reconfigurations_drawn,
+            configurations: 1 + sim.stats().reconfigurations,
+            stragglers: missed_stops.len() as u64,
+            straggler_stops,
+            reappended,
+            appends_accepted: appends.accepted,
+            appends_decided: appends.decided,
+            appends_handed_back: appends.handed_back,
+            appends_lost_at_crashed: appends.lost_at_crashed,
+            appends_lost: appends.lost.len() as u64,
+        }
+    }));
+    match outcome {
+        Ok(report) => report,
+        Err(e) => {
+            let appends = sim.append_report();
+            let partial = RunReport {
+                seed,
+                stats: sim.stats(),
+                trace: sim.trace_hash(),
+                heal_ticks: 0,
+                fresh_decide_ticks: 0,
+                election_timeout,
+                compaction,
+                snapshots: <T::Snapshot as omnipaxos::storage::Snapshot<T>>::use_snapshots(),
+                reconfigurations_drawn,
+                configurations: 1 + sim.stats().reconfigurations,
+                stragglers: missed_stops.len() as u64,
+                straggler_stops: 0,
+                reappended,
+                appends_accepted: appends.accepted,
+                appends_decided: appends.decided,
+                appends_handed_back: appends.handed_back,
+                appends_lost_at_crashed: appends.lost_at_crashed,
+                appends_lost: appends.lost.len() as u64,
+            };
+            PARTIAL.with(|p| *p.borrow_mut() = Some(partial));
+            std::panic::resume_unwind(e)
+        }
     }
-    if let Err(e) = sim.check_applications() {
-        sim.fail(&e);
-    }
-    let straggler_stops = missed_stops
-        .iter()
-        .filter(|(pid, c)| {
-            sim.node(*pid)
-                .is_some_and(|o| o.get_configuration_id() > *c || o.is_reconfigured().is_some())
-        })
-        .count() as u64;
-    RunReport {
-        seed,
-        stats: sim.stats(),
-        trace: sim.trace_hash(),
-        heal_ticks,
-        fresh_decide_ticks,
-        election_timeout,
-        compaction,
-        snapshots: <T::Snapshot as omnipaxos::storage::Snapshot<T>>::use_snapshots(),
-        reconfigurations_drawn,
-        configurations: 1 + sim.stats().reconfigurations,
-        stragglers: missed_stops.len() as u64,
-        straggler_stops,
-        reappended,
-        appends_accepted: appends.accepted,
-        appends_decided: appends.decided,
-        appends_handed_back: appends.handed_back,
-        appends_lost_at_crashed: appends.lost_at_crashed,
-        appends_lost: appends.lost.len() as u64,
-    }
+}
+
+thread_local! {
+    static PARTIAL: std::cell::RefCell<Option<RunReport>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The counters of the last seed that failed on this thread, up to its failure (for sweeps
+/// that report what the failing seeds exercised too).
+pub fn take_partial_report() -> Option<RunReport> {
+    PARTIAL.with(|p| p.borrow_mut().take())
 }

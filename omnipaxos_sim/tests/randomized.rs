@@ -18,7 +18,7 @@
 //!   `OMNIPAXOS_SIM_PROFILE=stable` for the stable profile).
 
 use omnipaxos_sim::{
-    randomized::{run_seed_profile, Compaction, Profile, RunReport},
+    randomized::{run_seed_profile, take_partial_report, Compaction, Profile, RunReport},
     SimStats,
 };
 use std::{collections::BTreeMap, sync::Mutex};
@@ -95,6 +95,7 @@ fn add(t: &mut Totals, r: &RunReport) {
     t.stats.net.sent += s.net.sent;
     t.stats.net.dropped += s.net.dropped;
     t.stats.net.duplicated += s.net.duplicated;
+    t.stats.net.delivered += s.net.delivered;
     let e = r.election_timeout as f64;
     t.max_heal_ticks_in_timeouts = t.max_heal_ticks_in_timeouts.max(r.heal_ticks as f64 / e);
     t.max_fresh_ticks_in_timeouts = t
@@ -307,6 +308,7 @@ fn sweep() {
     std::panic::set_hook(Box::new(|_| {}));
     let groups: Mutex<BTreeMap<String, Vec<(u64, String)>>> = Mutex::new(BTreeMap::new());
     let totals = Mutex::new(Totals::default());
+    let all = Mutex::new(Totals::default());
     let next = Mutex::new(first);
     std::thread::scope(|s| {
         for _ in 0..threads() {
@@ -320,8 +322,14 @@ fn sweep() {
                     *n - 1
                 };
                 match std::panic::catch_unwind(|| run_seed_profile(seed, nodes, TICKS, profile)) {
-                    Ok(r) => add(&mut totals.lock().unwrap(), &r),
+                    Ok(r) => {
+                        add(&mut totals.lock().unwrap(), &r);
+                        add(&mut all.lock().unwrap(), &r);
+                    }
                     Err(e) => {
+                        if let Some(r) = take_partial_report() {
+                            add(&mut all.lock().unwrap(), &r);
+                        }
                         let (msg, group) = failure_of(e);
                         groups
                             .lock()
@@ -355,6 +363,10 @@ fn sweep() {
         }
     }
     println!("\npassing seeds: {:#?}", totals.into_inner().unwrap());
+    println!(
+        "\nall seeds (failing ones up to their failure): {:#?}",
+        all.into_inner().unwrap()
+    );
 }
 
 /// Seeds that once failed (found by sweeps beyond the per-PR range), run with every test. A
