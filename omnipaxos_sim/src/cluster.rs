@@ -394,11 +394,9 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     /// Fails the run: panics with the tick, the seed and the command that replays it.
     pub fn fail(&self, what: &str) -> ! {
         let replay = self.replay.clone().unwrap_or_else(|| {
-            format!(
-                "OMNIPAXOS_SIM_SEED={} OMNIPAXOS_SIM_NODES={} cargo test -p omnipaxos_sim --test \
-                 randomized replay -- --nocapture",
-                self.cfg.seed, self.cfg.nodes
-            )
+            "run the same test again (the same seed gives the same run); \
+             OMNIPAXOS_SIM_VERBOSE=1 prints every delivery"
+                .to_string()
         });
         panic!(
             "simulation failed at tick {} (seed {}, {} nodes): {what}\n  replay: {replay}",

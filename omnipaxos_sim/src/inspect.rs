@@ -27,6 +27,23 @@ pub fn kind<T: Entry + Serialize + for<'a> Deserialize<'a>>(m: &Message<T>) -> &
     intern(&probe.path)
 }
 
+/// The kind named by a chain of serde variant names: the top-level variant of `Message`, the
+/// variant below it, and the variant that directly forms its payload, if any (what [`kind`]
+/// reads from a message). Tests that enumerate the kinds from the serde schema name them with
+/// this.
+pub fn kind_of_variants(path: &[&'static str]) -> &'static str {
+    intern(path)
+}
+
+/// The chain of serde variant names that [`kind`] reads from `m` (see [`kind_of_variants`]).
+pub fn variant_path<T: Entry + Serialize + for<'a> Deserialize<'a>>(
+    m: &Message<T>,
+) -> Vec<&'static str> {
+    let mut probe = Probe::default();
+    let _ = m.serialize(&mut probe);
+    probe.path
+}
+
 /// Interned kind names, so that `kind` returns `&'static str` without allocating per call.
 fn intern(path: &[&'static str]) -> &'static str {
     static NAMES: OnceLock<Mutex<BTreeMap<Vec<&'static str>, &'static str>>> = OnceLock::new();

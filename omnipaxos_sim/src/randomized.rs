@@ -354,12 +354,15 @@ where
         priorities,
     };
     let mut sim: MemSim<T> = Sim::new(cfg);
-    if profile == Profile::Stable {
-        sim.set_replay(format!(
-            "OMNIPAXOS_SIM_SEED={seed} OMNIPAXOS_SIM_NODES={nodes} OMNIPAXOS_SIM_PROFILE=stable \
-             cargo test -p omnipaxos_sim --test randomized replay -- --nocapture"
-        ));
-    }
+    sim.set_replay(format!(
+        "OMNIPAXOS_SIM_SEED={seed} OMNIPAXOS_SIM_NODES={nodes}{} cargo test -p omnipaxos_sim \
+         --test randomized replay -- --nocapture",
+        if profile == Profile::Stable {
+            " OMNIPAXOS_SIM_PROFILE=stable"
+        } else {
+            ""
+        }
+    ));
     if filter.is_some() {
         sim.set_filter(filter);
     }
