@@ -306,6 +306,8 @@ pub struct Sim<T: Entry + Tagged + PartialEq, B: Backend<T>> {
     handed_back: HashSet<u64>,
     /// The command that replays the run, if not the randomized tier's default.
     replay: Option<String>,
+    /// Whether the simulated applications are checked (see [`Sim::set_check_applications`]).
+    check_apps: bool,
 }
 
 /// More deliveries than this in one tick means the nodes answer each other without end.
@@ -343,6 +345,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             appends: Vec::new(),
             handed_back: HashSet::new(),
             replay: None,
+            check_apps: true,
         };
         let first = sim.cfg.cluster_config();
         for pid in 1..=capacity as NodeId {
@@ -694,8 +697,18 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.nodes.get((pid as usize).checked_sub(1)?)?.app.as_ref()
     }
 
+    /// Turns the checks of the simulated applications off (or on again). On by default; a
+    /// scenario that targets what happens after an application would already have failed (to
+    /// show a later, different failure) turns them off; meanwhile the applications do not read.
+    pub fn set_check_applications(&mut self, on: bool) {
+        self.check_apps = on;
+    }
+
     /// Reads what node `pid` decided into its application (see [`crate::app`]).
     fn app_read(&mut self, pid: NodeId) {
+        if !self.check_apps {
+            return;
+        }
         let idx = pid as usize - 1;
         let node = &mut self.nodes[idx];
         let (Some(op), Some(app)) = (node.op.as_ref(), node.app.as_mut()) else {
