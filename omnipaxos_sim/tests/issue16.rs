@@ -463,3 +463,128 @@ fn bug4_an_offer_with_an_end_near_usize_max_is_harmless() {
     }
     still_works(&mut s, 10);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bug 2: a joiner's old prefix reads as `Trimmed` and can be lost.
+
+/// Three nodes decide `1..=n`, then reconfigure to `[1, 2, 3, 4]`; the three move on and 4
+/// joins. Returns the rules (installed before anything happens).
+fn joiner_scenario(n: u64, before_join: impl FnOnce(&Rules<SimEntry>)) -> (S<SimEntry>, Rules<SimEntry>) {
+    let mut s: S<SimEntry> = cluster(3, 4);
+    let rules = Rules::install(&mut s);
+    let l = elect(&mut s, &[1, 2, 3], 20 * E);
+    decide(&mut s, l, 1..=n, &[1, 2, 3]);
+    before_join(&rules);
+    let next = config(2, &[1, 2, 3, 4]);
+    s.reconfigure(l, next.clone()).unwrap();
+    for p in 1..=3 {
+        until_stopped(&mut s, p, 20 * E);
+    }
+    move_on(&mut s, &[1, 2, 3], &next, &[4]);
+    (s, rules)
+}
+
+/// The joiner holds the old log `0..end`: as decided entries, or a snapshot of exactly them.
+fn holds_old_log(s: &S<SimEntry>, pid: u64, end: usize) -> Result<(), String> {
+    let node = s.node(pid).unwrap();
+    match node.read(0) {
+        Some(LogEntry::Decided(_)) => Ok(()),
+        Some(LogEntry::Snapshotted(snap)) if snap.trimmed_idx >= end => {
+            let tags: Vec<u64> = (0..snap.trimmed_idx)
+                .map(|i| s.checker().global_entry_at(i).map_or(0, |e| e.id))
+                .collect();
+            if snap.snapshot == omnipaxos_sim::SimSnapshot::of(tags) {
+                Ok(())
+            } else {
+                Err(format!("node {pid}'s snapshot is not of the decided entries"))
+            }
+        }
+        other => Err(format!(
+            "node {pid} does not hold the old log 0..{end}: read(0) = {other:?}, migration {:?}",
+            node.get_migration_status()
+        )),
+    }
+}
+
+/// (a) The new leader's `AcceptSync` reaches the joiner before any offer. Until the joiner
+/// holds the old log, it says it is pulling it (reads of it are `None`); it never shows it as
+/// `Trimmed` (the simulated application on the joiner would skip it).
+#[test]
+#[ignore = "bug 2 of issue 16: fails on the current core"]
+fn bug2a_a_joiner_synced_before_any_offer_does_not_show_the_old_log_trimmed() {
+    let (mut s, rules) = joiner_scenario(30, |rules| {
+        rules.drop("offers to the joiner held", |m| {
+            kind(m) == "MigrationOffer" && m.get_receiver() == 4
+        });
+    });
+    s.run_until(30 * E, |s| s.decided(4) >= 30)
+        .expect("the joiner is synced by the leader");
+    let joiner = s.node(4).unwrap();
+    assert!(
+        joiner.get_migration_status().is_some()
+            || !matches!(joiner.read(0), Some(LogEntry::Trimmed(_))),
+        "the joiner shows the old log as {:?} and pulls nothing",
+        joiner.read(0)
+    );
+    rules.lift("offers to the joiner held");
+    s.run_until(50 * E, |s| holds_old_log(s, 4, 30).is_ok())
+        .unwrap_or_else(|| panic!("{}", holds_old_log(&s, 4, 30).unwrap_err()));
+}
+
+/// (b) The joiner restarts in the middle of its pull: it goes on pulling (or holds the log);
+/// it never shows the old log as `Trimmed`.
+#[test]
+#[ignore = "bug 2 of issue 16: fails on the current core"]
+fn bug2b_a_joiner_restarted_in_the_middle_of_its_pull_does_not_show_the_old_log_trimmed() {
+    let (mut s, rules) = joiner_scenario(50, |rules| {
+        rules.drop("entries to the joiner held", |m| {
+            matches!(kind(m), "MigrationEntries" | "MigrationSnapshot") && m.get_receiver() == 4
+        });
+    });
+    s.run_until(30 * E, |s| {
+        s.node(4).is_some_and(|o| o.get_migration_status().is_some())
+    })
+    .expect("the joiner pulls the old log");
+    s.crash(4);
+    s.restart(4);
+    let joiner = s.node(4).unwrap();
+    assert!(
+        joiner.get_migration_status().is_some()
+            || !matches!(joiner.read(0), Some(LogEntry::Trimmed(_))),
+        "after its restart the joiner shows the old log as {:?} and pulls nothing",
+        joiner.read(0)
+    );
+    rules.lift("entries to the joiner held");
+    s.run_until(50 * E, |s| holds_old_log(s, 4, 50).is_ok())
+        .unwrap_or_else(|| panic!("{}", holds_old_log(&s, 4, 50).unwrap_err()));
+}
+
+/// (c) After that restart (the new configuration decided entries after the old log meanwhile),
+/// the application snapshots locally (`snapshot(None, true)`). The joiner must still end up
+/// with the old log (the snapshot waits for it, or is refused), not
+/// with a prefix trimmed for good. (The application checks are off here: they would stop the
+/// run at (b) already.)
+#[test]
+#[ignore = "bug 2 of issue 16: fails on the current core"]
+fn bug2c_a_local_snapshot_after_that_restart_does_not_lose_the_old_log() {
+    let (mut s, rules) = joiner_scenario(50, |rules| {
+        rules.drop("entries to the joiner held", |m| {
+            matches!(kind(m), "MigrationEntries" | "MigrationSnapshot") && m.get_receiver() == 4
+        });
+    });
+    s.set_check_applications(false);
+    s.run_until(30 * E, |s| {
+        s.node(4).is_some_and(|o| o.get_migration_status().is_some())
+    })
+    .expect("the joiner pulls the old log");
+    // The new configuration decides on meanwhile, the joiner too.
+    let l = elect(&mut s, &[1, 2, 3, 4], 30 * E);
+    decide(&mut s, l, 51..=60, &[1, 2, 3, 4]);
+    s.crash(4);
+    s.restart(4);
+    let snapshot = s.node_mut(4).unwrap().snapshot(None, true);
+    println!("snapshot(None, true) after the restart: {snapshot:?}");
+    rules.lift("entries to the joiner held");
+    s.run_until(50 * E, |s| holds_old_log(s, 4, 50).is_ok())
+        .unwrap_or_else(|| panic!("{}", holds_old_log(&s, 4, 50).unwrap_err()));
+}
