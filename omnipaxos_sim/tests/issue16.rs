@@ -588,3 +588,101 @@ fn bug2c_a_local_snapshot_after_that_restart_does_not_lose_the_old_log() {
     s.run_until(50 * E, |s| holds_old_log(s, 4, 50).is_ok())
         .unwrap_or_else(|| panic!("{}", holds_old_log(&s, 4, 50).unwrap_err()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bug 3: a trim lets a follower skip entries it never saw decided.
+
+/// A follower accepts 20..40 but learns only that 0..20 are decided, and is cut off. The leader
+/// trims at 40 and leadership changes twice. When the follower is back, its application (which
+/// applied 0..20) must get entries 20..40 as entries, or the trim must have been refused: a
+/// trim covers only what every server decided. (The checker's application on the follower
+/// fails the run if it reads `Trimmed(40)` from 20.)
+#[test]
+#[ignore = "bug 3 of issue 16: fails on the current core"]
+fn bug3_a_trim_never_covers_what_a_follower_has_not_decided() {
+    let mut s: S<PlainEntry> = cluster(3, 3);
+    let rules = Rules::install(&mut s);
+    let l = elect(&mut s, &[1, 2, 3], 20 * E);
+    let f = (1..=3).find(|p| *p != l).unwrap();
+    let o = (1..=3).find(|p| *p != l && *p != f).unwrap();
+    decide(&mut s, l, 1..=20, &[1, 2, 3]);
+    // The follower accepts 20..40 but never hears that they are decided.
+    rules.drop("no decisions to the follower", move |m| {
+        kind(m) == "Decide" && m.get_receiver() == f
+    });
+    s.append_batch(l, (21..=40).map(|id| PlainEntry { id }).collect())
+        .unwrap();
+    s.run_until(10 * E, |s| {
+        s.decided(l) >= 40 && s.node(f).unwrap().get_accepted_idx() >= 40
+    })
+    .expect("decided at the leader, accepted at the follower");
+    rules.isolate("follower cut off", f, &[]);
+    assert_eq!(s.decided(f), 20, "the follower decided only 0..20");
+    let trim = s.node_mut(l).unwrap().trim(Some(40));
+    println!("trim(Some(40)) at the leader: {trim:?}");
+    s.run(2 * E);
+    // Two leader changes while the follower is away.
+    s.node_mut(o).unwrap().try_become_leader();
+    elect(&mut s, &[l, o], 20 * E);
+    s.node_mut(l).unwrap().try_become_leader();
+    elect(&mut s, &[l, o], 20 * E);
+    rules.lift("follower cut off");
+    rules.lift("no decisions to the follower");
+    s.run_until(30 * E, |s| s.decided(f) >= 40)
+        .expect("the follower catches up");
+    let app = s.app(f).unwrap();
+    assert!(app.applied() >= 40);
+    assert!(
+        app.state()[20..40]
+            .iter()
+            .all(|a| matches!(a, omnipaxos_sim::app::Applied::Entry(_))),
+        "the follower's application did not apply 20..40 one by one: {:?}",
+        &app.state()[20..40]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bug 7: a server that lags when the stop is decided never gets the old log's last entries.
+
+/// A continuing server misses entries 4..5 and the stop (cut off), then learns of the stop from
+/// an offer. It must get 4..5 as entries (synced in the old configuration up to and including
+/// the decided stop sign, as the upstream suite checks, or after `start_next_config`): its
+/// application applies entries one by one (an entry type without snapshots), so a `Trimmed`
+/// old log would skip them.
+#[test]
+#[ignore = "bug 7 of issue 16: fails on the current core"]
+fn bug7_a_server_lagging_at_the_stop_gets_the_old_logs_last_entries() {
+    let mut s: S<PlainEntry> = cluster(3, 3);
+    let rules = Rules::install(&mut s);
+    let l = elect(&mut s, &[1, 2, 3], 20 * E);
+    let lagging = (1..=3).find(|p| *p != l).unwrap();
+    let others: Vec<u64> = (1..=3).filter(|p| *p != lagging).collect();
+    decide(&mut s, l, 1..=3, &[1, 2, 3]);
+    rules.isolate("lagging", lagging, &[]);
+    decide(&mut s, l, 4..=5, &others);
+    let next = config(2, &[1, 2, 3]);
+    s.reconfigure(l, next.clone()).unwrap();
+    until_stopped(&mut s, l, 20 * E);
+    move_on(&mut s, &others, &next, &[]);
+    // It hears of the stop from an offer.
+    rules.isolate("lagging", lagging, &["MigrationOffer"]);
+    until_stopped(&mut s, lagging, 30 * E);
+    let op = s.node(lagging).unwrap();
+    println!(
+        "lagging server {lagging} when it learned of the stop: decided index {}, log {:?}",
+        op.get_decided_idx(),
+        op.read_entries(0..op.get_accepted_idx())
+    );
+    rules.lift("lagging");
+    move_on(&mut s, &[lagging], &next, &[]);
+    s.run_until(30 * E, |s| s.app(lagging).is_some_and(|a| a.applied() >= 5))
+        .expect("the lagging server's application catches up");
+    let app = s.app(lagging).unwrap();
+    assert_eq!(
+        &app.state()[..5],
+        &(1..=5)
+            .map(omnipaxos_sim::app::Applied::Entry)
+            .collect::<Vec<_>>()[..],
+        "the lagging server's application did not apply 1..=5 one by one"
+    );
+}
