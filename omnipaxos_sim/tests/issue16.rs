@@ -686,3 +686,104 @@ fn bug7_a_server_lagging_at_the_stop_gets_the_old_logs_last_entries() {
         "the lagging server's application did not apply 1..=5 one by one"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bug 1: two entries decided at one index across configurations.
+
+/// Configurations c1 = [1, 2, 3] → c2 = [1, 2, 4] → c3 = [2, 4, 5]. Server 4 joins c2, but its
+/// pull of c1's log never finishes; it is cut off while c2 decides entries 10..20 and stops.
+/// It learns of c2's stop from a `Moved` that names no end (its sender, 2, restarted in c3 and
+/// forgot which log it continues), then receives an offer of c1's log from 3 (removed in c2,
+/// still offering). With 5 (a joiner of c3 that heard no offer) it forms a read quorum of c3.
+/// It must not lead c3 from c1's end: index 10 holds c2's entry 11, decided. (The checker
+/// compares every decided entry with the one log all configurations share. The application
+/// checks are off: they would stop the run earlier, at bug 2.)
+#[test]
+#[ignore = "bug 1 of issue 16: fails on the current core"]
+fn bug1_a_server_without_the_predecessors_log_never_leads_from_an_older_end() {
+    let mut s: S<SimEntry> = cluster(3, 5);
+    s.set_check_applications(false);
+    let rules = Rules::install(&mut s);
+    let l = elect(&mut s, &[1, 2, 3], 20 * E);
+    decide(&mut s, l, 1..=10, &[1, 2, 3]);
+    // c1 → c2: 3 leaves, 4 joins; 4's pull of c1's log never gets any entries.
+    rules.drop("the joiner's pull never finishes", |m| {
+        matches!(kind(m), "MigrationEntries" | "MigrationSnapshot") && m.get_receiver() == 4
+    });
+    let c2 = config(2, &[1, 2, 4]);
+    s.reconfigure(l, c2.clone()).unwrap();
+    for p in 1..=3 {
+        until_stopped(&mut s, p, 20 * E);
+    }
+    move_on(&mut s, &[1, 2], &c2, &[4]);
+    s.run_until(20 * E, |s| {
+        s.node(4).is_some_and(|o| o.get_migration_status().is_some())
+    })
+    .expect("4 pulls c1's log");
+    // 4 is cut off while c2 decides 10..20 and stops: c2 → c3 = [2, 4, 5].
+    rules.isolate("4 cut off", 4, &[]);
+    let l2 = elect(&mut s, &[1, 2], 20 * E);
+    decide(&mut s, l2, 11..=20, &[1, 2]);
+    let c3 = config(3, &[2, 4, 5]);
+    s.reconfigure(l2, c3.clone()).unwrap();
+    until_stopped(&mut s, 1, 20 * E);
+    until_stopped(&mut s, 2, 20 * E);
+    let (c2_end, _) = s.checker().stop_of(2).expect("c2's stop sign is decided");
+    assert_eq!(c2_end, 20);
+    move_on(&mut s, &[2], &c3, &[5]);
+    // 2 restarts in c3: it forgets which log it continues.
+    s.crash(2);
+    s.restart(2);
+    // 5 hears no offer; 2 and 5 do not meet; 4 meets 5, tells its heartbeats to 2 (which
+    // answers `Moved`), and hears 3's offers of c1's log.
+    rules.drop("5 hears no offer", |m| {
+        kind(m) == "MigrationOffer" && m.get_receiver() == 5
+    });
+    rules.drop("2 and 5 apart", |m| {
+        let (a, b) = (m.get_sender(), m.get_receiver());
+        (a == 2 && b == 5) || (a == 5 && b == 2)
+    });
+    rules.lift("4 cut off");
+    rules.drop("4's links", |m| {
+        let (from, to, k) = (m.get_sender(), m.get_receiver(), kind(m));
+        let involves_4 = from == 4 || to == 4;
+        let allowed = (from == 4 && to == 2 && k == "HeartbeatRequest")
+            || (from == 2 && to == 4 && k == "MigrationMoved")
+            || from == 5
+            || to == 5
+            || (from == 3 && to == 4 && k == "MigrationOffer")
+            || (from == 4 && to == 3);
+        involves_4 && !allowed
+    });
+    until_stopped(&mut s, 4, 30 * E);
+    assert_eq!(
+        s.node(4).unwrap().is_reconfigured().map(|ss| ss.next_config),
+        Some(c3.clone())
+    );
+    move_on(&mut s, &[4], &c3, &[]);
+    // Whoever leads c3 now, what it decides goes after c2's log.
+    let led = s.run_until(30 * E, |s| {
+        [4, 5]
+            .iter()
+            .any(|p| s.node(*p).unwrap().get_current_leader() == Some((*p, true)))
+    });
+    println!(
+        "c3 leader among 4 and 5 after {led:?} ticks; 4 decided {}, compacted {}",
+        s.decided(4),
+        s.node(4).unwrap().get_compacted_idx()
+    );
+    if led.is_some() {
+        let leader = if s.node(4).unwrap().get_current_leader() == Some((4, true)) {
+            4
+        } else {
+            5
+        };
+        s.append(leader, SimEntry { id: 100 }).unwrap();
+        s.run(10 * E);
+    }
+    assert_eq!(
+        s.checker().global_entry_at(10),
+        Some(&SimEntry { id: 11 }),
+        "index 10 holds c2's entry"
+    );
+}
