@@ -233,6 +233,7 @@ impl App {
                             op.get_migration_status()
                         ));
                     }
+                    checker.app_compacted(c, k);
                     self.state.resize(k, Applied::Restored);
                     idx = k;
                 }
@@ -244,7 +245,7 @@ impl App {
                              snapshot of 0..{k} at {idx}"
                         ));
                     }
-                    checker.app_snapshot(pid, k, &s.snapshot)?;
+                    checker.app_snapshot(c, pid, k, &s.snapshot)?;
                     self.state.clear();
                     self.state.resize(k, Applied::Snapshot);
                     self.snapshot_installs += 1;

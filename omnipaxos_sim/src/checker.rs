@@ -414,14 +414,22 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         self.add_slot(c, idx, Slot::StopSign(ss.clone()), pid)
     }
 
-    /// The application of node `pid` installed a snapshot of `0..upto`.
+    /// The application of node `pid` (configuration `c`) installed a snapshot of `0..upto`.
     pub fn app_snapshot(
         &mut self,
+        c: ConfigurationId,
         pid: NodeId,
         upto: usize,
         s: &T::Snapshot,
     ) -> Result<(), String> {
+        self.hide_up_to(c, upto);
         self.snapshot_seen(pid, upto, s)
+    }
+
+    /// The application of node `pid` (configuration `c`) read `0..upto` as compacted without a
+    /// snapshot (and restored it from its own state): decided, entries not shown.
+    pub fn app_compacted(&mut self, c: ConfigurationId, upto: usize) {
+        self.hide_up_to(c, upto);
     }
 
     /// The decided entry at `idx` of the log all configurations share, if a node showed it.

@@ -36,11 +36,14 @@ where
     Sim::new(cfg)
 }
 
+/// A rule: whether to drop a message.
+type Rule<T> = Box<dyn Fn(&Message<T>) -> bool>;
+
 /// Named rules that drop messages, all in one network filter; rules come and go as a scenario
 /// goes on.
 #[derive(Clone)]
 struct Rules<T: Entry> {
-    rules: Rc<RefCell<BTreeMap<&'static str, Box<dyn Fn(&Message<T>) -> bool>>>>,
+    rules: Rc<RefCell<BTreeMap<&'static str, Rule<T>>>>,
 }
 
 impl<T> Rules<T>
