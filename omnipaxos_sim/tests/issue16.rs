@@ -472,7 +472,10 @@ fn bug4_an_offer_with_an_end_near_usize_max_is_harmless() {
 
 /// Three nodes decide `1..=n`, then reconfigure to `[1, 2, 3, 4]`; the three move on and 4
 /// joins. Returns the rules (installed before anything happens).
-fn joiner_scenario(n: u64, before_join: impl FnOnce(&Rules<SimEntry>)) -> (S<SimEntry>, Rules<SimEntry>) {
+fn joiner_scenario(
+    n: u64,
+    before_join: impl FnOnce(&Rules<SimEntry>),
+) -> (S<SimEntry>, Rules<SimEntry>) {
     let mut s: S<SimEntry> = cluster(3, 4);
     let rules = Rules::install(&mut s);
     let l = elect(&mut s, &[1, 2, 3], 20 * E);
@@ -499,7 +502,9 @@ fn holds_old_log(s: &S<SimEntry>, pid: u64, end: usize) -> Result<(), String> {
             if snap.snapshot == omnipaxos_sim::SimSnapshot::of(tags) {
                 Ok(())
             } else {
-                Err(format!("node {pid}'s snapshot is not of the decided entries"))
+                Err(format!(
+                    "node {pid}'s snapshot is not of the decided entries"
+                ))
             }
         }
         other => Err(format!(
@@ -545,7 +550,8 @@ fn bug2b_a_joiner_restarted_in_the_middle_of_its_pull_does_not_show_the_old_log_
         });
     });
     s.run_until(30 * E, |s| {
-        s.node(4).is_some_and(|o| o.get_migration_status().is_some())
+        s.node(4)
+            .is_some_and(|o| o.get_migration_status().is_some())
     })
     .expect("the joiner pulls the old log");
     s.crash(4);
@@ -577,7 +583,8 @@ fn bug2c_a_local_snapshot_after_that_restart_does_not_lose_the_old_log() {
     });
     s.set_check_applications(false);
     s.run_until(30 * E, |s| {
-        s.node(4).is_some_and(|o| o.get_migration_status().is_some())
+        s.node(4)
+            .is_some_and(|o| o.get_migration_status().is_some())
     })
     .expect("the joiner pulls the old log");
     // The new configuration decides on meanwhile, the joiner too.
@@ -720,7 +727,8 @@ fn bug1_a_server_without_the_predecessors_log_never_leads_from_an_older_end() {
     }
     move_on(&mut s, &[1, 2], &c2, &[4]);
     s.run_until(20 * E, |s| {
-        s.node(4).is_some_and(|o| o.get_migration_status().is_some())
+        s.node(4)
+            .is_some_and(|o| o.get_migration_status().is_some())
     })
     .expect("4 pulls c1's log");
     // 4 is cut off while c2 decides 10..20 and stops: c2 → c3 = [2, 4, 5].
@@ -760,7 +768,10 @@ fn bug1_a_server_without_the_predecessors_log_never_leads_from_an_older_end() {
     });
     until_stopped(&mut s, 4, 30 * E);
     assert_eq!(
-        s.node(4).unwrap().is_reconfigured().map(|ss| ss.next_config),
+        s.node(4)
+            .unwrap()
+            .is_reconfigured()
+            .map(|ss| ss.next_config),
         Some(c3.clone())
     );
     move_on(&mut s, &[4], &c3, &[]);
