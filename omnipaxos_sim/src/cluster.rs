@@ -704,6 +704,11 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.check_apps = on;
     }
 
+    /// Whether the simulated applications are checked.
+    pub fn checks_applications(&self) -> bool {
+        self.check_apps
+    }
+
     /// Reads what node `pid` decided into its application (see [`crate::app`]).
     fn app_read(&mut self, pid: NodeId) {
         if !self.check_apps {

@@ -12,7 +12,8 @@
 //! * `OMNIPAXOS_SIM_SWEEP_SEEDS=20000 OMNIPAXOS_SIM_NODES=3 cargo test -p omnipaxos_sim --test
 //!   randomized -- --ignored --nocapture sweep` runs seeds without stopping at the first failure
 //!   and prints the failing seeds grouped by failure (`OMNIPAXOS_SIM_FIRST_SEED`,
-//!   `OMNIPAXOS_SIM_THREADS`, `OMNIPAXOS_SIM_PROFILE=stable`).
+//!   `OMNIPAXOS_SIM_THREADS`, `OMNIPAXOS_SIM_PROFILE=stable`; `OMNIPAXOS_SIM_APP_CHECKS=0` turns
+//!   the application checks off, to see the protocol's own failures behind them).
 //! * `OMNIPAXOS_SIM_SEED=<seed> OMNIPAXOS_SIM_NODES=<n> cargo test -p omnipaxos_sim --test
 //!   randomized replay -- --nocapture` replays one seed (the command a failure prints; add
 //!   `OMNIPAXOS_SIM_PROFILE=stable` for the stable profile).
