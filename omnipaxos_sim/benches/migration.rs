@@ -8,10 +8,7 @@
 //! log (its migration finished), median over a few seeds of message order.
 
 use omnipaxos::{
-    messages::{
-        sequence_paxos::{MigrationMsg, PaxosMsg},
-        Message,
-    },
+    messages::Message,
     util::{LogEntry, NodeId},
     ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
 };
@@ -38,20 +35,9 @@ fn server(pid: NodeId) -> ServerConfig {
     }
 }
 
-/// What a message costs on a link, in entries.
+/// What a message costs on a link, in entries (at least 1).
 fn cost(m: &Message<SimEntry>) -> u64 {
-    let n = match m {
-        Message::SequencePaxos(p) => match &p.msg {
-            PaxosMsg::AcceptDecide(a) => a.entries.len(),
-            PaxosMsg::AcceptSync(a) => a.log_sync.suffix.len(),
-            PaxosMsg::Promise(p) => p.log_sync.as_ref().map_or(0, |s| s.suffix.len()),
-            PaxosMsg::ProposalForward(f) => f.entries.len(),
-            PaxosMsg::Migration(MigrationMsg::Entries { entries, .. }) => entries.len(),
-            _ => 1,
-        },
-        Message::BLE(_) => 1,
-    };
-    n.max(1) as u64
+    omnipaxos_sim::inspect::entries(m).max(1) as u64
 }
 
 /// A directed link's FIFO queue: each message with its remaining cost (in entries).

@@ -4,7 +4,8 @@
 //! time); what stays visible is how they serialize. [`kind`] names a message by the serde variant
 //! names on the way to its payload, so that filters in tests ("drop every `AcceptSync`", "hold
 //! the `MigrationOffer`s") work on every version of the messages that serializes the same kinds.
-//! It is the one place that needs adapting if that ever changes.
+//! It is the one place that needs adapting if that ever changes, with its two siblings:
+//! [`entries`] (how many entries a message carries) and [`ballot`] (the ballot it belongs to).
 //!
 //! Kind names: the variant of the Sequence Paxos message (`Prepare`, `AcceptSync`, ...); for a
 //! variant whose payload is itself an enum, both names (`MigrationOffer`, `MigrationMoved`, ...);
@@ -292,3 +293,227 @@ impl ser::SerializeStructVariant for &mut Probe {
         Ok(())
     }
 }
+
+/// How many entries of type `T` message `m` carries (in any part of it: a batch, a log sync, a
+/// forward, a migrated segment), counted in its serialized form by `T`'s serde name (its type
+/// name, as `#[derive(Serialize)]` gives it). For measurements and tests that need the size of
+/// what travels, without the messages' fields.
+pub fn entries<T: Entry + Serialize + for<'a> Deserialize<'a>>(m: &Message<T>) -> usize {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    let name = base.rsplit("::").next().unwrap_or(base);
+    flatten(m)
+        .iter()
+        .filter(|e| matches!(e, Ev::Struct(n) if *n == name))
+        .count()
+}
+
+/// The first ballot message `m` carries (for a Sequence Paxos message other than a migration
+/// message, the ballot of the round it belongs to), read from its serialized form: the first
+/// value that serializes as the public [`Ballot`] type.
+pub fn ballot<T: Entry + Serialize + for<'a> Deserialize<'a>>(m: &Message<T>) -> Option<Ballot> {
+    let events = flatten(m);
+    let at = events.iter().position(|e| *e == Ev::Struct("Ballot"))?;
+    let mut b = Ballot::default();
+    let mut field = "";
+    let mut seen = 0;
+    for e in &events[at + 1..] {
+        match e {
+            Ev::Field(f) => field = f,
+            Ev::Num(v) => {
+                match field {
+                    "config_id" => b.config_id = u32::try_from(*v).ok()?,
+                    "n" => b.n = u32::try_from(*v).ok()?,
+                    "priority" => b.priority = u32::try_from(*v).ok()?,
+                    "pid" => b.pid = *v,
+                    _ => return None,
+                }
+                seen += 1;
+                if seen == 4 {
+                    return Some(b);
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+use omnipaxos::ballot_leader_election::Ballot;
+
+/// What the flattening serializer records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ev {
+    Struct(&'static str),
+    Field(&'static str),
+    Num(u64),
+    Other,
+}
+
+fn flatten<T: Entry + Serialize + for<'a> Deserialize<'a>>(m: &Message<T>) -> Vec<Ev> {
+    let mut f = Flat(Vec::new());
+    let _ = m.serialize(&mut f);
+    f.0
+}
+
+/// A serializer that records structs, field names and unsigned numbers, in order.
+struct Flat(Vec<Ev>);
+
+macro_rules! flat_nums {
+    ($($f:ident: $t:ty),* $(,)?) => {
+        $(fn $f(self, v: $t) -> Result<(), Known> { self.0.push(Ev::Num(v as u64)); Ok(()) })*
+    };
+}
+macro_rules! flat_others {
+    ($($f:ident: $t:ty),* $(,)?) => {
+        $(fn $f(self, _: $t) -> Result<(), Known> { self.0.push(Ev::Other); Ok(()) })*
+    };
+}
+
+impl<'a> ser::Serializer for &'a mut Flat {
+    type Ok = ();
+    type Error = Known;
+    type SerializeSeq = &'a mut Flat;
+    type SerializeTuple = &'a mut Flat;
+    type SerializeTupleStruct = &'a mut Flat;
+    type SerializeTupleVariant = &'a mut Flat;
+    type SerializeMap = &'a mut Flat;
+    type SerializeStruct = &'a mut Flat;
+    type SerializeStructVariant = &'a mut Flat;
+
+    flat_nums!(serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
+    flat_others!(
+        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_f32: f32, serialize_f64: f64, serialize_char: char,
+        serialize_str: &str, serialize_bytes: &[u8],
+    );
+    fn serialize_none(self) -> Result<(), Known> {
+        self.0.push(Ev::Other);
+        Ok(())
+    }
+    fn serialize_some<V: ?Sized + Serialize>(self, v: &V) -> Result<(), Known> {
+        v.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), Known> {
+        self.0.push(Ev::Other);
+        Ok(())
+    }
+    fn serialize_unit_struct(self, name: &'static str) -> Result<(), Known> {
+        self.0.push(Ev::Struct(name));
+        Ok(())
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Known> {
+        self.0.push(Ev::Other);
+        Ok(())
+    }
+    fn serialize_newtype_struct<V: ?Sized + Serialize>(
+        self,
+        name: &'static str,
+        v: &V,
+    ) -> Result<(), Known> {
+        self.0.push(Ev::Struct(name));
+        v.serialize(self)
+    }
+    fn serialize_newtype_variant<V: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        v: &V,
+    ) -> Result<(), Known> {
+        self.0.push(Ev::Other);
+        v.serialize(self)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self, Known> {
+        Ok(self)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self, Known> {
+        Ok(self)
+    }
+    fn serialize_tuple_struct(self, name: &'static str, _: usize) -> Result<Self, Known> {
+        self.0.push(Ev::Struct(name));
+        Ok(self)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self, Known> {
+        self.0.push(Ev::Other);
+        Ok(self)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self, Known> {
+        Ok(self)
+    }
+    fn serialize_struct(self, name: &'static str, _: usize) -> Result<Self, Known> {
+        self.0.push(Ev::Struct(name));
+        Ok(self)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self, Known> {
+        self.0.push(Ev::Other);
+        Ok(self)
+    }
+}
+
+macro_rules! flat_compound {
+    ($tr:ident, $m:ident) => {
+        impl ser::$tr for &mut Flat {
+            type Ok = ();
+            type Error = Known;
+            fn $m<V: ?Sized + Serialize>(&mut self, v: &V) -> Result<(), Known> {
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), Known> {
+                Ok(())
+            }
+        }
+    };
+}
+flat_compound!(SerializeSeq, serialize_element);
+flat_compound!(SerializeTuple, serialize_element);
+flat_compound!(SerializeTupleStruct, serialize_field);
+flat_compound!(SerializeTupleVariant, serialize_field);
+
+impl ser::SerializeMap for &mut Flat {
+    type Ok = ();
+    type Error = Known;
+    fn serialize_key<V: ?Sized + Serialize>(&mut self, k: &V) -> Result<(), Known> {
+        k.serialize(&mut **self)
+    }
+    fn serialize_value<V: ?Sized + Serialize>(&mut self, v: &V) -> Result<(), Known> {
+        v.serialize(&mut **self)
+    }
+    fn end(self) -> Result<(), Known> {
+        Ok(())
+    }
+}
+
+macro_rules! flat_fields {
+    ($tr:ident) => {
+        impl ser::$tr for &mut Flat {
+            type Ok = ();
+            type Error = Known;
+            fn serialize_field<V: ?Sized + Serialize>(
+                &mut self,
+                name: &'static str,
+                v: &V,
+            ) -> Result<(), Known> {
+                self.0.push(Ev::Field(name));
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), Known> {
+                Ok(())
+            }
+        }
+    };
+}
+flat_fields!(SerializeStruct);
+flat_fields!(SerializeStructVariant);

@@ -10,10 +10,8 @@ fn counting_accepts(s: &mut MemSim) -> Rc<RefCell<Vec<usize>>> {
     let sizes = Rc::new(RefCell::new(Vec::new()));
     let sink = sizes.clone();
     s.set_filter(Some(Box::new(move |m| {
-        if let omnipaxos::messages::Message::SequencePaxos(p) = m {
-            if let omnipaxos::messages::sequence_paxos::PaxosMsg::AcceptDecide(a) = &p.msg {
-                sink.borrow_mut().push(a.entries.len());
-            }
+        if kind(m) == "AcceptDecide" {
+            sink.borrow_mut().push(omnipaxos_sim::inspect::entries(m));
         }
         Verdict::Pass
     })));
