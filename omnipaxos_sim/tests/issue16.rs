@@ -801,3 +801,30 @@ fn bug1_a_server_without_the_predecessors_log_never_leads_from_an_older_end() {
         "index 10 holds c2's entry"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found by the sweep of the new tier: a reconfiguration of an empty log.
+
+/// A cluster reconfigures before anything is decided (its stop sign at index 0), and the
+/// servers that continue restart once they moved on: the next configuration elects a leader
+/// and decides. (Seeds 9617 and 10653 of 3 nodes, 1001705 and 1001742 of 5, in the sweep.)
+#[test]
+#[ignore = "found by the issue 16 sweep (liveness): fails on the current core"]
+fn a_configuration_that_continues_an_empty_log_elects_a_leader() {
+    let mut s: S<SimEntry> = cluster(3, 4);
+    let l = elect(&mut s, &[1, 2, 3], 20 * E);
+    let next = config(2, &[1, 2, 3, 4]);
+    s.reconfigure(l, next.clone()).unwrap();
+    for p in 1..=3 {
+        until_stopped(&mut s, p, 20 * E);
+    }
+    assert_eq!(s.checker().stop_of(1).map(|(i, _)| i), Some(0));
+    move_on(&mut s, &[1, 2, 3], &next, &[4]);
+    s.run(2);
+    for p in 1..=3 {
+        s.crash(p);
+        s.restart(p);
+    }
+    let l2 = elect(&mut s, &[1, 2, 3, 4], 50 * E);
+    decide(&mut s, l2, 1..=3, &[1, 2, 3, 4]);
+}
