@@ -81,7 +81,8 @@ impl<T: Entry> Message<T> {
     }
 
     /// The kind of the message (`"Prepare"`, `"AcceptDecide"`, `"Offer"`, `"HeartbeatRequest"`,
-    /// ...), for tests that hold or drop messages by kind. Not a stable interface.
+    /// ...: the name of its innermost serde variant, with `Heartbeat` before the election's),
+    /// for tests that hold or drop messages by kind. Not a stable interface.
     #[doc(hidden)]
     pub fn kind(&self) -> &'static str {
         match self {

@@ -35,9 +35,9 @@ fn server(pid: NodeId) -> ServerConfig {
     }
 }
 
-/// What a message costs on a link, in entries.
+/// What a message costs on a link, in entries (at least 1).
 fn cost(m: &Message<SimEntry>) -> u64 {
-    m.entry_count().max(1) as u64
+    omnipaxos_sim::inspect::entries(m).max(1) as u64
 }
 
 /// A directed link's FIFO queue: each message with its remaining cost (in entries).

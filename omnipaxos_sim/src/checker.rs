@@ -11,6 +11,14 @@
 //!   across a restart.
 //! * **One leader per ballot**: no two nodes serve as leader with the same ballot.
 //! * **Snapshots**: a snapshot a node shows is the snapshot of the decided entries it covers.
+//! * **One log across configurations**: every configuration continues the log of the one
+//!   before, so an index holds at most one decided entry whichever configuration decided it or
+//!   shows it; a configuration decides nothing at or after the index of its stop sign; each
+//!   configuration has at most one decided stop sign, and what `is_reconfigured` reports is
+//!   that stop sign (metadata included).
+//!
+//! What applications see is checked on top of this by [`crate::app`]: the entries an
+//! application applies feed the same log (`app_applied`, `app_stopped`, `app_snapshot`).
 
 use crate::entry::Tagged;
 use omnipaxos::{
@@ -49,8 +57,21 @@ struct ConfigLog<T> {
 }
 
 /// The invariant checker. Feed it every node after every step with [`Checker::observe`].
-pub struct Checker<T> {
+pub struct Checker<T: Entry> {
     logs: BTreeMap<ConfigurationId, ConfigLog<T>>,
+    /// The one log all configurations share, by absolute index: the decided entry there, once
+    /// any node showed it (as an entry, not hidden in a compacted prefix).
+    global: Vec<Option<(T, ConfigurationId)>>,
+    /// Length of the prefix of `global` known entirely.
+    known_prefix: usize,
+    /// Each configuration's decided stop sign and its index.
+    stops: BTreeMap<ConfigurationId, (usize, StopSign)>,
+    /// Per configuration: one past the highest index a node of it showed as a decided entry.
+    entries_end: BTreeMap<ConfigurationId, usize>,
+    /// Stop signs nodes reported through `is_reconfigured` before the decided one was seen.
+    claimed_stops: BTreeMap<ConfigurationId, (NodeId, StopSign)>,
+    /// Snapshots seen before the entries they cover were known: `(pid, upto, snapshot)`.
+    pending_snapshots: Vec<(NodeId, usize, T::Snapshot)>,
     /// Tag -> index where it was decided.
     decided_tags: HashMap<u64, usize>,
     appended: HashSet<u64>,
@@ -58,10 +79,16 @@ pub struct Checker<T> {
     leaders: BTreeMap<Ballot, NodeId>,
 }
 
-impl<T> Default for Checker<T> {
+impl<T: Entry> Default for Checker<T> {
     fn default() -> Self {
         Checker {
             logs: BTreeMap::new(),
+            global: Vec::new(),
+            known_prefix: 0,
+            stops: BTreeMap::new(),
+            entries_end: BTreeMap::new(),
+            claimed_stops: BTreeMap::new(),
+            pending_snapshots: Vec::new(),
             decided_tags: HashMap::new(),
             appended: HashSet::new(),
             nodes: BTreeMap::new(),
@@ -163,6 +190,11 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
                 }
             }
         }
+        match &slot {
+            Slot::Entry(e) => self.global_entry(c, idx, e, pid)?,
+            Slot::StopSign(ss) => self.global_stop(c, idx, ss, pid)?,
+            Slot::Hidden => {}
+        }
         let log = self.log_mut(c);
         if let Some(existing) = log.slots.get(idx) {
             if matches!(existing, Slot::Hidden) {
@@ -189,6 +221,225 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         }
         log.slots.push(slot);
         Ok(())
+    }
+
+    /// The entry `e` is decided at `idx`, shown by node `pid` of configuration `c`: it must be
+    /// the one entry of that index in the log all configurations share, and lie before the stop
+    /// sign of `c` and of every later configuration.
+    fn global_entry(
+        &mut self,
+        c: ConfigurationId,
+        idx: usize,
+        e: &T,
+        pid: NodeId,
+    ) -> Result<(), String> {
+        if self.global.len() <= idx {
+            self.global.resize(idx + 1, None);
+        }
+        match &self.global[idx] {
+            Some((other, oc)) if other != e => {
+                return Err(format!(
+                    "agreement: node {pid} (configuration {c}) decided {e:?} at index {idx}, where \
+                     configuration {oc} decided {other:?}"
+                ));
+            }
+            Some(_) => {}
+            None => self.global[idx] = Some((e.clone(), c)),
+        }
+        if let Some((&sc, (s, _))) = self.stops.range(c..).find(|(_, (s, _))| idx >= *s) {
+            return Err(format!(
+                "sealing: node {pid} (configuration {c}) decided {e:?} at index {idx}, at or after \
+                 the stop sign of configuration {sc} at {s}"
+            ));
+        }
+        let end = self.entries_end.entry(c).or_default();
+        *end = (*end).max(idx + 1);
+        while self
+            .global
+            .get(self.known_prefix)
+            .is_some_and(|g| g.is_some())
+        {
+            self.known_prefix += 1;
+        }
+        Ok(())
+    }
+
+    /// Configuration `c` decided the stop sign `ss` at `idx` (node `pid` shows it).
+    fn global_stop(
+        &mut self,
+        c: ConfigurationId,
+        idx: usize,
+        ss: &StopSign,
+        pid: NodeId,
+    ) -> Result<(), String> {
+        if let Some((s, other)) = self.stops.get(&c) {
+            if *s != idx || other != ss {
+                return Err(format!(
+                    "agreement: node {pid} shows configuration {c} stopped by {ss:?} at {idx}, \
+                     another node by {other:?} at {s}"
+                ));
+            }
+            return Ok(());
+        }
+        if ss.next_config.configuration_id <= c {
+            return Err(format!(
+                "stop sign: configuration {c} decided a stop sign for configuration {} at {idx}",
+                ss.next_config.configuration_id
+            ));
+        }
+        if let Some((&ec, &end)) = self.entries_end.range(..=c).find(|(_, e)| **e > idx) {
+            return Err(format!(
+                "sealing: configuration {c} decided its stop sign at {idx} (seen at node {pid}), \
+                 but configuration {ec} decided an entry at {}",
+                end - 1
+            ));
+        }
+        for (&oc, (s, _)) in &self.stops {
+            if (oc < c && *s > idx) || (oc > c && *s < idx) {
+                return Err(format!(
+                    "stop sign: configuration {c} stopped at {idx} (seen at node {pid}) but \
+                     configuration {oc} stopped at {s}: a configuration's log must continue its \
+                     predecessor's"
+                ));
+            }
+        }
+        if let Some((claimer, claimed)) = self.claimed_stops.get(&c) {
+            if claimed != ss {
+                return Err(format!(
+                    "stop sign: node {claimer} reported is_reconfigured() = {claimed:?} for \
+                     configuration {c}, which decided {ss:?}"
+                ));
+            }
+        }
+        self.stops.insert(c, (idx, ss.clone()));
+        Ok(())
+    }
+
+    /// What node `pid` of configuration `c` reports with `is_reconfigured()`: the decided stop
+    /// sign of `c`, metadata included.
+    fn check_reconfigured(
+        &mut self,
+        c: ConfigurationId,
+        pid: NodeId,
+        ss: &StopSign,
+    ) -> Result<(), String> {
+        if let Some((_, decided)) = self.stops.get(&c) {
+            if decided != ss {
+                return Err(format!(
+                    "stop sign: node {pid} reports is_reconfigured() = {ss:?}, but configuration \
+                     {c} decided {decided:?}"
+                ));
+            }
+            return Ok(());
+        }
+        match self.claimed_stops.get(&c) {
+            Some((other, claimed)) if claimed != ss => Err(format!(
+                "stop sign: nodes {other} and {pid} report different stop signs for configuration \
+                 {c} with is_reconfigured(): {claimed:?} and {ss:?}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.claimed_stops.insert(c, (pid, ss.clone()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the snapshots whose entries became known since they were seen.
+    fn check_pending_snapshots(&mut self) -> Result<(), String> {
+        let known = self.known_prefix;
+        if !self
+            .pending_snapshots
+            .iter()
+            .any(|(_, upto, _)| *upto <= known)
+        {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending_snapshots);
+        for (pid, upto, snap) in pending {
+            if upto <= known {
+                self.verify_snapshot(pid, upto, &snap)?;
+            } else {
+                self.pending_snapshots.push((pid, upto, snap));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a snapshot of `0..upto` against the shared log (now, or once it is known).
+    fn snapshot_seen(&mut self, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
+        if upto <= self.known_prefix {
+            return self.verify_snapshot(pid, upto, s);
+        }
+        if self.pending_snapshots.len() < 10_000 {
+            self.pending_snapshots.push((pid, upto, s.clone()));
+        }
+        Ok(())
+    }
+
+    fn verify_snapshot(&self, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
+        let prefix: Vec<&T> = self.global[..upto]
+            .iter()
+            .filter_map(|g| g.as_ref().map(|(e, _)| e))
+            .collect();
+        match T::snapshot_of(&prefix, s) {
+            Some(false) => Err(format!(
+                "snapshot: node {pid} holds a snapshot of 0..{upto} that is not the snapshot of \
+                 the decided entries: {s:?}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The application of node `pid` (configuration `c`) applied `e` at `idx`.
+    pub fn app_applied(
+        &mut self,
+        c: ConfigurationId,
+        idx: usize,
+        e: &T,
+        pid: NodeId,
+    ) -> Result<(), String> {
+        self.add_slot(c, idx, Slot::Entry(e.clone()), pid)
+    }
+
+    /// The application of node `pid` (configuration `c`) read the decided stop sign `ss` at
+    /// `idx`: the end of its configuration.
+    pub fn app_stopped(
+        &mut self,
+        c: ConfigurationId,
+        idx: usize,
+        ss: &StopSign,
+        pid: NodeId,
+    ) -> Result<(), String> {
+        self.add_slot(c, idx, Slot::StopSign(ss.clone()), pid)
+    }
+
+    /// The application of node `pid` (configuration `c`) installed a snapshot of `0..upto`.
+    pub fn app_snapshot(
+        &mut self,
+        c: ConfigurationId,
+        pid: NodeId,
+        upto: usize,
+        s: &T::Snapshot,
+    ) -> Result<(), String> {
+        self.hide_up_to(c, upto);
+        self.snapshot_seen(pid, upto, s)
+    }
+
+    /// The application of node `pid` (configuration `c`) read `0..upto` as compacted without a
+    /// snapshot (and restored it from its own state): decided, entries not shown.
+    pub fn app_compacted(&mut self, c: ConfigurationId, upto: usize) {
+        self.hide_up_to(c, upto);
+    }
+
+    /// The decided entry at `idx` of the log all configurations share, if a node showed it.
+    pub fn global_entry_at(&self, idx: usize) -> Option<&T> {
+        self.global.get(idx)?.as_ref().map(|(e, _)| e)
+    }
+
+    /// The decided stop sign of configuration `c` and its index, once seen.
+    pub fn stop_of(&self, c: ConfigurationId) -> Option<(usize, &StopSign)> {
+        self.stops.get(&c).map(|(i, ss)| (*i, ss))
     }
 
     /// A compacted prefix up to `upto` is decided: slots not seen yet are hidden in it.
@@ -266,6 +517,7 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
                 }
                 LogEntry::Snapshotted(s) => {
                     self.check_snapshot(c, pid, s.trimmed_idx, &s.snapshot)?;
+                    self.snapshot_seen(pid, s.trimmed_idx, &s.snapshot)?;
                     self.hide_up_to(c, s.trimmed_idx);
                     idx = s.trimmed_idx.max(idx)
                 }
@@ -320,6 +572,10 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         }
         let from = if restarted { 0 } else { view.decided };
         self.check_decided(pid, op, from, decided)?;
+        if let Some(ss) = op.is_reconfigured() {
+            self.check_reconfigured(c, pid, &ss)?;
+        }
+        self.check_pending_snapshots()?;
         if op.get_current_leader() == Some((pid, true)) {
             if let Some(other) = self.leaders.insert(promise, pid) {
                 if other != pid {

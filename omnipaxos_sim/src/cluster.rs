@@ -2,6 +2,7 @@
 //! node's own storage, and the safety checks after every step.
 
 use crate::{
+    app::{App, Origin},
     checker::Checker,
     entry::Tagged,
     network::{Faults, Filter, NetStats, Network},
@@ -15,7 +16,11 @@ use omnipaxos::{
     ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
-use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashSet},
+    rc::Rc,
+};
 
 /// Where the simulated nodes keep their storage, so that a crashed node restarts on what it
 /// durably wrote.
@@ -214,6 +219,20 @@ pub struct SimStats {
     pub migrations: u64,
     /// Appends handed back to the application (`NodeStats::returned_appends`).
     pub returned_appends: u64,
+    /// Appends the simulator took back with [`Sim::take_uncertain_appends`].
+    pub handed_back: u64,
+    /// Crashes of a node while it pulled an old log (`get_migration_status().is_some()`).
+    pub crashes_mid_pull: u64,
+    /// Successful `trim` calls made through [`Sim::trim`].
+    pub trims: u64,
+    /// Successful `snapshot` calls made through [`Sim::snapshot`] (local only or not).
+    pub snapshots: u64,
+    /// Of those, local only.
+    pub local_snapshots: u64,
+    /// Snapshots the simulated applications installed (`Snapshotted` elements they read).
+    pub app_snapshot_installs: u64,
+    /// Entries the simulated applications applied one by one.
+    pub app_entries_applied: u64,
     /// The network's counts.
     pub net: NetStats,
 }
@@ -227,6 +246,41 @@ struct SimNode<T: Entry, S: Storage<T>> {
     clock: f64,
     paused_until: u64,
     restarted: bool,
+    /// The application reading from the node (`None` while the node is down).
+    app: Option<App>,
+    /// The prefix this server's application let trim after applying it (see [`crate::app`]);
+    /// kept across crashes, like the application's own storage.
+    restorable: usize,
+    /// Crashes of this server so far.
+    incarnation: u64,
+    /// The server joined a later configuration on empty storage.
+    joined: bool,
+}
+
+/// An append the simulator made that the node accepted.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AppendRecord {
+    /// Its tag.
+    pub tag: u64,
+    /// The node it was made at.
+    pub pid: NodeId,
+    /// That node's crash count when it was made.
+    pub incarnation: u64,
+}
+
+/// What became of the appends the nodes accepted (see [`Sim::append_report`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Appends the nodes accepted (`append` returned `Ok`).
+    pub accepted: u64,
+    /// Of those, decided.
+    pub decided: u64,
+    /// Not decided, handed back by `take_uncertain_appends`.
+    pub handed_back: u64,
+    /// Neither, at a node that crashed since (a crash may lose what the node held).
+    pub lost_at_crashed: u64,
+    /// Neither, at a node that never crashed since: lost silently. `(tag, pid)`.
+    pub lost: Vec<(u64, NodeId)>,
 }
 
 /// A deterministic simulated cluster. All randomness comes from the seed.
@@ -243,6 +297,14 @@ pub struct Sim<T: Entry + Tagged + PartialEq, B: Backend<T>> {
     stats: SimStats,
     /// Print every delivery and decision (`OMNIPAXOS_SIM_VERBOSE=1`).
     verbose: bool,
+    /// Every append a node accepted.
+    appends: Vec<AppendRecord>,
+    /// Tags handed back by `take_uncertain_appends` (through [`Sim::take_uncertain_appends`]).
+    handed_back: HashSet<u64>,
+    /// The command that replays the run, if not the randomized tier's default.
+    replay: Option<String>,
+    /// Whether the simulated applications are checked (see [`Sim::set_check_applications`]).
+    check_apps: bool,
 }
 
 /// More deliveries than this in one tick means the nodes answer each other without end.
@@ -277,12 +339,19 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             trace: 0xcbf2_9ce4_8422_2325,
             stats: SimStats::default(),
             verbose: std::env::var_os("OMNIPAXOS_SIM_VERBOSE").is_some(),
+            appends: Vec::new(),
+            handed_back: HashSet::new(),
+            replay: None,
+            check_apps: true,
         };
         let first = sim.cfg.cluster_config();
         for pid in 1..=capacity as NodeId {
             let started = pid as usize <= sim.cfg.nodes;
             let cluster = started.then(|| first.clone());
             let op = cluster.clone().map(|c| sim.build(pid, c));
+            let app = cluster
+                .as_ref()
+                .map(|c| App::new(c.configuration_id, Origin::Initial));
             sim.nodes.push(SimNode {
                 op,
                 cluster,
@@ -290,6 +359,10 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 clock: 0.0,
                 paused_until: 0,
                 restarted: false,
+                app,
+                restorable: 0,
+                incarnation: 0,
+                joined: false,
             });
         }
         sim
@@ -318,11 +391,22 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         .expect("simulator configuration is valid")
     }
 
-    fn fail(&self, what: &str) -> ! {
+    /// Fails the run: panics with the tick, the seed and the command that replays it.
+    pub fn fail(&self, what: &str) -> ! {
+        let replay = self.replay.clone().unwrap_or_else(|| {
+            "run the same test again (the same seed gives the same run); \
+             OMNIPAXOS_SIM_VERBOSE=1 prints every delivery"
+                .to_string()
+        });
         panic!(
-            "simulation failed at tick {} (seed {}, {} nodes): {what}\n  replay: OMNIPAXOS_SIM_SEED={} OMNIPAXOS_SIM_NODES={} cargo test -p omnipaxos_sim --test randomized replay -- --nocapture",
-            self.now, self.cfg.seed, self.cfg.nodes, self.cfg.seed, self.cfg.nodes
+            "simulation failed at tick {} (seed {}, {} nodes): {what}\n  replay: {replay}",
+            self.now, self.cfg.seed, self.cfg.nodes
         )
+    }
+
+    /// Sets the command a failure prints to replay the run.
+    pub fn set_replay(&mut self, command: String) {
+        self.replay = Some(command);
     }
 
     // ----- inspection -----
@@ -403,6 +487,20 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             migrations: self.stats.migrations + live(|s| s.migrations_completed),
             returned_appends: self.stats.returned_appends + live(|s| s.returned_appends),
             reconfigurations: self.checker.configurations().saturating_sub(1) as u64,
+            app_snapshot_installs: self.stats.app_snapshot_installs
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.app.as_ref())
+                    .map(|a| a.snapshot_installs())
+                    .sum::<u64>(),
+            app_entries_applied: self.stats.app_entries_applied
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.app.as_ref())
+                    .map(|a| a.entries_applied())
+                    .sum::<u64>(),
             decided_after_reconfiguration: self.checker.decided_after_first_config() as u64,
             net: self.net.stats(),
             ..self.stats
@@ -448,11 +546,13 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     /// the node is down or refuses.
     pub fn append(&mut self, pid: NodeId, entry: T) -> Result<(), String> {
         self.checker.appended(entry.tag());
+        let tag = entry.tag();
         let Some(op) = self.node_mut(pid) else {
             return Err(format!("node {pid} is down"));
         };
         op.append(entry).map_err(|e| e.to_string())?;
         self.stats.appends += 1;
+        self.record_append(pid, tag);
         self.collect(pid);
         Ok(())
     }
@@ -466,20 +566,167 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let Some(op) = self.node_mut(pid) else {
             return Err(format!("node {pid} is down"));
         };
+        let mut accepted = Vec::new();
+        let mut result = Ok(());
         for e in entries {
-            op.append(e).map_err(|e| e.to_string())?;
+            let tag = e.tag();
+            match op.append(e) {
+                Ok(()) => accepted.push(tag),
+                Err(e) => {
+                    result = Err(e.to_string());
+                    break;
+                }
+            }
+        }
+        for tag in accepted {
+            self.stats.appends += 1;
+            self.record_append(pid, tag);
+        }
+        self.collect(pid);
+        result
+    }
+
+    /// Proposes at node `pid` to reconfigure to `next`.
+    pub fn reconfigure(&mut self, pid: NodeId, next: ClusterConfig) -> Result<(), String> {
+        self.reconfigure_with(pid, next, None)
+    }
+
+    /// Proposes at node `pid` to reconfigure to `next`, with `metadata` decided alongside.
+    pub fn reconfigure_with(
+        &mut self,
+        pid: NodeId,
+        next: ClusterConfig,
+        metadata: Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        let op = self
+            .node_mut(pid)
+            .ok_or_else(|| format!("node {pid} is down"))?;
+        op.reconfigure(next, metadata).map_err(|e| e.to_string())?;
+        self.collect(pid);
+        Ok(())
+    }
+
+    /// Trims at node `pid` (`OmniPaxos::trim`), counting successes.
+    pub fn trim(&mut self, pid: NodeId, idx: Option<usize>) -> Result<(), String> {
+        let op = self
+            .node_mut(pid)
+            .ok_or_else(|| format!("node {pid} is down"))?;
+        op.trim(idx).map_err(|e| e.to_string())?;
+        self.stats.trims += 1;
+        self.collect(pid);
+        Ok(())
+    }
+
+    /// Snapshots at node `pid` (`OmniPaxos::snapshot`), counting successes.
+    pub fn snapshot(
+        &mut self,
+        pid: NodeId,
+        idx: Option<usize>,
+        local_only: bool,
+    ) -> Result<(), String> {
+        let op = self
+            .node_mut(pid)
+            .ok_or_else(|| format!("node {pid} is down"))?;
+        op.snapshot(idx, local_only).map_err(|e| e.to_string())?;
+        self.stats.snapshots += 1;
+        if local_only {
+            self.stats.local_snapshots += 1;
         }
         self.collect(pid);
         Ok(())
     }
 
-    /// Proposes at node `pid` to reconfigure to `next`.
-    pub fn reconfigure(&mut self, pid: NodeId, next: ClusterConfig) -> Result<(), String> {
-        let op = self
-            .node_mut(pid)
-            .ok_or_else(|| format!("node {pid} is down"))?;
-        op.reconfigure(next, None).map_err(|e| e.to_string())?;
-        self.collect(pid);
+    fn record_append(&mut self, pid: NodeId, tag: u64) {
+        let incarnation = self.nodes[pid as usize - 1].incarnation;
+        self.appends.push(AppendRecord {
+            tag,
+            pid,
+            incarnation,
+        });
+    }
+
+    /// Takes the appends every running node hands back as uncertain
+    /// (`OmniPaxos::take_uncertain_appends`), as an application does; returns them with the
+    /// node they came from, so that the caller may append them again (as new appends).
+    pub fn take_uncertain_appends(&mut self) -> Vec<(NodeId, T)> {
+        let mut out = Vec::new();
+        for idx in 0..self.nodes.len() {
+            let pid = idx as NodeId + 1;
+            let Some(op) = self.nodes[idx].op.as_mut() else {
+                continue;
+            };
+            for e in op.take_uncertain_appends() {
+                self.handed_back.insert(e.tag());
+                self.stats.handed_back += 1;
+                out.push((pid, e));
+            }
+        }
+        out
+    }
+
+    /// Every append a node accepted so far.
+    pub fn appends(&self) -> &[AppendRecord] {
+        &self.appends
+    }
+
+    /// What became of every append a node accepted: decided, handed back, or neither (lost). An
+    /// append is lost silently if it is neither and its node never crashed since.
+    pub fn append_report(&self) -> AppendReport {
+        let mut r = AppendReport::default();
+        for a in &self.appends {
+            r.accepted += 1;
+            if self.checker.is_decided(a.tag) {
+                r.decided += 1;
+            } else if self.handed_back.contains(&a.tag) {
+                r.handed_back += 1;
+            } else if self.nodes[a.pid as usize - 1].incarnation != a.incarnation {
+                r.lost_at_crashed += 1;
+            } else {
+                r.lost.push((a.tag, a.pid));
+            }
+        }
+        r
+    }
+
+    /// The application of node `pid` (`None` while the node is down).
+    pub fn app(&self, pid: NodeId) -> Option<&App> {
+        self.nodes.get((pid as usize).checked_sub(1)?)?.app.as_ref()
+    }
+
+    /// Turns the checks of the simulated applications off (or on again). On by default; a
+    /// scenario that targets what happens after an application would already have failed (to
+    /// show a later, different failure) turns them off; meanwhile the applications do not read.
+    pub fn set_check_applications(&mut self, on: bool) {
+        self.check_apps = on;
+    }
+
+    /// Whether the simulated applications are checked.
+    pub fn checks_applications(&self) -> bool {
+        self.check_apps
+    }
+
+    /// Reads what node `pid` decided into its application (see [`crate::app`]).
+    fn app_read(&mut self, pid: NodeId) {
+        if !self.check_apps {
+            return;
+        }
+        let idx = pid as usize - 1;
+        let node = &mut self.nodes[idx];
+        let (Some(op), Some(app)) = (node.op.as_ref(), node.app.as_mut()) else {
+            return;
+        };
+        if let Err(e) = app.read(pid, op, &mut self.checker, &mut node.restorable) {
+            self.fail(&e);
+        }
+    }
+
+    /// Checks every running node's application state against the decided log.
+    pub fn check_applications(&self) -> Result<(), String> {
+        for pid in self.pids() {
+            if let Some(app) = self.app(pid) {
+                app.check_against(pid, &self.checker)?;
+            }
+        }
         Ok(())
     }
 
@@ -495,9 +742,13 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let next_cluster = op.is_reconfigured().map(|ss| ss.next_config);
         match op.start_next_config(server) {
             Ok(next) => {
+                let c = next.get_configuration_id();
                 self.nodes[idx].cluster = next_cluster;
                 self.nodes[idx].op = Some(next);
                 self.nodes[idx].restarted = true;
+                if let Some(app) = self.nodes[idx].app.as_mut() {
+                    app.continue_in(c);
+                }
                 if self.verbose {
                     eprintln!(
                         "t={} node {pid} continues in the next configuration",
@@ -548,6 +799,10 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.nodes[idx].op = None;
         self.backend.fresh(pid);
         let op = self.build(pid, cluster.clone());
+        self.retire_app(idx);
+        self.nodes[idx].app = Some(App::new(cluster.configuration_id, Origin::Joined));
+        self.nodes[idx].restorable = 0;
+        self.nodes[idx].joined = true;
         self.nodes[idx].cluster = Some(cluster);
         self.nodes[idx].op = Some(op);
         self.nodes[idx].restarted = true;
@@ -563,6 +818,18 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let idx = pid as usize - 1;
         if let Some(op) = self.nodes[idx].op.take() {
             self.stats.crashes += 1;
+            if op.get_migration_status().is_some() {
+                self.stats.crashes_mid_pull += 1;
+            }
+            self.nodes[idx].incarnation += 1;
+            // A compaction made (by a direct call) since the application last looked, below
+            // what it applied, is one it let happen.
+            let compacted = op.get_compacted_idx();
+            let node = &mut self.nodes[idx];
+            if node.app.as_ref().is_some_and(|a| a.applied() >= compacted) {
+                node.restorable = node.restorable.max(compacted);
+            }
+            self.retire_app(idx);
             self.stats.snapshot_installs += op.get_stats().snapshot_installs;
             self.stats.migrations += op.get_stats().migrations_completed;
             self.stats.returned_appends += op.get_stats().returned_appends;
@@ -585,8 +852,16 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let Some(cluster) = self.nodes[idx].cluster.clone() else {
             return;
         };
+        let c = cluster.configuration_id;
         let mut op = self.build(pid, cluster);
         op.fail_recovery();
+        // The application's state is volatile: it starts again from nothing.
+        let origin = if self.nodes[idx].joined {
+            Origin::RestartedJoiner
+        } else {
+            Origin::Restarted
+        };
+        self.nodes[idx].app = Some(App::new(c, origin));
         if self.verbose {
             eprintln!("t={} restart node {pid}", self.now);
         }
@@ -597,8 +872,18 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.collect(pid);
     }
 
-    /// Collects `pid`'s outgoing messages into the network.
+    /// Counts what a retiring application did.
+    fn retire_app(&mut self, idx: usize) {
+        if let Some(app) = self.nodes[idx].app.take() {
+            self.stats.app_snapshot_installs += app.snapshot_installs();
+            self.stats.app_entries_applied += app.entries_applied();
+        }
+    }
+
+    /// Collects `pid`'s outgoing messages into the network, after its application read what
+    /// the node decided.
     fn collect(&mut self, pid: NodeId) {
+        self.app_read(pid);
         let idx = pid as usize - 1;
         let Some(op) = self.nodes[idx].op.as_mut() else {
             return;
@@ -684,6 +969,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 self.fail(&e);
             }
             self.trace = fnv(self.trace, op.get_decided_idx() as u64);
+            self.app_read(pid);
         }
     }
 

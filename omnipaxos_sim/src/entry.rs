@@ -16,6 +16,12 @@ pub trait Tagged: Entry {
     }
 }
 
+/// Entries a generated workload can make from a fresh tag (the randomized tier's entries).
+pub trait FromTag: Tagged {
+    /// The entry of the append call tagged `tag`.
+    fn from_tag(tag: u64) -> Self;
+}
+
 /// The simulator's log entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SimEntry {
@@ -33,6 +39,12 @@ impl Tagged for SimEntry {
     }
 }
 
+impl FromTag for SimEntry {
+    fn from_tag(tag: u64) -> Self {
+        SimEntry { id: tag }
+    }
+}
+
 impl Entry for SimEntry {
     type Snapshot = SimSnapshot;
 }
@@ -47,6 +59,12 @@ pub struct PlainEntry {
 impl Tagged for PlainEntry {
     fn tag(&self) -> u64 {
         self.id
+    }
+}
+
+impl FromTag for PlainEntry {
+    fn from_tag(tag: u64) -> Self {
+        PlainEntry { id: tag }
     }
 }
 

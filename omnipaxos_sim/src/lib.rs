@@ -4,7 +4,8 @@
 //! loses, duplicates, delays and reorders messages, cuts links (also one way, and in the paper's
 //! partial-connectivity shapes), pauses nodes, skews their clocks, and crashes and restarts them
 //! on what their storage durably holds. After every step it checks the safety invariants
-//! (see [`checker`]). A failing run panics with the command that replays its seed; the same seed
+//! (see [`checker`]), and a simulated application on every node applies what it decided the way
+//! a real one does (see [`app`]). A failing run panics with the command that replays its seed; the same seed
 //! always gives the same run.
 //!
 //! ```
@@ -19,14 +20,18 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod checker;
 pub mod cluster;
 pub mod entry;
+pub mod inspect;
 pub mod network;
 pub mod randomized;
 pub mod rng;
 
-pub use cluster::{Backend, MemoryBackend, Shared, Sim, SimConfig, SimStats};
-pub use entry::{PlainEntry, SimEntry, SimSnapshot, Tagged};
+pub use cluster::{
+    AppendRecord, AppendReport, Backend, MemoryBackend, Shared, Sim, SimConfig, SimStats,
+};
+pub use entry::{FromTag, PlainEntry, SimEntry, SimSnapshot, Tagged};
 pub use network::{Faults, Verdict};
 pub use rng::Rng;

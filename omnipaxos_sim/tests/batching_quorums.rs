@@ -10,8 +10,8 @@ fn counting_accepts(s: &mut MemSim) -> Rc<RefCell<Vec<usize>>> {
     let sizes = Rc::new(RefCell::new(Vec::new()));
     let sink = sizes.clone();
     s.set_filter(Some(Box::new(move |m| {
-        if m.kind() == "AcceptDecide" {
-            sink.borrow_mut().push(m.entry_count());
+        if kind(m) == "AcceptDecide" {
+            sink.borrow_mut().push(omnipaxos_sim::inspect::entries(m));
         }
         Verdict::Pass
     })));

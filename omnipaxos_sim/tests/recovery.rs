@@ -186,12 +186,13 @@ fn a_restarted_followers_proposals_are_not_mistaken_for_its_old_ones() {
     // second one).
     let mut promises = 0;
     s.set_filter(Some(Box::new(move |m| {
-        if let Message::SequencePaxos(p) = m {
-            if kind(m) == "Promise" && p.from == f && m.ballot() == Some(first) {
-                promises += 1;
-                if promises > 1 {
-                    return Verdict::Drop;
-                }
+        if kind(m) == "Promise"
+            && m.get_sender() == f
+            && omnipaxos_sim::inspect::ballot(m) == Some(first)
+        {
+            promises += 1;
+            if promises > 1 {
+                return Verdict::Drop;
             }
         }
         Verdict::Pass
@@ -221,15 +222,10 @@ fn once_per_ballot(
     f: u64,
     m: &Message<SimEntry>,
 ) -> Option<Verdict> {
-    let Message::SequencePaxos(sp) = m else {
-        return None;
-    };
-    if kind(m) != "Promise" || sp.from != f {
+    if kind(m) != "Promise" || m.get_sender() != f {
         return None;
     }
-    let Some(b) = m.ballot() else {
-        return None;
-    };
+    let b = omnipaxos_sim::inspect::ballot(m)?;
     if promised.borrow().contains(&b) {
         return Some(Verdict::Drop);
     }

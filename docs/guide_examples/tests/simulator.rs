@@ -99,3 +99,35 @@ fn the_store_survives_faults() {
     }
 }
 // ANCHOR_END: scenario
+
+/// A scenario that holds back messages of one kind: the follower that never gets `Decide`
+/// messages still learns what is decided from the leader's next `AcceptDecide`.
+#[test]
+fn filter_messages_by_kind() {
+    let mut sim: Sim<Command, _> = Sim::new(SimConfig::new(3, 1));
+    sim.run_until(100, |s| s.leader().is_some())
+        .expect("a leader");
+    let leader = sim.leader().unwrap();
+    let follower = (1..=3).find(|p| *p != leader).unwrap();
+    // ANCHOR: filter
+    use omnipaxos_sim::{inspect::kind, Verdict};
+    sim.set_filter(Some(Box::new(move |m| {
+        if kind(m) == "Decide" && m.get_receiver() == follower {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    })));
+    // ANCHOR_END: filter
+    for id in 1..=2 {
+        let cmd = Command {
+            request_id: id,
+            key: 1,
+            value: id,
+        };
+        sim.append(leader, cmd).unwrap();
+        sim.run(5);
+    }
+    sim.run_until(100, |s| s.decided(follower) >= 1)
+        .expect("the follower learns the first decision from the second AcceptDecide");
+}

@@ -294,7 +294,7 @@ impl<T: Entry> Forwarding<T> {
         let (Some(ss), Some(n)) = (self.pending_stopsign.clone(), self.forward_target(core)) else {
             return;
         };
-        core.send(n.pid, ForwardMsg::StopSign(ForwardStopSign { n, ss }));
+        core.send(n.pid, ForwardMsg::ForwardStopSign(ForwardStopSign { n, ss }));
     }
 
     /// Every resend timeout: resend what the leader did not confirm; on a fenced legacy node,
@@ -354,7 +354,7 @@ impl<T: Entry> Forwarding<T> {
                 self.take_in(core, l, from, p);
             }
             ForwardMsg::Placed(p) => self.handle_placed(p),
-            ForwardMsg::StopSign(f) => {
+            ForwardMsg::ForwardStopSign(f) => {
                 let valid = f.ss.next_config.validate().is_ok()
                     && f.ss.next_config.configuration_id > core.config_id();
                 if let Some(l) = role.leader_mut() {

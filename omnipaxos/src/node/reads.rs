@@ -126,7 +126,7 @@ impl Reads {
                 }
             } else if prom.pid != 0 && prom.pid != core.pid && core.is_peer(prom.pid) {
                 m.asked = Some((prom, now));
-                core.send(prom.pid, ReadMsg::Req { n: prom, id: m.id });
+                core.send(prom.pid, ReadMsg::ReadReq { n: prom, id: m.id });
             }
         }
         self.start_round(core, role);
@@ -151,7 +151,7 @@ impl Reads {
             reads: std::mem::take(&mut self.waiting),
             confirmed: Vec::new(),
         });
-        core.broadcast(ReadMsg::Confirm { n, round: number });
+        core.broadcast(ReadMsg::ReadConfirm { n, round: number });
         self.check_round(core);
     }
 
@@ -178,7 +178,7 @@ impl Reads {
             } else {
                 core.send(
                     origin,
-                    ReadMsg::Index {
+                    ReadMsg::ReadIndex {
                         n: r.n,
                         id,
                         idx: r.index,
@@ -196,7 +196,7 @@ impl Reads {
         m: ReadMsg,
     ) {
         match m {
-            ReadMsg::Req { n, id } => {
+            ReadMsg::ReadReq { n, id } => {
                 let ours = role
                     .leader()
                     .is_some_and(|l| l.ballot() == n && l.is_accepting());
@@ -205,12 +205,12 @@ impl Reads {
                     self.start_round(core, role);
                 }
             }
-            ReadMsg::Confirm { n, round } => {
+            ReadMsg::ReadConfirm { n, round } => {
                 if n == core.log.promise() && n.pid == from {
-                    core.send(from, ReadMsg::Confirmed { n, round });
+                    core.send(from, ReadMsg::ReadConfirmed { n, round });
                 }
             }
-            ReadMsg::Confirmed { n, round } => {
+            ReadMsg::ReadConfirmed { n, round } => {
                 if let Some(r) = self.round.as_mut() {
                     if r.n == n && r.number == round && !r.confirmed.contains(&from) {
                         r.confirmed.push(from);
@@ -219,7 +219,7 @@ impl Reads {
                 self.check_round(core);
                 self.start_round(core, role);
             }
-            ReadMsg::Index { n, id, idx } => {
+            ReadMsg::ReadIndex { n, id, idx } => {
                 if n.pid != from {
                     return;
                 }

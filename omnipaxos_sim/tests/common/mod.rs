@@ -6,9 +6,9 @@ use omnipaxos_sim::{MemoryBackend, Sim, SimConfig, SimEntry};
 
 pub type MemSim = Sim<SimEntry, MemoryBackend<SimEntry>>;
 
-/// The name of a message's kind, for filters (`"Prepare"`, `"AcceptDecide"`, `"Offer"`, ...).
+/// The name of a message's kind, for filters (see `omnipaxos_sim::inspect::kind`).
 pub fn kind(m: &Message<SimEntry>) -> &'static str {
-    m.kind()
+    omnipaxos_sim::inspect::kind(m)
 }
 
 /// A cluster of `n` nodes on a perfect network (election timeout 10, resend 20).

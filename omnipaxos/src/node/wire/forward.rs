@@ -68,7 +68,7 @@ pub(crate) struct ForwardStopSign {
 pub(crate) enum ForwardMsg<T: Entry> {
     Proposals(Proposals<T>),
     Placed(Placed),
-    StopSign(ForwardStopSign),
+    ForwardStopSign(ForwardStopSign),
 }
 
 impl<T: Entry> ForwardMsg<T> {
@@ -76,7 +76,7 @@ impl<T: Entry> ForwardMsg<T> {
         match self {
             ForwardMsg::Proposals(m) => m.n,
             ForwardMsg::Placed(m) => m.n,
-            ForwardMsg::StopSign(m) => m.n,
+            ForwardMsg::ForwardStopSign(m) => m.n,
         }
     }
 
@@ -84,7 +84,7 @@ impl<T: Entry> ForwardMsg<T> {
         match self {
             ForwardMsg::Proposals(_) => "Proposals",
             ForwardMsg::Placed(_) => "Placed",
-            ForwardMsg::StopSign(_) => "ForwardStopSign",
+            ForwardMsg::ForwardStopSign(_) => "ForwardStopSign",
         }
     }
 }
@@ -114,7 +114,7 @@ impl<T: Entry> fmt::Display for ForwardMsg<T> {
                 }
                 Ok(())
             }
-            ForwardMsg::StopSign(m) => write!(f, "ForwardStopSign n={}", B(m.n)),
+            ForwardMsg::ForwardStopSign(m) => write!(f, "ForwardStopSign n={}", B(m.n)),
         }
     }
 }

@@ -49,10 +49,7 @@ impl<T: Entry> PaxosMsg<T> {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             PaxosMsg::Role(m) => m.kind(),
-            PaxosMsg::Compaction(m) => match m.compaction {
-                compaction::Compaction::Trim(_) => "Trim",
-                compaction::Compaction::Snapshot(_) => "SnapshotReq",
-            },
+            PaxosMsg::Compaction(_) => "Compaction",
             PaxosMsg::Forward(m) => m.kind(),
             PaxosMsg::Succession(m) => m.kind(),
             PaxosMsg::Read(m) => m.kind(),

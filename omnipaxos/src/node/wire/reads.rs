@@ -10,31 +10,31 @@ use std::fmt;
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub(crate) enum ReadMsg {
     /// A follower asks the leader of `n` for a read index for its read `id`.
-    Req { n: Ballot, id: u64 },
+    ReadReq { n: Ballot, id: u64 },
     /// The leader of `n` asks: do you still follow `n`? (confirmation round `round`)
-    Confirm { n: Ballot, round: u64 },
+    ReadConfirm { n: Ballot, round: u64 },
     /// Yes, in round `round`.
-    Confirmed { n: Ballot, round: u64 },
+    ReadConfirmed { n: Ballot, round: u64 },
     /// The leader of `n` answers read `id`: wait until you decided `idx`.
-    Index { n: Ballot, id: u64, idx: usize },
+    ReadIndex { n: Ballot, id: u64, idx: usize },
 }
 
 impl ReadMsg {
     pub(crate) fn ballot(&self) -> Ballot {
         match self {
-            ReadMsg::Req { n, .. }
-            | ReadMsg::Confirm { n, .. }
-            | ReadMsg::Confirmed { n, .. }
-            | ReadMsg::Index { n, .. } => *n,
+            ReadMsg::ReadReq { n, .. }
+            | ReadMsg::ReadConfirm { n, .. }
+            | ReadMsg::ReadConfirmed { n, .. }
+            | ReadMsg::ReadIndex { n, .. } => *n,
         }
     }
 
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            ReadMsg::Req { .. } => "ReadReq",
-            ReadMsg::Confirm { .. } => "ReadConfirm",
-            ReadMsg::Confirmed { .. } => "ReadConfirmed",
-            ReadMsg::Index { .. } => "ReadIndex",
+            ReadMsg::ReadReq { .. } => "ReadReq",
+            ReadMsg::ReadConfirm { .. } => "ReadConfirm",
+            ReadMsg::ReadConfirmed { .. } => "ReadConfirmed",
+            ReadMsg::ReadIndex { .. } => "ReadIndex",
         }
     }
 }
@@ -42,12 +42,12 @@ impl ReadMsg {
 impl fmt::Display for ReadMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReadMsg::Req { n, id } => write!(f, "ReadReq n={} id={id}", B(*n)),
-            ReadMsg::Confirm { n, round } => write!(f, "ReadConfirm n={} round={round}", B(*n)),
-            ReadMsg::Confirmed { n, round } => {
+            ReadMsg::ReadReq { n, id } => write!(f, "ReadReq n={} id={id}", B(*n)),
+            ReadMsg::ReadConfirm { n, round } => write!(f, "ReadConfirm n={} round={round}", B(*n)),
+            ReadMsg::ReadConfirmed { n, round } => {
                 write!(f, "ReadConfirmed n={} round={round}", B(*n))
             }
-            ReadMsg::Index { n, id, idx } => write!(f, "ReadIndex n={} id={id} idx={idx}", B(*n)),
+            ReadMsg::ReadIndex { n, id, idx } => write!(f, "ReadIndex n={} id={id} idx={idx}", B(*n)),
         }
     }
 }
