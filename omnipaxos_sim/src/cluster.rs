@@ -305,6 +305,9 @@ pub struct Sim<T: Entry + Tagged + PartialEq, B: Backend<T>> {
     replay: Option<String>,
     /// Whether the simulated applications are checked (see [`Sim::set_check_applications`]).
     check_apps: bool,
+    /// The highest index the application trimmed below (with `trim`, or `snapshot` without
+    /// snapshots): those entries are gone for every server, also the ones that join later.
+    app_trimmed: usize,
 }
 
 /// More deliveries than this in one tick means the nodes answer each other without end.
@@ -339,6 +342,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             trace: 0xcbf2_9ce4_8422_2325,
             stats: SimStats::default(),
             verbose: std::env::var_os("OMNIPAXOS_SIM_VERBOSE").is_some(),
+            app_trimmed: 0,
             appends: Vec::new(),
             handed_back: HashSet::new(),
             replay: None,
@@ -612,6 +616,9 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .node_mut(pid)
             .ok_or_else(|| format!("node {pid} is down"))?;
         op.trim(idx).map_err(|e| e.to_string())?;
+        let compacted = op.get_compacted_idx();
+        // What the application trimmed is gone for everyone, servers that join later too.
+        self.app_trimmed = self.app_trimmed.max(compacted);
         self.stats.trims += 1;
         self.collect(pid);
         Ok(())
@@ -628,6 +635,11 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .node_mut(pid)
             .ok_or_else(|| format!("node {pid} is down"))?;
         op.snapshot(idx, local_only).map_err(|e| e.to_string())?;
+        let compacted = op.get_compacted_idx();
+        if !<T::Snapshot as omnipaxos::storage::Snapshot<T>>::use_snapshots() {
+            // Without snapshots, a snapshot is a trim.
+            self.app_trimmed = self.app_trimmed.max(compacted);
+        }
         self.stats.snapshots += 1;
         if local_only {
             self.stats.local_snapshots += 1;
@@ -801,7 +813,8 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let op = self.build(pid, cluster.clone());
         self.retire_app(idx);
         self.nodes[idx].app = Some(App::new(cluster.configuration_id, Origin::Joined));
-        self.nodes[idx].restorable = 0;
+        // A joiner's application can never get what the application trimmed before.
+        self.nodes[idx].restorable = self.app_trimmed;
         self.nodes[idx].joined = true;
         self.nodes[idx].cluster = Some(cluster);
         self.nodes[idx].op = Some(op);

@@ -304,4 +304,3 @@ pub fn entries<T: Entry>(m: &Message<T>) -> usize {
 pub fn ballot<T: Entry>(m: &Message<T>) -> Option<Ballot> {
     m.ballot()
 }
-

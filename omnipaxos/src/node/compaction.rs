@@ -65,7 +65,13 @@ pub(crate) fn snapshot<T: Entry, B: Storage<T>>(
     idx: Option<usize>,
     local_only: bool,
 ) -> Result<(), CompactionErr> {
-    if !T::Snapshot::use_snapshots() {
+    if !T::Snapshot::use_snapshots()
+        || core.log.compacted_idx() > 0
+            && !sync::has_decided_base(core)
+            && core.log.record().pending_below == 0
+    {
+        // No snapshot can be made (entries without snapshots, or a log trimmed before: a
+        // snapshot of the rest would pass for the whole log): this trims, under trim's rules.
         return trim(core, role, idx);
     }
     let decided = core.decided_entries();
@@ -106,9 +112,7 @@ fn trim_local<T: Entry, B: Storage<T>>(core: &mut Core<T, B>, idx: usize) {
 fn snapshot_local<T: Entry, B: Storage<T>>(core: &mut Core<T, B>, idx: usize) {
     if !sync::has_decided_base(core) {
         // Our prefix was trimmed without a snapshot: a snapshot of the rest would pass for the
-        // whole log. Trim instead.
-        core.log
-            .stage_all([StorageOp::Trim(idx), StorageOp::SetCompactedIdx(idx)]);
+        // whole log, and trimming here could take entries another server still needs. Nothing.
         return;
     }
     let snapshot = sync::decided_snapshot(core, idx);

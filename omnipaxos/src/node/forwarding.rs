@@ -294,7 +294,10 @@ impl<T: Entry> Forwarding<T> {
         let (Some(ss), Some(n)) = (self.pending_stopsign.clone(), self.forward_target(core)) else {
             return;
         };
-        core.send(n.pid, ForwardMsg::ForwardStopSign(ForwardStopSign { n, ss }));
+        core.send(
+            n.pid,
+            ForwardMsg::ForwardStopSign(ForwardStopSign { n, ss }),
+        );
     }
 
     /// Every resend timeout: resend what the leader did not confirm; on a fenced legacy node,
@@ -498,6 +501,27 @@ impl<T: Entry> Forwarding<T> {
         role: &mut Role<T>,
         note: Note<T>,
     ) {
+        if std::env::var_os("DBG_FWD").is_some() && core.pid == 1 {
+            let runs: Vec<(Ballot, usize, usize, bool)> = self
+                .placed
+                .iter()
+                .map(|p| (p.round, p.idx, p.len, p.entries.is_some()))
+                .collect();
+            eprintln!(
+                "DBG t={} note {:?} placed {:?}",
+                core.now,
+                match &note {
+                    Note::Placed { n, origin, run } => format!("Placed {n:?} {origin:?} {run:?}"),
+                    Note::Replaced { round, from } => format!("Replaced {round:?} {from}"),
+                    Note::Unplaced { origin, entries } =>
+                        format!("Unplaced {origin:?} {}", entries.len()),
+                    Note::StopSignBack(_) => "SSback".into(),
+                    Note::SteppedDown { n, from, entries } =>
+                        format!("SteppedDown {n:?} {from} {}", entries.len()),
+                },
+                runs
+            );
+        }
         match note {
             Note::Placed { n, origin, run } => {
                 if origin == (core.pid, self.inc) {
@@ -512,7 +536,7 @@ impl<T: Entry> Forwarding<T> {
                     self.note_placed(n, origin, run);
                 }
             }
-            Note::Replaced { round, from } => self.log_replaced(core, round, from),
+            Note::Replaced { round, from } => self.log_replaced(round, from),
             Note::Unplaced { origin, entries } => {
                 if origin == (core.pid, self.inc) {
                     // Never in any log: ours to propose again, to whoever leads now.
@@ -553,21 +577,42 @@ impl<T: Entry> Forwarding<T> {
     fn stepped_down(&mut self, n: Ballot, from: usize, entries: Vec<T>) {
         self.intake = None;
         let end = from + entries.len();
-        for p in self.placed.iter_mut() {
-            if p.round == n && p.entries.is_none() && p.idx >= from && p.idx + p.len <= end {
-                let at = p.idx - from;
-                p.entries = Some(entries[at..at + p.len].to_vec());
+        let mut out = VecDeque::with_capacity(self.placed.len() + 1);
+        for mut p in std::mem::take(&mut self.placed) {
+            if p.round != n || p.entries.is_some() || p.idx + p.len <= from || p.idx >= end {
+                out.push_back(p);
+                continue;
             }
+            if p.idx < from {
+                // Decided up to `from`: that part stays as it is (its entries are in every log
+                // from now on); the rest is read out.
+                let k = from - p.idx;
+                out.push_back(PlacedOwn {
+                    round: p.round,
+                    first_seq: p.first_seq,
+                    idx: p.idx,
+                    len: k,
+                    entries: None,
+                });
+                p.idx = from;
+                p.first_seq += k as u64;
+                p.len -= k;
+            }
+            let at = p.idx - from;
+            let upto = (at + p.len).min(entries.len());
+            p.len = upto - at;
+            p.entries = Some(entries[at..upto].to_vec());
+            out.push_back(p);
         }
+        self.placed = out;
     }
 
     /// Our log was replaced from `from` on by a sync of round `round`: appends placed in another
     /// round survive below `from` (now in `round`'s log); above, they may or may not be there.
-    fn log_replaced<B: Storage<T>>(&mut self, core: &Core<T, B>, round: Ballot, from: usize) {
-        let decided = core.log.decided_idx();
+    fn log_replaced(&mut self, round: Ballot, from: usize) {
         let mut kept = VecDeque::with_capacity(self.placed.len());
         for mut p in std::mem::take(&mut self.placed) {
-            if p.round == round || p.idx + p.len <= decided {
+            if p.round == round {
                 kept.push_back(p);
             } else if p.idx + p.len <= from {
                 p.round = round;
@@ -580,7 +625,13 @@ impl<T: Entry> Forwarding<T> {
                         }
                     }
                     None => {
-                        // Our own appends as leader, not read out: the count still tells.
+                        // Our own appends as leader are read out when we stop leading, before
+                        // any sync can replace them.
+                        debug_assert!(
+                            false,
+                            "appends placed in {:?} at {} were not read out",
+                            p.round, p.idx
+                        );
                         self.returned_total += p.len as u64;
                     }
                 }

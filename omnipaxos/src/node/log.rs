@@ -215,6 +215,9 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
             .as_ref()
             .filter(|_| d.decided_idx == d.accepted_idx())
     }
+    pub(crate) fn durable_record(&self) -> &NodeRecord {
+        &self.durable_record
+    }
     pub(crate) fn backend(&self) -> &B {
         &self.backend
     }

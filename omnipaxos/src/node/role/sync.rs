@@ -60,47 +60,52 @@ pub(crate) fn log_sync_for<T: Entry, B: Storage<T>>(
     let sync_idx = sync_idx.min(log_end);
     let snapshots = T::Snapshot::use_snapshots();
     let start = core.log.record().start.index().unwrap_or(0);
-    let (from, prefix) =
-        if snapshots && peer_decided < start && sync_idx < start && compacted <= start {
-            // It lacks the log of the configurations before ours: it pulls that from several
-            // servers at once; we send what follows. (Our own prefix may be pending too: it
-            // is then not trimmed, only not here yet.)
-            let chain = core.log.record().chain.clone();
-            (start, SyncPrefix::Pending { chain })
-        } else if sync_idx < compacted {
-            // Behind our compacted prefix: our snapshot stands in for it, or it was trimmed.
-            match (snapshots, core.log.has_snapshot()) {
-                (true, true) => {
-                    let snap = core.log.snapshot().map(SnapshotType::Complete);
-                    match snap {
-                        Some(snapshot) => (compacted, SyncPrefix::Snapshot { snapshot, from: 0 }),
-                        None => (compacted, SyncPrefix::Trimmed),
-                    }
+    let trimmed = compacted > 0 && !core.log.has_snapshot() && core.log.record().pending_below == 0;
+    let (from, prefix) = if snapshots
+        && peer_decided < start
+        && sync_idx < start
+        && compacted <= start
+        && !trimmed
+    {
+        // It lacks the log of the configurations before ours: it pulls that from several
+        // servers at once; we send what follows. (Our own prefix may be pending too: it
+        // is then not trimmed, only not here yet.)
+        let chain = core.log.record().chain.clone();
+        (start, SyncPrefix::Pending { chain })
+    } else if sync_idx < compacted {
+        // Behind our compacted prefix: our snapshot stands in for it, or it was trimmed.
+        match (snapshots, core.log.has_snapshot()) {
+            (true, true) => {
+                let snap = core.log.snapshot().map(SnapshotType::Complete);
+                match snap {
+                    Some(snapshot) => (compacted, SyncPrefix::Snapshot { snapshot, from: 0 }),
+                    None => (compacted, SyncPrefix::Trimmed),
                 }
-                _ => (compacted, SyncPrefix::Trimmed),
             }
-        } else if snapshots
-            && compacted > 0
-            && core.log.has_snapshot()
-            && peer_decided >= compacted
-            && peer_decided < decided
-            && peer_decided <= sync_idx
-        {
-            // It lags our decided index but has its decided log up to where we still have entries:
-            // the decided entries it lacks go as a delta, to merge into a snapshot of its own
-            // decided log.
-            let delta = T::Snapshot::create(&entries(core, peer_decided, decided, tail));
-            let snapshot = SnapshotType::Delta(delta);
-            (
-                decided,
-                SyncPrefix::Snapshot {
-                    snapshot,
-                    from: peer_decided,
-                },
-            )
-        } else {
-            (sync_idx, SyncPrefix::Kept)
-        };
+            _ => (compacted, SyncPrefix::Trimmed),
+        }
+    } else if snapshots
+        && compacted > 0
+        && core.log.has_snapshot()
+        && peer_decided >= compacted
+        && peer_decided < decided
+        && peer_decided <= sync_idx
+    {
+        // It lags our decided index but has its decided log up to where we still have entries:
+        // the decided entries it lacks go as a delta, to merge into a snapshot of its own
+        // decided log.
+        let delta = T::Snapshot::create(&entries(core, peer_decided, decided, tail));
+        let snapshot = SnapshotType::Delta(delta);
+        (
+            decided,
+            SyncPrefix::Snapshot {
+                snapshot,
+                from: peer_decided,
+            },
+        )
+    } else {
+        (sync_idx, SyncPrefix::Kept)
+    };
     LogSync {
         prefix,
         suffix: entries(core, from, log_end, tail),
@@ -195,8 +200,9 @@ fn trimmed_ops<T: Entry>(decided: usize, compacted: usize, to: usize) -> Option<
 /// A log sync checked against our log, ready to be written.
 pub(crate) struct SyncPlan<T: Entry> {
     ops: Vec<StorageOp<T>>,
-    /// Where our log is replaced from.
-    pub(crate) start: usize,
+    /// Where our log changes from: the start of the suffix, or lower where a snapshot or a
+    /// trimmed or pending prefix replaces our undecided entries.
+    replaced_from: usize,
     /// Our accepted index after (the stop sign counted).
     pub(crate) accepted: usize,
     installs_snapshot: bool,
@@ -222,6 +228,7 @@ pub(crate) fn plan_log_sync<T: Entry, B: Storage<T>>(
     let decided = core.decided_entries();
     // Our prefix up to here is final (decided or compacted): keep it.
     let mut keep = decided.max(core.log.compacted_idx());
+    let held = keep;
     let mut installs_snapshot = false;
     let mut pending = None;
     match prefix {
@@ -292,9 +299,10 @@ pub(crate) fn plan_log_sync<T: Entry, B: Storage<T>>(
     let accepted = end + usize::from(stopsign.is_some());
     ops.push(StorageOp::AppendOnPrefix(start, suffix));
     ops.push(StorageOp::SetStopsign(stopsign));
+    let replaced_from = if keep > held { held } else { start };
     Some(SyncPlan {
         ops,
-        start,
+        replaced_from,
         accepted,
         installs_snapshot,
         pending,
@@ -311,7 +319,7 @@ pub(crate) fn apply_log_sync<T: Entry, B: Storage<T>>(
 ) {
     let SyncPlan {
         ops,
-        start,
+        replaced_from,
         accepted,
         installs_snapshot,
         pending,
@@ -339,5 +347,8 @@ pub(crate) fn apply_log_sync<T: Entry, B: Storage<T>>(
     if installs_snapshot {
         core.stats.snapshot_installs += 1;
     }
-    core.notes.push(Note::Replaced { round, from: start });
+    core.notes.push(Note::Replaced {
+        round,
+        from: replaced_from,
+    });
 }

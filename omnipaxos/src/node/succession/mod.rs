@@ -61,6 +61,8 @@ enum Pulling<T: Entry> {
     Prefix {
         pull: Pull<T::Snapshot>,
         base: Option<(usize, T::Snapshot)>,
+        /// A source said the application trimmed the old log below this.
+        trimmed_below: usize,
     },
     /// The entries of our stopped configuration we lack, as entries, then its stop sign.
     Tail { pull: Pull<Vec<T>>, stop: Stop },
@@ -112,12 +114,14 @@ impl<T: Entry> Succession<T> {
     /// How far the pull of our pending prefix got, while there is one (it may wait while we
     /// pull the end of our stopped configuration first).
     pub(crate) fn status<B: Storage<T>>(&self, core: &Core<T, B>) -> Option<MigrationStatus> {
-        let pending = core.log.record().pending_below;
+        // What the application sees: reads of the prefix are refused exactly while the written
+        // record says it is pending.
+        let pending = core.log.durable_record().pending_below;
         if pending == 0 {
             return None;
         }
         let (received, sources) = match &self.pulling {
-            Some(Pulling::Prefix { pull, base }) => (
+            Some(Pulling::Prefix { pull, base, .. }) => (
                 pull.received() + base.as_ref().map_or(0, |(u, _)| *u),
                 pull.sources(),
             ),
@@ -164,7 +168,11 @@ impl<T: Entry> Succession<T> {
         for pid in Self::candidates(core, None) {
             pull.add_candidate(pid);
         }
-        self.pulling = Some(Pulling::Prefix { pull, base: None });
+        self.pulling = Some(Pulling::Prefix {
+            pull,
+            base: None,
+            trimmed_below: 0,
+        });
         self.drive(core);
     }
 
@@ -204,7 +212,9 @@ impl<T: Entry> Succession<T> {
             return;
         };
         let end = core.log.log_end();
-        if T::Snapshot::use_snapshots() || end >= s || self.pulling.is_some() {
+        // (With snapshots only when the old log was trimmed, see `learn_start`: otherwise the
+        // prefix is pending.)
+        if end >= s || self.pulling.is_some() || core.log.record().pending_below > 0 {
             return;
         }
         let from = core.decided_entries().max(core.log.compacted_idx());
@@ -303,6 +313,20 @@ impl<T: Entry> Succession<T> {
             }
         }
         let now = core.now;
+        if let Some(Pulling::Prefix {
+            pull,
+            trimmed_below,
+            ..
+        }) = &self.pulling
+        {
+            if *trimmed_below > pull.first_missing() && pull.give_ups() >= 3 {
+                // The application trimmed the old log (a trim discards snapshots too) and
+                // nobody, asked again and again, holds what it removed: no snapshot of the
+                // prefix can be made. It stays compacted, as on the servers that trimmed it.
+                self.pulling = None;
+                core.log.set_record(|r| r.pending_below = 0);
+            }
+        }
         match &mut self.pulling {
             Some(Pulling::Prefix { pull, .. }) => pull.expire(now),
             Some(Pulling::Tail { pull, .. }) | Some(Pulling::Catchup { pull }) => pull.expire(now),
@@ -428,7 +452,8 @@ impl<T: Entry> Succession<T> {
                     && (from_ours || s.config.nodes.contains(&from))
             });
             if let Some(pred) = pred {
-                self.learn_start(core, pred.clone(), &o.chain);
+                let trimmed = if o.trimmed { o.held_from } else { 0 };
+                self.learn_start(core, pred.clone(), &o.chain, trimmed);
             }
         }
         if o.about == ours && core.log.record().start.index().is_some() && !from_ours {
@@ -438,15 +463,14 @@ impl<T: Entry> Succession<T> {
         if self.knows(core, from) {
             let trimmed_below = o.held_from.min(o.held_to);
             match &mut self.pulling {
-                Some(Pulling::Prefix { pull, .. }) => {
+                Some(Pulling::Prefix {
+                    pull,
+                    trimmed_below: t,
+                    ..
+                }) => {
                     pull.add_source(from, o.held_from, o.held_to, o.snapshot);
-                    if o.trimmed && trimmed_below > 0 {
-                        // The application trimmed the old log (a trim discards snapshots too):
-                        // no snapshot of it can be made any more. It stays compacted, as it is
-                        // on the servers that trimmed it.
-                        self.pulling = None;
-                        core.log.set_record(|r| r.pending_below = 0);
-                        return;
+                    if o.trimmed {
+                        *t = (*t).max(trimmed_below);
                     }
                 }
                 Some(Pulling::Catchup { pull }) => {
@@ -510,13 +534,29 @@ impl<T: Entry> Succession<T> {
     }
 
     /// A server of ours told us where our log starts: the stop before our configuration.
-    fn learn_start<B: Storage<T>>(&mut self, core: &mut Core<T, B>, pred: Stop, chain: &[Stop]) {
+    /// `trimmed`: the application trimmed the old log below this index (an offer said so):
+    /// no snapshot of it can be made any more, so the rest is pulled as entries.
+    fn learn_start<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        pred: Stop,
+        chain: &[Stop],
+        trimmed: usize,
+    ) {
         let s = pred.end;
         let decided = core.decided_entries();
-        let pending = T::Snapshot::use_snapshots() && decided < s;
+        let pending = T::Snapshot::use_snapshots() && decided < s && trimmed == 0;
         if decided > s || core.log.log_end() > s {
             // Our log goes beyond where it would start: not ours to believe.
             return;
+        }
+        if trimmed > decided.max(core.log.compacted_idx()) && trimmed <= s {
+            core.log.stage_all([
+                StorageOp::SetSnapshot(None),
+                StorageOp::Trim(trimmed),
+                StorageOp::SetCompactedIdx(trimmed),
+                StorageOp::SetDecidedIndex(trimmed),
+            ]);
         }
         core.log.set_record(|r| {
             r.start = Start::At(s);
@@ -576,7 +616,7 @@ impl<T: Entry> Succession<T> {
             return;
         }
         match &mut self.pulling {
-            Some(Pulling::Prefix { pull, base }) if pull.snapshot_asked_from(from) => {
+            Some(Pulling::Prefix { pull, base, .. }) if pull.snapshot_asked_from(from) => {
                 if upto <= pull.from || base.as_ref().is_some_and(|(u, _)| *u >= upto) {
                     pull.no_snapshot(from);
                 } else if upto < pull.end {
@@ -676,7 +716,7 @@ impl<T: Entry> Succession<T> {
         };
         if complete {
             match self.pulling.take() {
-                Some(Pulling::Prefix { pull, base }) => self.finish_prefix(core, pull, base),
+                Some(Pulling::Prefix { pull, base, .. }) => self.finish_prefix(core, pull, base),
                 Some(Pulling::Tail { pull, stop }) => self.finish_tail(core, pull, stop),
                 Some(Pulling::Catchup { pull }) => self.finish_catchup(core, pull),
                 None => {}

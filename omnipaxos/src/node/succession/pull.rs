@@ -63,6 +63,8 @@ pub(crate) struct Pull<P> {
     timeout: u64,
     /// Rounds in a row in which nobody could be asked for anything.
     pub(crate) stalled: u32,
+    /// Times everybody was asked again because nobody could serve what is left.
+    reprobes: u32,
 }
 
 impl<P> Pull<P> {
@@ -89,6 +91,7 @@ impl<P> Pull<P> {
             snapshot_asked: None,
             timeout,
             stalled: 0,
+            reprobes: 0,
         }
     }
 
@@ -209,6 +212,7 @@ impl<P> Pull<P> {
         };
         if self.stalled >= 2 {
             self.stalled = 0;
+            self.reprobes += 1;
             self.reprobe();
         }
         out
@@ -314,6 +318,11 @@ impl<P> Pull<P> {
             s.snapshot = true;
             s.strikes += 1;
         }
+    }
+
+    /// How often everybody was asked again because nobody could serve what is left.
+    pub(crate) fn give_ups(&self) -> u32 {
+        self.reprobes
     }
 
     /// `source` has no snapshot to give.

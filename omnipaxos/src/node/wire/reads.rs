@@ -47,7 +47,9 @@ impl fmt::Display for ReadMsg {
             ReadMsg::ReadConfirmed { n, round } => {
                 write!(f, "ReadConfirmed n={} round={round}", B(*n))
             }
-            ReadMsg::ReadIndex { n, id, idx } => write!(f, "ReadIndex n={} id={id} idx={idx}", B(*n)),
+            ReadMsg::ReadIndex { n, id, idx } => {
+                write!(f, "ReadIndex n={} id={id} idx={idx}", B(*n))
+            }
         }
     }
 }
