@@ -74,6 +74,8 @@ pub struct Checker<T: Entry> {
     pending_snapshots: Vec<(NodeId, usize, T::Snapshot)>,
     /// Tag -> index where it was decided.
     decided_tags: HashMap<u64, usize>,
+    /// Tags seen inside snapshots (decided, at an index not seen).
+    snapshot_tags: HashSet<u64>,
     appended: HashSet<u64>,
     nodes: BTreeMap<NodeId, NodeView>,
     leaders: BTreeMap<Ballot, NodeId>,
@@ -90,6 +92,7 @@ impl<T: Entry> Default for Checker<T> {
             claimed_stops: BTreeMap::new(),
             pending_snapshots: Vec::new(),
             decided_tags: HashMap::new(),
+            snapshot_tags: HashSet::new(),
             appended: HashSet::new(),
             nodes: BTreeMap::new(),
             leaders: BTreeMap::new(),
@@ -116,7 +119,7 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
 
     /// Whether `tag` was decided (somewhere).
     pub fn is_decided(&self, tag: u64) -> bool {
-        self.decided_tags.contains_key(&tag)
+        self.decided_tags.contains_key(&tag) || self.snapshot_tags.contains(&tag)
     }
 
     /// The decided index the checker last saw at `pid`.
@@ -368,6 +371,7 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
 
     /// Checks a snapshot of `0..upto` against the shared log (now, or once it is known).
     fn snapshot_seen(&mut self, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
+        self.snapshot_tags.extend(T::snapshot_tags(s).iter().copied());
         if upto <= self.known_prefix {
             return self.verify_snapshot(pid, upto, s);
         }
@@ -411,6 +415,20 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         ss: &StopSign,
         pid: NodeId,
     ) -> Result<(), String> {
+        self.add_slot(c, idx, Slot::StopSign(ss.clone()), pid)
+    }
+
+    /// Node `pid` of configuration `c` moves on to the next configuration: its configuration
+    /// decided the stop sign `ss` at `idx` (the application may not have read it: the log before
+    /// it can be pending there).
+    pub fn node_moved_on(
+        &mut self,
+        c: ConfigurationId,
+        idx: usize,
+        ss: &StopSign,
+        pid: NodeId,
+    ) -> Result<(), String> {
+        self.hide_up_to(c, idx);
         self.add_slot(c, idx, Slot::StopSign(ss.clone()), pid)
     }
 

@@ -635,10 +635,9 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .node_mut(pid)
             .ok_or_else(|| format!("node {pid} is down"))?;
         op.snapshot(idx, local_only).map_err(|e| e.to_string())?;
-        let compacted = op.get_compacted_idx();
-        if !<T::Snapshot as omnipaxos::storage::Snapshot<T>>::use_snapshots() {
-            // Without snapshots, a snapshot is a trim.
-            self.app_trimmed = self.app_trimmed.max(compacted);
+        // Without snapshots (or on a log trimmed before), a snapshot is a trim.
+        if let Some(omnipaxos::util::LogEntry::Trimmed(k)) = op.read(0) {
+            self.app_trimmed = self.app_trimmed.max(k);
         }
         self.stats.snapshots += 1;
         if local_only {
@@ -752,6 +751,13 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .take()
             .ok_or_else(|| format!("node {pid} is down"))?;
         let next_cluster = op.is_reconfigured().map(|ss| ss.next_config);
+        if let Some(ss) = op.is_reconfigured() {
+            let (c, idx) = (op.get_configuration_id(), op.get_decided_idx() - 1);
+            if let Err(e) = self.checker.node_moved_on(c, idx, &ss, pid) {
+                self.nodes[idx].op = Some(op);
+                self.fail(&e);
+            }
+        }
         match op.start_next_config(server) {
             Ok(next) => {
                 let c = next.get_configuration_id();

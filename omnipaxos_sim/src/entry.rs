@@ -14,6 +14,12 @@ pub trait Tagged: Entry {
     fn snapshot_of(_prefix: &[&Self], _snapshot: &Self::Snapshot) -> Option<bool> {
         None
     }
+
+    /// The tags folded into `snapshot`, if the type keeps them (so that an append decided and
+    /// compacted before any node showed it as an entry still counts as decided).
+    fn snapshot_tags(_snapshot: &Self::Snapshot) -> &[u64] {
+        &[]
+    }
 }
 
 /// Entries a generated workload can make from a fresh tag (the randomized tier's entries).
@@ -36,6 +42,10 @@ impl Tagged for SimEntry {
 
     fn snapshot_of(prefix: &[&Self], snapshot: &SimSnapshot) -> Option<bool> {
         Some(SimSnapshot::of(prefix.iter().map(|e| e.id)) == *snapshot)
+    }
+
+    fn snapshot_tags(snapshot: &SimSnapshot) -> &[u64] {
+        &snapshot.tags
     }
 }
 
@@ -72,17 +82,20 @@ impl Entry for PlainEntry {
     type Snapshot = omnipaxos::storage::NoSnapshot;
 }
 
-/// A snapshot of simulator entries: how many, and a polynomial hash of their tags in log order.
+/// A snapshot of simulator entries: how many, a polynomial hash of their tags in log order, and
+/// the tags themselves (for the simulator's accounting of what was decided).
 ///
 /// The hash composes: `merge(of(a), of(b)) == of(a ++ b)`, so snapshots of the same decided
 /// prefix are equal however they were built (created at once, or merged from deltas), and one
 /// that lost, duplicated or reordered an entry is not. The checker verifies snapshots this way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SimSnapshot {
     /// Number of entries folded in.
     pub count: u64,
     /// Polynomial hash of the tags, in log order.
     pub digest: u64,
+    /// The tags, in log order.
+    pub tags: Vec<u64>,
 }
 
 const P: u64 = 0x0000_0100_0000_01B3;
@@ -110,6 +123,7 @@ impl SimSnapshot {
     pub fn push(&mut self, tag: u64) {
         self.count += 1;
         self.digest = self.digest.wrapping_mul(P).wrapping_add(mix(tag));
+        self.tags.push(tag);
     }
 
     /// The snapshot of `tags`, in order.
@@ -127,12 +141,13 @@ impl Snapshot<SimEntry> for SimSnapshot {
         SimSnapshot::of(entries.iter().map(|e| e.id))
     }
 
-    fn merge(&mut self, delta: Self) {
+    fn merge(&mut self, mut delta: Self) {
         self.digest = self
             .digest
             .wrapping_mul(pow(P, delta.count))
             .wrapping_add(delta.digest);
         self.count += delta.count;
+        self.tags.append(&mut delta.tags);
     }
 
     fn use_snapshots() -> bool {

@@ -228,6 +228,10 @@ impl<T: Entry> Forwarding<T> {
         while let Some((seq, e)) = self.queued.pop_front() {
             l.propose(core, e, origin, seq);
         }
+        // And a reconfiguration asked here before we led.
+        if let Some(ss) = self.pending_stopsign.take() {
+            l.propose_stopsign(core, ss);
+        }
     }
 
     /// The leader of our promise, if we may forward to it now.
@@ -501,7 +505,7 @@ impl<T: Entry> Forwarding<T> {
         role: &mut Role<T>,
         note: Note<T>,
     ) {
-        if std::env::var_os("DBG_FWD").is_some() && core.pid == 1 {
+        if std::env::var("DBG_FWD").ok().and_then(|v| v.parse::<u64>().ok()) == Some(core.pid) {
             let runs: Vec<(Ballot, usize, usize, bool)> = self
                 .placed
                 .iter()

@@ -314,6 +314,12 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// Routes the notes the rooms left, and moves the rooms on: appends decided, reads ready,
     /// a configuration that is over stops its role.
     fn settle(&mut self) {
+        // Told by a server of ours that our configuration is over: stop at once, before any
+        // room acts on it. (When we decided the stop sign ourselves, the role stops after the
+        // messages that tell the others; see `take_outgoing`.)
+        if self.succ.known_stop().is_some() && !self.role.is_stopped() {
+            self.stop_role();
+        }
         loop {
             let notes: Vec<Note<T>> = std::mem::take(&mut self.core.notes);
             for n in notes {
@@ -331,11 +337,13 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             self.fwd.send_queued(&mut self.core);
         }
         self.reads.settle(&mut self.core, &self.role);
-        // Told by a server of ours that our configuration is over: stop at once. (When we
-        // decided the stop sign ourselves, the role stops after the messages that tell the
-        // others; see `take_outgoing`.)
         if self.succ.known_stop().is_some() && !self.role.is_stopped() {
             self.stop_role();
+        }
+        // Notes left by the last rooms (a pull that completed).
+        let notes: Vec<Note<T>> = std::mem::take(&mut self.core.notes);
+        for n in notes {
+            self.fwd.note(&mut self.core, &mut self.role, n);
         }
     }
 

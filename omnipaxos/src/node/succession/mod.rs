@@ -65,7 +65,12 @@ enum Pulling<T: Entry> {
         trimmed_below: usize,
     },
     /// The entries of our stopped configuration we lack, as entries, then its stop sign.
-    Tail { pull: Pull<Vec<T>>, stop: Stop },
+    /// `trimmed_below`: a source said the application trimmed the log below this.
+    Tail {
+        pull: Pull<Vec<T>>,
+        stop: Stop,
+        trimmed_below: usize,
+    },
     /// The log before ours, as entries, for entry types without snapshots: our log cannot
     /// start later than 0 without one.
     Catchup { pull: Pull<Vec<T>> },
@@ -81,6 +86,8 @@ pub(crate) struct Succession<T: Entry> {
     /// Servers of the next configuration we offer our stopped log to until they say `Done`
     /// (once our stop sign is decided here).
     offering: Option<Vec<NodeId>>,
+    /// A pull was set up that `settle` must start.
+    kick: bool,
 }
 
 impl<T: Entry> Succession<T> {
@@ -90,6 +97,7 @@ impl<T: Entry> Succession<T> {
             pulling: None,
             offered: Vec::new(),
             offering: None,
+            kick: false,
         };
         // After a restart in the middle of a pull, the record says what is still pending.
         s.start_prefix_pull(core);
@@ -183,6 +191,15 @@ impl<T: Entry> Succession<T> {
     /// After every input: a pending prefix (a sync may have just told us of it) is being
     /// pulled.
     pub(crate) fn settle<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if std::mem::take(&mut self.kick) {
+            self.drive(core);
+        }
+        if let Some(Pulling::Catchup { pull }) = &self.pulling {
+            if core.log.log_end() >= pull.end {
+                // A leader's sync brought it.
+                self.pulling = None;
+            }
+        }
         let pending = core.log.record().pending_below;
         if pending > 0 && core.log.has_snapshot() && core.log.compacted_idx() >= pending {
             // A snapshot sync brought the prefix we pulled (and more).
@@ -475,7 +492,12 @@ impl<T: Entry> Succession<T> {
                 }
                 Some(Pulling::Catchup { pull }) => {
                     pull.add_source(from, o.held_from, o.held_to, o.snapshot);
-                    if o.trimmed && trimmed_below > pull.from && trimmed_below <= pull.end {
+                    let held = core.decided_entries().max(core.log.compacted_idx());
+                    if o.trimmed
+                        && trimmed_below > pull.from
+                        && trimmed_below > held
+                        && trimmed_below <= pull.end
+                    {
                         // Trimmed by the application: we take it as trimmed too.
                         core.log.stage_all([
                             StorageOp::Trim(trimmed_below),
@@ -485,27 +507,21 @@ impl<T: Entry> Succession<T> {
                         pull.covered_up_to(trimmed_below);
                     }
                 }
-                Some(Pulling::Tail { pull, .. }) => {
+                Some(Pulling::Tail {
+                    pull,
+                    trimmed_below: t,
+                    ..
+                }) => {
                     pull.add_source(from, o.held_from, o.held_to, o.snapshot);
-                    if o.trimmed && trimmed_below > pull.from && trimmed_below <= pull.end {
-                        let ops = vec![
-                            StorageOp::SetSnapshot(None),
-                            StorageOp::Trim(trimmed_below),
-                            StorageOp::SetCompactedIdx(trimmed_below),
-                            StorageOp::SetDecidedIndex(trimmed_below),
-                        ];
-                        let from_idx = core.decided_entries();
-                        core.log.stage_all(ops);
-                        core.notes.push(Note::Replaced {
-                            round: Ballot::default(),
-                            from: from_idx,
-                        });
-                        pull.covered_up_to(trimmed_below);
+                    if o.trimmed {
+                        *t = (*t).max(trimmed_below);
                     }
                 }
                 None => {}
             }
-            self.drive(core);
+            if !self.kick {
+                self.drive(core);
+            }
         }
     }
 
@@ -529,8 +545,14 @@ impl<T: Entry> Succession<T> {
         if let Some(Pulling::Prefix { .. }) = self.pulling {
             self.pulling = None;
         }
-        self.pulling = Some(Pulling::Tail { pull, stop });
-        self.drive(core);
+        self.pulling = Some(Pulling::Tail {
+            pull,
+            stop,
+            trimmed_below: 0,
+        });
+        // Driven at the next settle, once the node stopped its role: what the tail replaces
+        // must not be replaced before the role has read out its own appends.
+        self.kick = true;
     }
 
     /// A server of ours told us where our log starts: the stop before our configuration.
@@ -545,12 +567,11 @@ impl<T: Entry> Succession<T> {
     ) {
         let s = pred.end;
         let decided = core.decided_entries();
-        let pending = T::Snapshot::use_snapshots() && decided < s && trimmed == 0;
-        if decided > s || core.log.log_end() > s {
-            // Our log goes beyond where it would start: not ours to believe.
-            return;
-        }
-        if trimmed > decided.max(core.log.compacted_idx()) && trimmed <= s {
+        // A log that already goes past `s` came from our leader's sync (from the start of the
+        // old log): it holds the old log; only where ours starts is new to us.
+        let holds = core.log.log_end() >= s;
+        let pending = T::Snapshot::use_snapshots() && !holds && trimmed == 0;
+        if !holds && trimmed > decided.max(core.log.compacted_idx()) && trimmed <= s {
             core.log.stage_all([
                 StorageOp::SetSnapshot(None),
                 StorageOp::Trim(trimmed),
@@ -652,7 +673,7 @@ impl<T: Entry> Succession<T> {
                     pull.no_snapshot(from);
                 }
             }
-            Some(Pulling::Tail { pull, stop })
+            Some(Pulling::Tail { pull, stop, .. })
                 if pull.snapshot_asked_from(from) && upto > pull.end =>
             {
                 // The application compacted past the end of our configuration: the entries we
@@ -696,6 +717,29 @@ impl<T: Entry> Succession<T> {
 
     /// Sends the requests the pull wants, and completes it when it has everything.
     fn drive<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if let Some(Pulling::Tail {
+            pull,
+            trimmed_below,
+            ..
+        }) = &mut self.pulling
+        {
+            let t = *trimmed_below;
+            if t > pull.from && t <= pull.end && t > core.decided_entries() {
+                // The application trimmed the entries we lack: we take them as trimmed too.
+                let from_idx = core.decided_entries();
+                core.log.stage_all([
+                    StorageOp::SetSnapshot(None),
+                    StorageOp::Trim(t),
+                    StorageOp::SetCompactedIdx(t),
+                    StorageOp::SetDecidedIndex(t),
+                ]);
+                core.notes.push(Note::Replaced {
+                    round: Ballot::default(),
+                    from: from_idx,
+                });
+                pull.covered_up_to(t);
+            }
+        }
         let now = core.now;
         let requests = match &mut self.pulling {
             Some(Pulling::Prefix { pull, .. }) => pull.assign(now),
@@ -717,7 +761,7 @@ impl<T: Entry> Succession<T> {
         if complete {
             match self.pulling.take() {
                 Some(Pulling::Prefix { pull, base, .. }) => self.finish_prefix(core, pull, base),
-                Some(Pulling::Tail { pull, stop }) => self.finish_tail(core, pull, stop),
+                Some(Pulling::Tail { pull, stop, .. }) => self.finish_tail(core, pull, stop),
                 Some(Pulling::Catchup { pull }) => self.finish_catchup(core, pull),
                 None => {}
             }
@@ -805,6 +849,8 @@ impl<T: Entry> Succession<T> {
             StorageOp::SetSnapshot(None),
             StorageOp::Trim(stop.end),
             StorageOp::SetCompactedIdx(stop.end),
+            // (Undecided entries of ours beyond the end go.)
+            StorageOp::AppendOnPrefix(stop.end, Vec::new()),
             StorageOp::SetStopsign(Some(stop.ss.clone())),
             StorageOp::SetDecidedIndex(stop.end + 1),
         ]);
