@@ -371,7 +371,8 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
 
     /// Checks a snapshot of `0..upto` against the shared log (now, or once it is known).
     fn snapshot_seen(&mut self, pid: NodeId, upto: usize, s: &T::Snapshot) -> Result<(), String> {
-        self.snapshot_tags.extend(T::snapshot_tags(s).iter().copied());
+        self.snapshot_tags
+            .extend(T::snapshot_tags(s).iter().copied());
         if upto <= self.known_prefix {
             return self.verify_snapshot(pid, upto, s);
         }

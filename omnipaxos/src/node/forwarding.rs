@@ -505,7 +505,11 @@ impl<T: Entry> Forwarding<T> {
         role: &mut Role<T>,
         note: Note<T>,
     ) {
-        if std::env::var("DBG_FWD").ok().and_then(|v| v.parse::<u64>().ok()) == Some(core.pid) {
+        if std::env::var("DBG_FWD")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(core.pid)
+        {
             let runs: Vec<(Ballot, usize, usize, bool)> = self
                 .placed
                 .iter()

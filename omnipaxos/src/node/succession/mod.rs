@@ -644,12 +644,10 @@ impl<T: Entry> Succession<T> {
                     // It covers the start of what we pull: the parts after it merge into it.
                     pull.covered_up_to(upto);
                     *base = Some((upto, snapshot));
-                } else if upto <= core.log.log_end()
-                    && upto >= core.log.compacted_idx()
-                    && upto <= core.decided_entries().max(pull.end)
-                {
-                    // It covers all we pull and more of the decided log (the source compacted
-                    // past it): it replaces our log up to its end.
+                } else if upto >= core.log.compacted_idx() && upto <= core.decided_entries() {
+                    // It covers all we pull and more of what we decided (the source compacted
+                    // past it): it replaces our log up to its end (decided entries only: our
+                    // undecided ones stay as the round we accept in put them).
                     let mut ops = vec![StorageOp::SetSnapshot(Some(snapshot))];
                     if core.log.compacted_idx() < upto {
                         ops.extend([StorageOp::Trim(upto), StorageOp::SetCompactedIdx(upto)]);
@@ -657,19 +655,15 @@ impl<T: Entry> Succession<T> {
                     if core.log.decided_idx() < upto {
                         ops.push(StorageOp::SetDecidedIndex(upto));
                     }
-                    let from_idx = core.decided_entries();
+                    // (Decided entries only: nothing any room placed is replaced.)
                     core.log.stage_all(ops);
                     core.log.set_record(|r| r.pending_below = 0);
-                    core.notes.push(Note::Replaced {
-                        round: Ballot::default(),
-                        from: from_idx,
-                    });
                     core.stats.snapshot_installs += 1;
                     core.stats.migrations_completed += 1;
                     self.pulling = None;
                     return;
                 } else {
-                    // Beyond our log: asked again once our log has grown.
+                    // Beyond what we decided: asked again once we decided more.
                     pull.no_snapshot(from);
                 }
             }
