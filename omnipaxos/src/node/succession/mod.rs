@@ -454,11 +454,6 @@ impl<T: Entry> Succession<T> {
         if !consistent {
             return;
         }
-        if from_ours && self.learned.is_none() && !core.log.stopsign_decided() {
-            if let Some(stop) = o.chain.iter().find(|s| s.config_id() == ours) {
-                self.learn_stop(core, stop.clone());
-            }
-        }
         if core.log.record().start == Start::Unknown {
             // Where our log starts: from a server of ours, or of the configuration before ours
             // (when every server was replaced, only those know), whose stop names exactly our
@@ -471,6 +466,11 @@ impl<T: Entry> Succession<T> {
             if let Some(pred) = pred {
                 let trimmed = if o.trimmed { o.held_from } else { 0 };
                 self.learn_start(core, pred.clone(), &o.chain, trimmed);
+            }
+        }
+        if from_ours && self.learned.is_none() && !core.log.stopsign_decided() {
+            if let Some(stop) = o.chain.iter().find(|s| s.config_id() == ours) {
+                self.learn_stop(core, stop.clone());
             }
         }
         if o.about == ours && core.log.record().start.index().is_some() && !from_ours {
@@ -717,6 +717,11 @@ impl<T: Entry> Succession<T> {
             ..
         }) = &mut self.pulling
         {
+            // What we hold meanwhile (decided, or a pending prefix) is not pulled.
+            let held = core.decided_entries().max(core.log.compacted_idx());
+            if held > pull.from {
+                pull.covered_up_to(held.min(pull.end));
+            }
             let t = *trimmed_below;
             if t > pull.from && t <= pull.end && t > core.decided_entries() {
                 // The application trimmed the entries we lack: we take them as trimmed too.
