@@ -39,8 +39,13 @@ pub(crate) enum Note<T> {
         origin: Origin,
         run: PlacedRun,
     },
-    /// Our log was replaced from index `from` on by a sync accepted in round `round`.
-    Replaced { round: Ballot, from: usize },
+    /// Our log, accepted in round `prev_round`, was replaced from index `from` on by a sync
+    /// accepted in round `round` (below `from` it stays, now part of `round`'s log).
+    Replaced {
+        round: Ballot,
+        prev_round: Ballot,
+        from: usize,
+    },
     /// Proposals of `origin` that were in our batch and never reached the log (we stopped
     /// leading).
     Unplaced { origin: Origin, entries: Vec<T> },

@@ -505,31 +505,6 @@ impl<T: Entry> Forwarding<T> {
         role: &mut Role<T>,
         note: Note<T>,
     ) {
-        if std::env::var("DBG_FWD")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            == Some(core.pid)
-        {
-            let runs: Vec<(Ballot, usize, usize, bool)> = self
-                .placed
-                .iter()
-                .map(|p| (p.round, p.idx, p.len, p.entries.is_some()))
-                .collect();
-            eprintln!(
-                "DBG t={} note {:?} placed {:?}",
-                core.now,
-                match &note {
-                    Note::Placed { n, origin, run } => format!("Placed {n:?} {origin:?} {run:?}"),
-                    Note::Replaced { round, from } => format!("Replaced {round:?} {from}"),
-                    Note::Unplaced { origin, entries } =>
-                        format!("Unplaced {origin:?} {}", entries.len()),
-                    Note::StopSignBack(_) => "SSback".into(),
-                    Note::SteppedDown { n, from, entries } =>
-                        format!("SteppedDown {n:?} {from} {}", entries.len()),
-                },
-                runs
-            );
-        }
         match note {
             Note::Placed { n, origin, run } => {
                 if origin == (core.pid, self.inc) {
@@ -544,7 +519,11 @@ impl<T: Entry> Forwarding<T> {
                     self.note_placed(n, origin, run);
                 }
             }
-            Note::Replaced { round, from } => self.log_replaced(round, from),
+            Note::Replaced {
+                round,
+                prev_round,
+                from,
+            } => self.log_replaced(round, prev_round, from),
             Note::Unplaced { origin, entries } => {
                 if origin == (core.pid, self.inc) {
                     // Never in any log: ours to propose again, to whoever leads now.
@@ -617,12 +596,14 @@ impl<T: Entry> Forwarding<T> {
 
     /// Our log was replaced from `from` on by a sync of round `round`: appends placed in another
     /// round survive below `from` (now in `round`'s log); above, they may or may not be there.
-    fn log_replaced(&mut self, round: Ballot, from: usize) {
+    fn log_replaced(&mut self, round: Ballot, prev_round: Ballot, from: usize) {
         let mut kept = VecDeque::with_capacity(self.placed.len());
         for mut p in std::mem::take(&mut self.placed) {
             if p.round == round {
                 kept.push_back(p);
-            } else if p.idx + p.len <= from {
+            } else if p.round == prev_round && p.idx + p.len <= from {
+                // Our log held it (it was that round's log, a prefix of where it was placed),
+                // and still does.
                 p.round = round;
                 kept.push_back(p);
             } else {

@@ -196,8 +196,11 @@ impl Follower {
                 if let Some(ops) = prefix_ops {
                     let from = core.decided_entries().max(core.log.compacted_idx());
                     core.log.stage_all(ops);
-                    core.notes
-                        .push(super::super::core::Note::Replaced { round: a.n, from });
+                    core.notes.push(super::super::core::Note::Replaced {
+                        round: a.n,
+                        prev_round: a.n,
+                        from,
+                    });
                 }
                 if !self.extend_in_ballot(core, s.sync_idx, s.suffix, s.stopsign, a.decided_idx) {
                     return;

@@ -171,6 +171,7 @@ impl<T: Entry> Leader<T> {
         match plan {
             Some(plan) => sync::apply_log_sync(core, plan, self.n, max_decided),
             None => {
+                let prev_round = core.log.accepted_round();
                 core.log.stage(StorageOp::SetAcceptedRound(self.n));
                 let decided = max_decided.min(core.log.accepted_idx());
                 if decided > core.log.decided_idx() {
@@ -180,6 +181,7 @@ impl<T: Entry> Leader<T> {
                 let from = core.log.log_end();
                 core.notes.push(Note::Replaced {
                     round: self.n,
+                    prev_round,
                     from,
                 });
             }

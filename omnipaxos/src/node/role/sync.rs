@@ -336,8 +336,9 @@ pub(crate) fn apply_log_sync<T: Entry, B: Storage<T>>(
             }
         });
     }
+    let prev_round = core.log.accepted_round();
     core.log.stage_all(ops);
-    if round != core.log.accepted_round() {
+    if round != prev_round {
         core.log.stage(StorageOp::SetAcceptedRound(round));
     }
     let new_decided = decided.min(accepted);
@@ -349,6 +350,7 @@ pub(crate) fn apply_log_sync<T: Entry, B: Storage<T>>(
     }
     core.notes.push(Note::Replaced {
         round,
+        prev_round,
         from: replaced_from,
     });
 }

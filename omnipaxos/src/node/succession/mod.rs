@@ -694,6 +694,7 @@ impl<T: Entry> Succession<T> {
                         core.stats.snapshot_installs += 1;
                         core.notes.push(Note::Replaced {
                             round: Ballot::default(),
+                            prev_round: core.log.accepted_round(),
                             from: from_idx,
                         });
                     }
@@ -734,6 +735,7 @@ impl<T: Entry> Succession<T> {
                 ]);
                 core.notes.push(Note::Replaced {
                     round: Ballot::default(),
+                    prev_round: core.log.accepted_round(),
                     from: from_idx,
                 });
                 pull.covered_up_to(t);
@@ -817,6 +819,7 @@ impl<T: Entry> Succession<T> {
         ]);
         core.notes.push(Note::Replaced {
             round: Ballot::default(),
+            prev_round: core.log.accepted_round(),
             from,
         });
         self.learned = None;
@@ -856,6 +859,7 @@ impl<T: Entry> Succession<T> {
         core.log.set_record(|r| r.pending_below = stop.end);
         core.notes.push(Note::Replaced {
             round: Ballot::default(),
+            prev_round: core.log.accepted_round(),
             from,
         });
         self.learned = None;
