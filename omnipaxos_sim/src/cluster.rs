@@ -305,9 +305,11 @@ pub struct Sim<T: Entry + Tagged + PartialEq, B: Backend<T>> {
     replay: Option<String>,
     /// Whether the simulated applications are checked (see [`Sim::set_check_applications`]).
     check_apps: bool,
-    /// The highest index the application trimmed below (with `trim`, or `snapshot` without
-    /// snapshots): those entries are gone for every server, also the ones that join later.
-    app_trimmed: usize,
+    /// The trims the application made (with `trim`, or `snapshot` without snapshots): the
+    /// members of the configuration that trimmed, and the index. The trim waited for those
+    /// members; any other server (one that joins later, one removed before) may find the
+    /// entries gone.
+    app_trims: Vec<(Vec<NodeId>, usize)>,
 }
 
 /// More deliveries than this in one tick means the nodes answer each other without end.
@@ -342,7 +344,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             trace: 0xcbf2_9ce4_8422_2325,
             stats: SimStats::default(),
             verbose: std::env::var_os("OMNIPAXOS_SIM_VERBOSE").is_some(),
-            app_trimmed: 0,
+            app_trims: Vec::new(),
             appends: Vec::new(),
             handed_back: HashSet::new(),
             replay: None,
@@ -617,8 +619,12 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .ok_or_else(|| format!("node {pid} is down"))?;
         op.trim(idx).map_err(|e| e.to_string())?;
         let compacted = op.get_compacted_idx();
-        // What the application trimmed is gone for everyone, servers that join later too.
-        self.app_trimmed = self.app_trimmed.max(compacted);
+        let members = self.nodes[pid as usize - 1]
+            .cluster
+            .as_ref()
+            .map(|c| c.nodes.clone())
+            .unwrap_or_default();
+        self.app_trims.push((members, compacted));
         self.stats.trims += 1;
         self.collect(pid);
         Ok(())
@@ -637,7 +643,12 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         op.snapshot(idx, local_only).map_err(|e| e.to_string())?;
         // Without snapshots (or on a log trimmed before), a snapshot is a trim.
         if let Some(omnipaxos::util::LogEntry::Trimmed(k)) = op.read(0) {
-            self.app_trimmed = self.app_trimmed.max(k);
+            let members = self.nodes[pid as usize - 1]
+                .cluster
+                .as_ref()
+                .map(|c| c.nodes.clone())
+                .unwrap_or_default();
+            self.app_trims.push((members, k));
         }
         self.stats.snapshots += 1;
         if local_only {
@@ -722,7 +733,17 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             return;
         }
         let idx = pid as usize - 1;
+        // What the application trimmed in a configuration this server was not a member of
+        // did not wait for it: it may find those entries gone.
+        let trimmed_without_us = self
+            .app_trims
+            .iter()
+            .filter(|(members, _)| !members.contains(&pid))
+            .map(|(_, k)| *k)
+            .max()
+            .unwrap_or(0);
         let node = &mut self.nodes[idx];
+        node.restorable = node.restorable.max(trimmed_without_us);
         let (Some(op), Some(app)) = (node.op.as_ref(), node.app.as_mut()) else {
             return;
         };
@@ -819,8 +840,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         let op = self.build(pid, cluster.clone());
         self.retire_app(idx);
         self.nodes[idx].app = Some(App::new(cluster.configuration_id, Origin::Joined));
-        // A joiner's application can never get what the application trimmed before.
-        self.nodes[idx].restorable = self.app_trimmed;
+        self.nodes[idx].restorable = 0;
         self.nodes[idx].joined = true;
         self.nodes[idx].cluster = Some(cluster);
         self.nodes[idx].op = Some(op);
