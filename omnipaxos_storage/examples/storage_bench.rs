@@ -163,7 +163,7 @@ fn persistent_maker(
         k += 1;
         let mut cfg = PersistentStorageConfig::with_path(root.join(format!("store-{k}")));
         cfg.set_durability(durability);
-        PersistentStorage::new(cfg).unwrap_or_else(|e| {
+        PersistentStorage::try_new(cfg).unwrap_or_else(|e| {
             eprintln!("cannot create the storage: {e}");
             std::process::exit(1);
         })
@@ -191,12 +191,14 @@ fn settle_disk() {
 struct Args {
     dir: Option<PathBuf>,
     secs: f64,
+    writes: Option<usize>,
 }
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
         dir: None,
         secs: 2.0,
+        writes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -209,6 +211,10 @@ fn args() -> Result<Args, String> {
                     .ok()
                     .filter(|s: &f64| *s > 0.0 && s.is_finite())
                     .ok_or(format!("--secs: not a positive number: {v}"))?;
+            }
+            "--writes" => {
+                let v = it.next().ok_or("--writes needs a number")?;
+                a.writes = Some(v.parse().map_err(|_| format!("--writes: not a number: {v}"))?);
             }
             // `cargo bench` passes this to every target.
             "--bench" => {}
@@ -231,6 +237,18 @@ fn main() {
         eprintln!("cannot create a temporary directory: {e}");
         std::process::exit(1);
     });
+    if let Some(n) = args.writes {
+        let mut make = persistent_maker(tmp.path().to_path_buf(), Durability::Immediate);
+        let mut s = make();
+        for i in 0..n {
+            if let Err(e) = s.write_atomically(batch(1, 8, i + 1)) {
+                eprintln!("write_atomically failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        println!("{n} single-entry writes done");
+        return;
+    }
     println!(
         "write_atomically, {} s per cell, files in {}",
         args.secs,

@@ -67,7 +67,7 @@ fn child(spec: &str) {
         let ops = gen.batch(&model);
         let _ = model.write_atomically(ops);
     }
-    let mut s = match PersistentStorage::<TestEntry>::open(config(path, durability)) {
+    let mut s = match PersistentStorage::<TestEntry>::try_open(config(path, durability)) {
         Ok(s) => s,
         Err(e) => {
             println!("OPENFAIL {e}");
@@ -208,7 +208,7 @@ fn crash_runs(histories: u64, kills: usize, durability: Durability) -> (usize, u
                 assert_eq!(out.acked, done, "acks without a storage: {:?}", out.lines);
                 continue;
             }
-            let s = PersistentStorage::<TestEntry>::open(config(&path, durability)).unwrap_or_else(
+            let s = PersistentStorage::<TestEntry>::try_open(config(&path, durability)).unwrap_or_else(
                 |e| {
                     panic!(
                         "history {h} kill {k}: reopen failed: {e}\nchild said {:?}",

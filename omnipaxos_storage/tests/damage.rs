@@ -77,7 +77,7 @@ impl Populated {
         self.models.last().expect("models")
     }
     fn open(&self) -> Result<PersistentStorage<TestEntry>, PersistentStorageError> {
-        PersistentStorage::open(self.cfg.clone())
+        PersistentStorage::try_open(self.cfg.clone())
     }
 }
 
@@ -92,7 +92,7 @@ fn populate_with(durability: Durability) -> Populated {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = small_config(&dir.path().join("store"));
     cfg.set_durability(durability);
-    let mut s = PersistentStorage::<TestEntry>::new(cfg.clone()).expect("new");
+    let mut s = PersistentStorage::<TestEntry>::try_new(cfg.clone()).expect("new");
     let mut m = MemoryStorage::default();
     let mut models = vec![m.clone()];
     for ops in writes() {
@@ -364,7 +364,7 @@ impl Entry for OtherEntry {
 #[test]
 fn a_different_entry_type_is_refused() {
     let p = populate();
-    let e = PersistentStorage::<OtherEntry>::open(p.cfg.clone())
+    let e = PersistentStorage::<OtherEntry>::try_open(p.cfg.clone())
         .map(|_| ())
         .expect_err("opened with another entry type");
     assert!(
@@ -377,7 +377,7 @@ fn a_different_entry_type_is_refused() {
 #[test]
 fn new_refuses_existing_data_and_open_refuses_foreign_directories() {
     let p = populate();
-    let e = PersistentStorage::<TestEntry>::new(p.cfg.clone())
+    let e = PersistentStorage::<TestEntry>::try_new(p.cfg.clone())
         .map(|_| ())
         .expect_err("new on existing data");
     assert!(
@@ -387,14 +387,14 @@ fn new_refuses_existing_data_and_open_refuses_foreign_directories() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("notes.txt"), b"mine").expect("write");
-    let e = PersistentStorage::<TestEntry>::open(small_config(dir.path()))
+    let e = PersistentStorage::<TestEntry>::try_open(small_config(dir.path()))
         .map(|_| ())
         .expect_err("open on a foreign directory");
     assert!(
         matches!(e, PersistentStorageError::NotAStorage { .. }),
         "{e}"
     );
-    let e = PersistentStorage::<TestEntry>::open(small_config(&dir.path().join("notes.txt")))
+    let e = PersistentStorage::<TestEntry>::try_open(small_config(&dir.path().join("notes.txt")))
         .map(|_| ())
         .expect_err("open on a file");
     assert!(
@@ -404,7 +404,7 @@ fn new_refuses_existing_data_and_open_refuses_foreign_directories() {
     // An empty directory is a fine place for a new storage.
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).expect("mkdir");
-    PersistentStorage::<TestEntry>::new(small_config(&empty)).expect("new in empty dir");
+    PersistentStorage::<TestEntry>::try_new(small_config(&empty)).expect("new in empty dir");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! A storage backend that survives crashes: entries in a [`commitlog`] log, the small state in a
-//! [`sled`] database.
+//! A storage backend that survives crashes: entries and state changes in a [`commitlog`] log,
+//! snapshots and checkpoints of the state in a [`sled`] database.
 //!
 //! ```no_run
 //! use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
@@ -11,89 +11,114 @@
 //! let mut config = PersistentStorageConfig::default();
 //! config.set_path("/var/lib/my_service/omnipaxos");
 //! // Creates the directory, or reopens it after a restart or crash.
-//! let storage: PersistentStorage<KeyValue> = PersistentStorage::open(config)?;
+//! let storage: PersistentStorage<KeyValue> = PersistentStorage::try_open(config)?;
 //! # Ok::<(), omnipaxos_storage::persistent_storage::PersistentStorageError>(())
 //! ```
+//!
+//! [`PersistentStorage::open`] does the same and panics (naming the path and the cause) when
+//! the storage cannot be opened, as in omnipaxos_storage 0.2.4.
 //!
 //! Build the node with it (`OmniPaxosConfig::build(storage)`); after a crash, open the same
 //! directory again and build the node with that: it recovers from what the storage holds.
 //!
-//! # On-disk layout
+//! # On-disk layout (format version 2)
 //!
 //! ```text
-//! <path>/anchor                    identity, entry type names, last promise/accepted round (CRC)
-//! <path>/db/                       sled: key "meta" (the state, CRC), key "snapshot" (bytes)
+//! <path>/anchor                    format version, identity, entry type names,
+//!                                  last promise/accepted round (CRC)
+//! <path>/db/                       sled: key "checkpoint" (the state at a point of the log,
+//!                                  CRC), keys "snp/<write>" (snapshot bytes)
 //! <path>/log-<gen>/                commitlog generation <gen> (20 digits):
 //!        <base>.log, <base>.index    segments and their indexes, as commitlog writes them
 //! ```
 //!
-//! * **meta** (one sled value, `crc32c ++ bincode`): the storage id, the log generation, the
-//!   number of committed log records and a CRC-32C chain over their headers, the *log map*,
-//!   promise, accepted round, decided and compacted index, stop sign, and the length and CRC
-//!   of the snapshot.
-//! * **log**: record 0 of each generation is a header (magic, storage id, generation); every
-//!   other record is one bincode-encoded entry. The *log map* says where the stored entries
-//!   are: the absolute index of the first one (the trimmed index) and a list of extents of
-//!   commitlog offsets. Records outside every extent are dead: trimmed, or overwritten by
-//!   `AppendOnPrefix`. The log is only ever appended to while the storage runs.
-//! * **anchor**: written once at creation and again, atomically (temporary file, `fsync`,
-//!   rename, `fsync` of the directory), *before* the commit of any write that changes the
-//!   promise or the accepted round. It holds the (promise, accepted round) before and after
-//!   that change; the database must hold one of the two.
+//! * **log**: every record starts with a kind byte. A generation starts with its *base group*:
+//!   a header record (magic, storage id, generation), the live entries copied from the
+//!   previous generation, and a state record holding the whole state. After it, each
+//!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries
+//!   (one record each, bincode), then, unless the write only appends entries, one *state
+//!   record* with the write's changes in order (promise, accepted round, decided index,
+//!   compacted index, trim, truncation by `AppendOnPrefix`, stop sign, snapshot reference,
+//!   node record). The last record of a group carries a **commit mark** (commitlog metadata):
+//!   the write's sequence number, the number of records in the group and a CRC-32C over
+//!   their sizes and checksums. Which entries are live (the *log map*: the absolute index of
+//!   the first entry and extents of commitlog offsets) follows from the groups.
+//! * **checkpoint** (one sled value, `crc32c ++ bincode`): the state after some write, the
+//!   generation, the number of log records it includes and a CRC-32C chain over their headers.
+//!   It is written every [`PersistentStorageConfig::set_checkpoint_interval`] records (or
+//!   64 MiB) of log, after a rewrite, when the storage is opened and when it is dropped.
+//! * **anchor**: written at creation, and again (temporary file, `fsync`, rename, `fsync` of
+//!   the directory) *before* the group of any write that changes the promise or the accepted
+//!   round. It holds the (promise, accepted round) before and after that change; the state
+//!   `open` recovers must be one of the two.
 //!
 //! # Atomicity
 //!
-//! [`write_atomically`](Storage::write_atomically) computes the new meta in memory (checking
-//! every operation first: a batch that does not fit the log is refused with nothing written),
-//! then
+//! `write_atomically` checks every operation and builds the group in memory first (a batch
+//! that does not fit the log is refused with nothing written), then
 //!
-//! 1. if the promise or accepted round changes, replaces the anchor (allowing old and new);
-//! 2. appends the new entries to the log, after everything already there;
-//! 3. syncs the log's segment files;
-//! 4. writes the new meta (and snapshot) to sled in **one batch**, and flushes sled.
+//! 1. if it sets a snapshot, stores the snapshot bytes in sled under a new key, flushes sled
+//!    and syncs its files (the old snapshot stays until a later checkpoint removes it);
+//! 2. if it changes the promise or accepted round, replaces the anchor (allowing old and new);
+//! 3. appends the group's records to the log, the commit mark on the last one;
+//! 4. with [`Durability::Immediate`], `fdatasync`s the segment (and the directory if a segment
+//!    was created).
 //!
-//! Step 4 is the commit point: sled applies a batch atomically, also across a crash. A crash
-//! before it leaves the old meta, which does not reference the records of step 2 (they are
-//! past its committed record count, and `open` cuts them off); a crash after it leaves the
-//! new meta, whose records were synced in step 3. Nothing a committed meta references is
-//! ever changed in place: truncation (`AppendOnPrefix`) and `Trim` only change the log map,
-//! and so take effect exactly at the commit. So after any crash the storage equals its state
-//! before or after each write, never a mix.
+//! The commit point is the commit mark reaching the disk: `open` applies a group only when its
+//! last record is intact (commitlog's CRC-32C covers the mark) and the mark's count and CRC
+//! match the records before it; a trailing group without a valid mark (a crash in step 3 or
+//! 4) is cut off. Steps 1 and 2 only add what the old state does not use (a new snapshot
+//! key) or allow both states (the anchor). Nothing is ever changed in place: a truncation or a
+//! trim is a state record, dead entries stay until a rewrite. So after a crash at any instant
+//! the storage equals its state before or after each write, never a mix. A write can start
+//! only after the previous one returned, so with `Immediate` a group is on disk before the
+//! next one is written: only the last group can be torn by a crash.
 //!
-//! Dead records are reclaimed by a **rewrite**, done at the start of a write when they are at
-//! least [`PersistentStorageConfig::set_log_rewrite_threshold`] and at least the live
-//! entries (amortised O(1) per entry): the live entries are copied into a new generation
-//! `log-<gen + 1>`, synced; the meta pointing at it is committed and flushed; then the old
-//! generation is deleted. A crash at any point leaves a meta and the complete generation it
-//! names; `open` deletes any other generation. The user's `LogOptions` are kept.
+//! Dead records (trimmed entries, entries overwritten by `AppendOnPrefix`, state records,
+//! commit marks) are reclaimed by a **rewrite**, done at the start of a write when they are
+//! at least [`PersistentStorageConfig::set_log_rewrite_threshold`] and at least twice the live
+//! entries (amortised O(1) per entry): a new generation `log-<gen + 1>` gets the live entries
+//! and the base state record; its base group's commit mark, synced, is the commit point of
+//! the rewrite; then a checkpoint naming it is written and the old generation is deleted.
+//! `open` uses the newest generation whose base group is committed and deletes the others.
+//! The user's `LogOptions` are kept.
 //!
 //! # Durability and its cost
 //!
-//! With [`Durability::Immediate`] (the default) a write that returned `Ok` is on disk: the
-//! segment files are `fdatasync`ed (commitlog's own `flush()` does not sync), sled is flushed,
-//! and sled's data file is `fdatasync`ed as well: on Linux, sled 0.34's `flush()` only calls
-//! `sync_file_range`, which neither flushes the disk's write cache nor the file's size, and it
-//! never syncs the blob files it keeps large values in (so after a write with a snapshot of
-//! 16 KiB or more, the blob files and directories are synced too). That is three syncs per
-//! write (more when a segment or the anchor is created), whatever the number of entries, so
-//! batch entries into as few writes as you can. The benchmark `cargo bench -p
-//! omnipaxos_storage` and `cargo run --release -p omnipaxos_storage --example storage_bench`
-//! measure it against a plain file with one `fsync` per batch and against `MemoryStorage`.
-//! [`Durability::Deferred`] skips the syncs (except for promise changes) for speed, losing
-//! the last writes on a crash; see there.
+//! With [`Durability::Immediate`] (the default) a write that returned `Ok` is on disk: one
+//! append and one `fdatasync` of the segment file per write (commitlog's own `flush()` does
+//! not sync), plus a directory sync when the write created a segment. sled is not on this
+//! path: it is written when a snapshot changes (flush and `fdatasync` of its files: sled 0.34's
+//! `flush()` only calls `sync_file_range` and never syncs its blob files) and for a checkpoint
+//! (the same, once per checkpoint interval). A write that changes the promise or the accepted
+//! round also replaces the anchor (two more syncs). Batch entries into as few writes as you
+//! can: the sync is paid per write. `cargo run --release -p omnipaxos_storage --example
+//! storage_bench` measures it against a plain file with one `fsync` per batch.
+//!
+//! Snapshots stay in sled: a write that sets a snapshot stores the whole encoded snapshot and
+//! syncs sled (about two syncs, plus one per blob file for snapshots of 16 KiB or more, on top
+//! of the log's), and the snapshot is read from sled by `get_snapshot`. Snapshots change
+//! rarely (on compaction), so this is paid rarely; a node that sets large snapshots often pays
+//! for writing each one whole.
+//!
+//! [`Durability::Deferred`] skips the log sync (except for writes that change the promise or
+//! the accepted round, which are synced together with the anchor); see there for what it can
+//! lose.
 //!
 //! # Errors
 //!
 //! * Opening: [`PersistentStorageError`], one variant per cause (see the next section for
-//!   damage). `new` on a non-empty directory is `AlreadyExists`; a non-empty directory without
-//!   an anchor is `NotAStorage`; a directory in use by another live instance is `Database`
-//!   (after waiting up to a second for sled's lock, which a storage dropped a moment ago in the
-//!   same process may still hold).
+//!   damage). `try_new` on a non-empty directory is `AlreadyExists`; a non-empty directory
+//!   without an anchor is `NotAStorage`; a directory written in another format (format
+//!   version 1 of the 0.3 development versions, or a RocksDB directory of omnipaxos_storage
+//!   0.2) is `UnsupportedFormat`, which names the version; a directory in use by another live
+//!   instance is `Database` (after waiting up to a second for sled's lock, which a storage
+//!   dropped a moment ago in the same process may still hold).
 //! * Reads and writes: [`StorageError`]. A batch that does not fit the log (`InvalidOp`) or an
-//!   entry over the commitlog's message size (`TooLarge`) is refused before anything is
-//!   written, and the storage stays usable. An I/O or sled failure while the log or the
-//!   database is being changed leaves the storage `Poisoned`: the disk holds the state before
-//!   or after that write, and only reopening tells which, so further writes are refused.
+//!   entry or state record over the commitlog's message size (`TooLarge`) is refused before
+//!   anything is written, and the storage stays usable. An I/O failure while the log is being
+//!   appended to or synced leaves the storage `Poisoned`: the disk holds the state before or
+//!   after that write, and only reopening tells which, so further writes are refused.
 //!
 //! # Damage
 //!
@@ -101,37 +126,44 @@
 //! [`PersistentStorageError`] instead of panicking or opening a store that forgot what it
 //! acknowledged:
 //!
-//! * every committed record of the log is read once: segment magic, consecutive offsets,
-//!   lengths, the CRC-32C of each record, and the chain checksum over all headers, which the
-//!   meta must match (so truncated, deleted, swapped or bit-flipped segments are found);
+//! * every record of the log is read once: segment magic, consecutive offsets, lengths and
+//!   the CRC-32C of each record; the records up to the checkpoint must match its chain
+//!   checksum (so truncated, deleted, swapped or bit-flipped segments are found), and the
+//!   groups after it must carry valid commit marks with consecutive sequence numbers;
+//! * a damaged or torn record after the checkpoint ends the log only if no commit mark of a
+//!   later write follows it (searched byte by byte): a crash tears at most the last group,
+//!   anything else is damage and refused (`Corrupt`);
 //! * the index files are not trusted at all: commitlog panics on a missing, empty or full
 //!   one, so `open` writes them anew from the scan (and, as a last resort, catches a panic
 //!   of commitlog during open with `std::panic::catch_unwind`);
-//! * meta and snapshot carry CRCs; meta, anchor and log header carry the storage id (files
-//!   of another storage are refused), and the anchor the entry type names;
-//! * sled 0.34 can reopen a damaged database as an empty one, or roll a truncated one back to
-//!   an older state, without error: the anchor tells `open` that the database must hold a
-//!   state, and which promise; the write tags in the log's uncommitted tail show writes the
-//!   database lost (`WritesLost`); damage that sled itself notices is reported as `Corrupt`.
+//! * checkpoint, state records and snapshot carry CRCs; checkpoint, anchor and log header
+//!   carry the storage id (files of another storage are refused), and the anchor the entry
+//!   type names and the format version;
+//! * sled 0.34 can reopen a damaged database as an empty one, or roll a truncated one back
+//!   to an older state, without error: an empty database (no checkpoint) is refused
+//!   (`StateLost`); an older checkpoint is harmless (the log is rolled forward from it),
+//!   unless it names a generation that was since deleted (`LogTruncated`) or a snapshot it no
+//!   longer has (`Corrupt`).
 //!
-//! Only then does `open` cut the log back to the committed records and delete stale files.
-//! A storage directory copied as a whole from another node is consistent and opens: give
-//! each node its own path.
+//! One kind of damage cannot be told from a crash: the log cut back to a group boundary after
+//! the last checkpoint (a crash before those writes committed looks the same). A storage that
+//! was dropped normally has a checkpoint at its end, so any cut of its log is found; after a
+//! crash, the writes since the last checkpoint are protected by their CRCs but not against
+//! such a cut, except that the anchor still refuses a state that lost the node's promise or
+//! accepted round (`StateRolledBack`).
+//!
+//! Only then does `open` cut the log back to the last committed write, delete stale files and
+//! write a checkpoint. A storage directory copied as a whole from another node is consistent
+//! and opens: give each node its own path.
 //!
 //! # Known problems
 //!
-//! Storages in one process are not independent: sled runs its background work on threads
-//! that all its databases share. A [`Durability::Deferred`] storage that has taken many writes
-//! (measured: 60,000 single-entry writes) slows the syncs of an `Immediate` storage in the
-//! same process while it is open, from 0.6 ms to about 20 ms per write. Give each node its
-//! own process (as `omnipaxos_kv` does), or do not mix the two durabilities in one process.
-//!
-//! sled 0.34.7 can deadlock under a sustained stream of small writes: seen once in the
-//! benchmark (single-entry writes, thousands per second for several seconds, on a busy
-//! disk), the writing thread waited in sled's `SegmentAccountant::bump_tip` for a file
-//! truncation queued on sled's I/O threads, which waited for the lock that thread held.
-//! `write_atomically` then never returns. sled is pinned to 0.34.7, so this is not fixed
-//! here; the way out would be to keep the state record in a file of our own instead.
+//! sled 0.34.7 can deadlock under a sustained stream of small writes (seen once with format
+//! version 1, which wrote sled on every write: the writing thread waited in sled's
+//! `SegmentAccountant::bump_tip` for a file truncation queued on sled's I/O threads, which
+//! waited for the lock that thread held). Writes no longer touch sled, only checkpoints and
+//! snapshots do, so this is now as rare as those; the soak benchmark (`examples/soak.rs`)
+//! checks the write path for stalls.
 
 mod config;
 mod crc;
@@ -140,23 +172,24 @@ mod log;
 mod meta;
 
 pub use config::{
-    Durability, PersistentStorageConfig, DEFAULT_LOG_REWRITE_THRESHOLD, DEFAULT_PATH,
+    Durability, PersistentStorageConfig, DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_LOG_REWRITE_THRESHOLD, DEFAULT_PATH,
 };
 pub use error::{PersistentStorageError, StorageError};
 
 use crate::InvalidOpError;
+use bincode::Options as _;
 use config::{sled_config_for, LogLimits};
 use crc::crc32c;
 use error::{io_err, open_io};
-use log::{Log, WriteTag};
+use log::{group_chain, Log, Scan, TailRecord};
 use meta::{
-    decode, encode, seal, sync_dir, unseal, Anchor, Extent, LogHeader, LogMap, Meta, SnapshotRef,
-    ANCHOR_FILE, ANCHOR_MAGIC, LOG_MAGIC,
+    codec, decode, encode, seal, snapshot_key, sync_dir, unseal, Anchor, AnchorRead,
+    ApplyError, Checkpoint, Extent, LogHeader, LogMap, LogOp, SnapshotRef, State, ANCHOR_FILE,
+    ANCHOR_MAGIC, FORMAT_VERSION, KIND_ENTRY, KIND_HEADER, KIND_STATE, LOG_MAGIC,
+    SNAPSHOT_PREFIX,
 };
-use omnipaxos::{
-    ballot_leader_election::Ballot,
-    storage::{Entry, StopSign, Storage, StorageOp, StorageResult},
-};
+use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
 use serde::{de::DeserializeOwned, Serialize};
 use std::{
     fmt, fs, io,
@@ -164,43 +197,46 @@ use std::{
     path::{Path, PathBuf},
 };
 
-const META_KEY: &[u8] = b"meta";
-const SNAPSHOT_KEY: &[u8] = b"snapshot";
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const DB_DIR: &str = "db";
 /// A rewrite also happens when the log map has more extents than this.
 const MAX_EXTENTS: usize = 64;
 /// Records copied per step of a rewrite.
 const REWRITE_CHUNK: u64 = 1024;
+/// A checkpoint is also written after this many bytes of log.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
-fn log_dir(root: &Path, gen: u64) -> PathBuf {
-    root.join(format!("log-{gen:020}"))
-}
-
-/// Entries in a commitlog, state in sled; atomic and durable writes. See the
-/// [module documentation](self).
+/// A [`Storage`] on disk: see the [module documentation](self).
 ///
-/// Entries and snapshots are stored with bincode, so `T` and `T::Snapshot` must be serde types.
-/// One instance per directory: sled locks its database, so a second `open` of the same path
-/// fails while the first instance lives.
+/// `T` must be `Serialize` and `DeserializeOwned` (entries and snapshots are stored with
+/// bincode). One directory holds one storage; opening it twice at the same time fails.
 pub struct PersistentStorage<T: Entry> {
     root: PathBuf,
     durability: Durability,
     rewrite_threshold: u64,
+    checkpoint_interval: u64,
     limits: LogLimits,
     db: sled::Db,
-    /// sled's data file and directory, synced after each flush: sled 0.34 on Linux only
-    /// `sync_file_range`s what it writes, which neither flushes the disk's cache nor the
-    /// file's metadata.
     sled_files: SledFiles,
     log: Log,
-    /// The committed state. Invariant: equals the meta in sled.
-    meta: Meta,
+    id: u128,
+    /// The current log generation.
+    gen: u64,
+    /// Sequence number of the last committed write.
+    seq: u64,
+    state: State,
     anchor: Anchor,
-    /// Set when a write failed while changing the log or the database (see
+    /// Log records and bytes at the last checkpoint.
+    ckpt_records: u64,
+    ckpt_bytes: u64,
+    /// A checkpoint is due before the next write (interval reached, rewrite, or an earlier
+    /// checkpoint failed).
+    ckpt_due: bool,
+    /// Snapshot keys no committed state refers to any more; removed with the next checkpoint.
+    stale_snapshots: Vec<u64>,
+    /// Set while the log is being changed; stays set if that fails (see
     /// [`StorageError::Poisoned`]).
     poisoned: bool,
-    /// Whether the last committed write was synced (goes into the next write's tag).
-    prev_synced: bool,
     _entries: PhantomData<fn() -> T>,
 }
 
@@ -208,10 +244,11 @@ impl<T: Entry> fmt::Debug for PersistentStorage<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PersistentStorage")
             .field("path", &self.root)
-            .field("generation", &self.meta.gen)
-            .field("entries", &(self.meta.map.start..self.meta.map.end()))
-            .field("promise", &self.meta.promise)
-            .field("decided_idx", &self.meta.decided_idx)
+            .field("generation", &self.gen)
+            .field("writes", &self.seq)
+            .field("entries", &(self.state.map.start..self.state.map.end()))
+            .field("promise", &self.state.promise)
+            .field("decided_idx", &self.state.decided_idx)
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
@@ -295,15 +332,27 @@ fn sync_tree(dir: &Path) -> io::Result<()> {
     }
     sync_dir(dir)
 }
-
 /// What a write will do, computed before anything is written.
 struct Plan {
-    /// The meta after the write (its log fields still to be filled in).
-    next: Meta,
-    /// The encoded entries to append to the log.
-    records: Vec<Vec<u8>>,
-    /// The new snapshot bytes (`Some(None)`: remove it), if the write changes the snapshot.
-    snapshot: Option<Option<Vec<u8>>>,
+    /// The state after the write.
+    next: State,
+    /// The entry records (`KIND_ENTRY ++ bincode`).
+    entries: Vec<Vec<u8>>,
+    /// The state record (`KIND_STATE ++ bincode(ops)`), unless the write only appends.
+    state_record: Option<Vec<u8>>,
+    /// The new snapshot bytes, if the write sets a snapshot.
+    snapshot: Option<Vec<u8>>,
+}
+
+/// What rolling a generation's log forward found.
+struct Replayed {
+    state: State,
+    /// Sequence number of the last committed write.
+    seq: u64,
+    /// Records up to and including the last committed group.
+    keep: u64,
+    /// Whether the generation's base group (or the checkpoint) was found.
+    based: bool,
 }
 
 /// What is at the storage path.
@@ -354,6 +403,162 @@ fn type_names<T: Entry>() -> (String, String) {
     )
 }
 
+fn log_dir(root: &Path, gen: u64) -> PathBuf {
+    root.join(format!("log-{gen:020}"))
+}
+
+/// The generations in `root` (directories `log-<20 digits>`), ascending.
+fn generations(root: &Path) -> Result<Vec<u64>, PersistentStorageError> {
+    let mut gens = Vec::new();
+    let listing = fs::read_dir(root).map_err(open_io(format!("reading {}", root.display())))?;
+    for e in listing.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some(d) = name.strip_prefix("log-") {
+            if d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(g) = d.parse() {
+                    gens.push(g);
+                }
+            }
+        }
+    }
+    gens.sort_unstable();
+    Ok(gens)
+}
+
+/// The payload of generation `gen`'s header record.
+fn header_record(id: u128, gen: u64) -> Result<Vec<u8>, String> {
+    let mut v = vec![KIND_HEADER];
+    v.extend(encode(&LogHeader {
+        magic: LOG_MAGIC,
+        id,
+        gen,
+    })?);
+    Ok(v)
+}
+
+/// The payload of a state record holding `ops`.
+fn state_record(ops: &[LogOp]) -> Result<Vec<u8>, String> {
+    let mut v = vec![KIND_STATE];
+    codec()
+        .serialize_into(&mut v, ops)
+        .map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// Whether `dir` looks like a RocksDB directory (omnipaxos_storage 0.2 wrote one).
+fn is_rocksdb_dir(dir: &Path) -> bool {
+    dir.join("CURRENT").is_file()
+        && fs::read_dir(dir).is_ok_and(|l| {
+            l.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("MANIFEST-"))
+        })
+}
+
+/// Rolls the records of `scan` forward from `start` (a checkpoint's state and write number),
+/// or from the generation's base group if `None`. Applies every committed group; stops at the
+/// first group without a valid commit mark.
+fn replay(
+    scan: &Scan,
+    start: Option<(&State, u64)>,
+    dir: &Path,
+) -> Result<Replayed, PersistentStorageError> {
+    let corrupt = |reason: String| PersistentStorageError::Corrupt {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let (mut state, mut seq, mut based) = match start {
+        Some((s, q)) => (s.clone(), q, true),
+        None => (State::default(), 0, false),
+    };
+    let mut keep = scan.verified;
+    let mut group: Vec<&TailRecord> = Vec::new();
+    for r in &scan.tail {
+        group.push(r);
+        let Some(mark) = r.commit else { continue };
+        let n = group.len();
+        let crc = group[..n - 1]
+            .iter()
+            .fold(0, |c, g| group_chain(c, g.size, g.hash));
+        if mark.n as usize != n || mark.crc != crc {
+            return Err(corrupt(format!(
+                "the commit mark of write {} (record {}) does not match its {n} records",
+                mark.seq, r.offset
+            )));
+        }
+        if based && mark.seq != seq + 1 {
+            return Err(corrupt(format!(
+                "write {} follows write {seq} (record {})",
+                mark.seq, r.offset
+            )));
+        }
+        let (body, last_is_state) = match group[n - 1].kind {
+            KIND_STATE => (&group[..n - 1], true),
+            KIND_ENTRY => (&group[..], false),
+            k => {
+                return Err(corrupt(format!(
+                    "record {} of kind {k} ends a write",
+                    r.offset
+                )))
+            }
+        };
+        let mut entries = Vec::with_capacity(body.len());
+        for (i, g) in body.iter().enumerate() {
+            match g.kind {
+                KIND_ENTRY => entries.push(g.offset),
+                KIND_HEADER if !based && i == 0 && g.offset == 0 => {}
+                k => {
+                    return Err(corrupt(format!(
+                        "record {} of kind {k} inside a write",
+                        g.offset
+                    )))
+                }
+            }
+        }
+        let ops: Vec<LogOp> = if last_is_state {
+            let bytes = group[n - 1].body.as_deref().unwrap_or(&[]);
+            decode(bytes).map_err(|e| corrupt(format!("state record {}: {e}", r.offset)))?
+        } else {
+            vec![LogOp::Append(entries.len() as u64)]
+        };
+        let reset = matches!(ops.first(), Some(LogOp::Reset(_)));
+        if !based && !(reset && group[0].kind == KIND_HEADER && group[0].offset == 0) {
+            // Not the base group of the generation: it is incomplete.
+            break;
+        }
+        let mut it = entries.into_iter();
+        for op in &ops {
+            state.apply(op, &mut it).map_err(|e| {
+                corrupt(format!("state record {} does not fit the log: {e:?}", r.offset))
+            })?;
+        }
+        if !reset && it.next().is_some() {
+            return Err(corrupt(format!(
+                "write {} has entries its state record does not place",
+                mark.seq
+            )));
+        }
+        based = true;
+        seq = mark.seq;
+        keep = r.offset + 1;
+        group.clear();
+    }
+    if let Some(d) = &scan.damage {
+        if let Some(m) = d.later_commits.iter().find(|m| m.seq > seq + 1) {
+            return Err(corrupt(format!(
+                "record {} is missing or damaged, but write {} follows it (write {seq} is the last before it)",
+                d.at, m.seq
+            )));
+        }
+    }
+    Ok(Replayed {
+        state,
+        seq,
+        keep,
+        based,
+    })
+}
+
 impl<T> PersistentStorage<T>
 where
     T: Entry + Serialize + DeserializeOwned,
@@ -361,7 +566,25 @@ where
     /// Opens the storage in `config.get_path()`, creating it if the path does not exist or is
     /// an empty directory. After a crash this recovers the state after the last write that
     /// returned `Ok` (or a later one that was under way).
-    pub fn open(config: PersistentStorageConfig) -> Result<Self, PersistentStorageError> {
+    ///
+    /// # Panics
+    ///
+    /// If the storage cannot be opened, with a message naming the path and the cause (this is
+    /// the signature of omnipaxos_storage 0.2.4). Use [`try_open`](Self::try_open) to handle the
+    /// error instead.
+    pub fn open(config: PersistentStorageConfig) -> Self {
+        let path = config.get_path().to_path_buf();
+        Self::try_open(config).unwrap_or_else(|e| {
+            panic!(
+                "cannot open the PersistentStorage at {}: {e}",
+                path.display()
+            )
+        })
+    }
+
+    /// Opens the storage in `config.get_path()`, creating it if the path does not exist or is
+    /// an empty directory; like [`open`](Self::open), but returns the error.
+    pub fn try_open(config: PersistentStorageConfig) -> Result<Self, PersistentStorageError> {
         let limits = Self::limits(&config)?;
         if let PathState::Vacant = path_state(config.get_path())? {
             Self::create(&config, limits)?;
@@ -369,9 +592,26 @@ where
         Self::open_existing(&config, limits)
     }
 
+    /// Creates a fresh storage in `config.get_path()`.
+    ///
+    /// # Panics
+    ///
+    /// If the directory holds anything, or the storage cannot be created, with a message
+    /// naming the path and the cause (as omnipaxos_storage 0.2.4 did). Use
+    /// [`try_new`](Self::try_new) to handle the error instead.
+    pub fn new(config: PersistentStorageConfig) -> Self {
+        let path = config.get_path().to_path_buf();
+        Self::try_new(config).unwrap_or_else(|e| {
+            panic!(
+                "cannot create a PersistentStorage at {}: {e}",
+                path.display()
+            )
+        })
+    }
+
     /// Creates a fresh storage in `config.get_path()`; fails with
     /// [`PersistentStorageError::AlreadyExists`] if the directory holds anything.
-    pub fn new(config: PersistentStorageConfig) -> Result<Self, PersistentStorageError> {
+    pub fn try_new(config: PersistentStorageConfig) -> Result<Self, PersistentStorageError> {
         let limits = Self::limits(&config)?;
         match path_state(config.get_path())? {
             PathState::Vacant => Self::create(&config, limits)?,
@@ -450,41 +690,41 @@ where
     ) -> Result<(), PersistentStorageError> {
         let ctx = |what: &str| format!("{what} in {}", dir.display());
         fs::create_dir(dir).map_err(open_io(ctx("creating the storage")))?;
-        let header = encode(&LogHeader {
-            magic: LOG_MAGIC,
+        let state = State::default();
+        let to_open = |e: StorageError| PersistentStorageError::Io {
+            context: ctx("writing the log"),
+            source: io::Error::other(e.to_string()),
+        };
+        let mut log =
+            Log::create(&log_dir(dir, 1), limits).map_err(open_io(ctx("creating the log")))?;
+        let header = header_record(id, 1).map_err(PersistentStorageError::InvalidConfig)?;
+        let base = state_record(&[LogOp::Reset(Box::new(state.clone()))])
+            .map_err(PersistentStorageError::InvalidConfig)?;
+        log.push(&header).map_err(to_open)?;
+        log.commit(&base, 0).map_err(to_open)?;
+        log.sync().map_err(to_open)?;
+        let ckpt = Checkpoint {
             id,
             gen: 1,
-        })
-        .map_err(PersistentStorageError::InvalidConfig)?;
-        let log = Log::create(&log_dir(dir, 1), limits, &header)
-            .map_err(open_io(ctx("creating the log")))?;
-        let meta = Meta {
-            id,
             seq: 0,
-            gen: 1,
             log_records: log.records(),
             log_chain: log.chain(),
-            map: LogMap::default(),
-            promise: None,
-            accepted_round: None,
-            decided_idx: 0,
-            compacted_idx: 0,
-            stopsign: None,
-            snapshot: None,
+            state,
         };
         drop(log);
-        let body = encode(&meta).map_err(PersistentStorageError::InvalidConfig)?;
+        let body = encode(&ckpt).map_err(PersistentStorageError::InvalidConfig)?;
         {
             let db = sled_config_for(&config.get_database_options(), &dir.join(DB_DIR))
                 .open()
                 .map_err(PersistentStorageError::Database)?;
-            db.insert(META_KEY, seal(&body))
+            db.insert(CHECKPOINT_KEY, seal(&body))
                 .map_err(PersistentStorageError::Database)?;
             db.flush().map_err(PersistentStorageError::Database)?;
         }
         let (entry_type, snapshot_type) = type_names::<T>();
         Anchor {
             magic: ANCHOR_MAGIC,
+            format: FORMAT_VERSION,
             id,
             entry_type,
             snapshot_type,
@@ -511,9 +751,23 @@ where
         let anchor = match Anchor::read(&anchor_path)
             .map_err(open_io(format!("reading {}", anchor_path.display())))?
         {
-            None => return Err(PersistentStorageError::NotAStorage { path: root }),
-            Some(Err(reason)) => return Err(corrupt(&anchor_path, reason)),
-            Some(Ok(a)) => a,
+            AnchorRead::Missing if is_rocksdb_dir(&root) => {
+                return Err(PersistentStorageError::UnsupportedFormat {
+                    path: root,
+                    found: "a RocksDB directory (omnipaxos_storage 0.2)".into(),
+                    supported: FORMAT_VERSION,
+                })
+            }
+            AnchorRead::Missing => return Err(PersistentStorageError::NotAStorage { path: root }),
+            AnchorRead::Damaged(reason) => return Err(corrupt(&anchor_path, reason)),
+            AnchorRead::OtherFormat(v) => {
+                return Err(PersistentStorageError::UnsupportedFormat {
+                    path: root,
+                    found: format!("format version {v}"),
+                    supported: FORMAT_VERSION,
+                })
+            }
+            AnchorRead::Ok(a) => a,
         };
         let (entry_type, snapshot_type) = type_names::<T>();
         if anchor.entry_type != entry_type || anchor.snapshot_type != snapshot_type {
@@ -535,315 +789,446 @@ where
         };
         let db = open_sled(&sled_config_for(&config.get_database_options(), &db_path))
             .map_err(db_err)?;
-        let Some(sealed) = db.get(META_KEY).map_err(db_err)? else {
+        let Some(sealed) = db.get(CHECKPOINT_KEY).map_err(db_err)? else {
             return Err(PersistentStorageError::StateLost { path: root });
         };
-        let body =
-            unseal(&sealed).ok_or_else(|| corrupt(&db_path, "state checksum mismatch".into()))?;
-        let meta: Meta = decode(body).map_err(|e| corrupt(&db_path, format!("state: {e}")))?;
-        if meta.id != anchor.id {
+        let body = unseal(&sealed)
+            .ok_or_else(|| corrupt(&db_path, "checkpoint checksum mismatch".into()))?;
+        let ckpt: Checkpoint =
+            decode(body).map_err(|e| corrupt(&db_path, format!("checkpoint: {e}")))?;
+        if ckpt.id != anchor.id {
             return Err(PersistentStorageError::Foreign {
                 path: root,
                 what: "the database belongs to another storage than the anchor",
             });
         }
-        if !anchor.guards.contains(&meta.guard()) {
+
+        // The newest generation whose base group is committed holds the state. A newer one
+        // without it is an interrupted rewrite; an older one waits to be deleted.
+        let gens = generations(&root)?;
+        let mut chosen = None;
+        let mut incomplete = Vec::new();
+        for &g in gens.iter().rev() {
+            let dir = log_dir(&root, g);
+            if g > ckpt.gen {
+                let scan = log::scan(&dir, 0, 0)?;
+                let r = replay(&scan, None, &dir)?;
+                if r.based {
+                    chosen = Some((g, scan, r));
+                    break;
+                }
+                incomplete.push(g);
+            } else if g == ckpt.gen {
+                let scan = log::scan(&dir, ckpt.log_records, ckpt.log_chain)?;
+                let r = replay(&scan, Some((&ckpt.state, ckpt.seq)), &dir)?;
+                chosen = Some((g, scan, r));
+                break;
+            } else {
+                break;
+            }
+        }
+        let Some((gen, scan, replayed)) = chosen else {
+            return Err(PersistentStorageError::LogTruncated {
+                path: log_dir(&root, ckpt.gen),
+                expected: ckpt.log_records,
+                found: 0,
+            });
+        };
+        let dir = log_dir(&root, gen);
+        match scan.header.as_deref().map(|h| (h.first(), h.get(1..))) {
+            Some((Some(&KIND_HEADER), Some(h))) => match decode::<LogHeader>(h) {
+                Ok(h) if h.magic == LOG_MAGIC && h.id == anchor.id && h.gen == gen => {}
+                Ok(h) if h.magic == LOG_MAGIC => {
+                    return Err(PersistentStorageError::Foreign {
+                        path: root,
+                        what: "the log belongs to another storage or generation",
+                    })
+                }
+                _ => return Err(corrupt(&dir, "log header record".into())),
+            },
+            _ => return Err(corrupt(&dir, "log header record".into())),
+        }
+        let Replayed {
+            state, seq, keep, ..
+        } = replayed;
+        // Every live entry must be an entry record the log keeps.
+        let map_ok = state.map.start.checked_add(state.map.len()).is_some()
+            && state.map.extents.windows(2).all(|w| w[0].off + w[0].len <= w[1].off)
+            && state.map.extents.iter().all(|e| {
+                e.len > 0
+                    && e.off >= 1
+                    && e.off.checked_add(e.len).is_some_and(|x| x <= keep)
+                    && (e.off..e.off + e.len).all(|o| scan.kind(o) == Some(KIND_ENTRY))
+            });
+        if !map_ok {
+            return Err(corrupt(
+                &dir,
+                "the state refers to records the log does not hold".into(),
+            ));
+        }
+        if !anchor.guards.contains(&state.guard()) {
             return Err(PersistentStorageError::StateRolledBack {
                 allowed: Box::new(anchor.guards),
-                found: Box::new(meta.guard()),
+                found: Box::new(state.guard()),
             });
         }
-        if let Some(r) = meta.snapshot {
+        if let Some(r) = state.snapshot {
             let ok = db
-                .get(SNAPSHOT_KEY)
+                .get(snapshot_key(r.key))
                 .map_err(db_err)?
                 .is_some_and(|b| b.len() as u64 == r.len && crc32c(&b) == r.crc);
             if !ok {
                 return Err(corrupt(&db_path, "snapshot missing or damaged".into()));
             }
         }
-        let map_ok = meta.map.extents.iter().all(|e| {
-            e.len > 0
-                && e.off >= 1
-                && e.off
-                    .checked_add(e.len)
-                    .is_some_and(|x| x <= meta.log_records)
-        }) && meta
-            .map
-            .extents
-            .windows(2)
-            .all(|w| w[0].off + w[0].len <= w[1].off)
-            && meta.map.start.checked_add(meta.map.len()).is_some();
-        if !map_ok || meta.log_records == 0 {
-            return Err(corrupt(
-                &db_path,
-                "state refers to records the log cannot hold".into(),
-            ));
-        }
 
-        let dir = log_dir(&root, meta.gen);
-        let check_tail = |tags: &[WriteTag]| {
-            for t in tags {
-                if t.seq <= meta.seq {
-                    return Err(corrupt(
-                        &dir,
-                        format!("uncommitted records carry the committed write {}", t.seq),
-                    ));
-                }
-                if t.prev_synced && t.seq >= meta.seq + 2 {
-                    return Err(PersistentStorageError::WritesLost {
-                        committed: meta.seq,
-                        logged: t.seq,
-                    });
+        // Everything checks out: cut the log after the last committed write, remove what an
+        // interrupted rewrite or anchor update left.
+        let log = Log::open(scan, keep, limits)?;
+        for g in gens.iter().copied().filter(|&g| g != gen) {
+            let d = log_dir(&root, g);
+            fs::remove_dir_all(&d).map_err(open_io(format!("removing {}", d.display())))?;
+        }
+        drop(incomplete);
+        let _ = fs::remove_file(root.join(format!("{ANCHOR_FILE}.tmp")));
+        let mut stale_snapshots = Vec::new();
+        for kv in db.scan_prefix(SNAPSHOT_PREFIX) {
+            let (k, _) = kv.map_err(db_err)?;
+            let key = k
+                .get(SNAPSHOT_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            if key.is_none() || key != state.snapshot.map(|r| r.key) {
+                match key {
+                    Some(k) => stale_snapshots.push(k),
+                    None => {
+                        db.remove(k).map_err(db_err)?;
+                    }
                 }
             }
-            Ok(())
-        };
-        let (log, header) = Log::open(&dir, limits, meta.log_records, meta.log_chain, check_tail)?;
-        match decode::<LogHeader>(&header) {
-            Ok(h) if h.magic == LOG_MAGIC && h.id == meta.id && h.gen == meta.gen => {}
-            Ok(h) if h.magic == LOG_MAGIC => {
-                return Err(PersistentStorageError::Foreign {
-                    path: root,
-                    what: "the log belongs to another storage or generation",
-                })
-            }
-            _ => return Err(corrupt(&dir, "log header record".into())),
         }
-
-        // Everything checks out: remove what an interrupted rewrite or anchor update left.
-        let listing =
-            fs::read_dir(&root).map_err(open_io(format!("reading {}", root.display())))?;
-        for entry in listing.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let stale_log = name.starts_with("log-") && entry.path() != dir;
-            if stale_log {
-                fs::remove_dir_all(entry.path())
-                    .map_err(open_io(format!("removing {}", entry.path().display())))?;
-            } else if name == format!("{ANCHOR_FILE}.tmp") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-
-        // What we read may still be only in sled's memory (after a process crash): make it
-        // durable, so the next write can tell it follows a synced one.
-        db.flush().map_err(db_err)?;
         let sled_files = SledFiles::open(&db_path)
-            .and_then(|f| f.sync(true).map(|()| f))
-            .map_err(open_io(format!("syncing {}", db_path.display())))?;
-        Ok(PersistentStorage {
-            sled_files,
+            .map_err(open_io(format!("opening {}", db_path.display())))?;
+        let mut s = PersistentStorage {
             root,
             durability: config.get_durability(),
             rewrite_threshold: config.get_log_rewrite_threshold() as u64,
+            checkpoint_interval: config.get_checkpoint_interval() as u64,
             limits,
             db,
+            sled_files,
             log,
-            meta,
+            id: anchor.id,
+            gen,
+            seq,
+            state,
             anchor,
+            ckpt_records: 0,
+            ckpt_bytes: 0,
+            ckpt_due: false,
+            stale_snapshots,
             poisoned: false,
-            prev_synced: true,
             _entries: PhantomData,
-        })
+        };
+        // A checkpoint at the end of the log: the next open starts here, and a cut of what is
+        // already written is found.
+        s.checkpoint().map_err(|e| match e {
+            StorageError::Database(e) => db_err(e),
+            e => PersistentStorageError::Io {
+                context: format!("writing a checkpoint in {}", s.root.display()),
+                source: io::Error::other(e.to_string()),
+            },
+        })?;
+        Ok(s)
     }
 
-    /// Computes the meta after `ops` and the records to append; writes nothing.
-    fn plan(&self, ops: Vec<StorageOp<T>>) -> Result<Plan, StorageError> {
-        let mut next = self.meta.clone();
-        let mut records: Vec<Vec<u8>> = Vec::new();
+    /// Computes the state after `ops` (and the node record) and the records to append;
+    /// writes nothing. `None` if the write changes nothing.
+    fn plan(
+        &self,
+        ops: Vec<StorageOp<T>>,
+        record: Option<Vec<u8>>,
+    ) -> Result<Option<Plan>, StorageError> {
+        let mut next = self.state.clone();
+        let mut entries: Vec<Vec<u8>> = Vec::new();
+        let mut prog: Vec<LogOp> = Vec::new();
         let mut snapshot = None;
         let base = self.log.records();
         let max = self.log.max_payload();
-        let mut push = |next: &mut Meta, entries: Vec<T>| -> Result<(), StorageError> {
-            for e in entries {
-                let bytes = encode(&e).map_err(StorageError::Codec)?;
+        let seq = self.seq + 1;
+        let too_large = |len: usize| StorageError::TooLarge {
+            bytes: len + log::HEADER,
+            max: max + log::HEADER,
+        };
+        let apply = |next: &mut State,
+                         prog: &mut Vec<LogOp>,
+                         entries: &mut Vec<Vec<u8>>,
+                         op: LogOp,
+                         new: Vec<T>|
+         -> Result<(), StorageError> {
+            let first = base + entries.len() as u64;
+            for e in &new {
+                let mut bytes = vec![KIND_ENTRY];
+                codec()
+                    .serialize_into(&mut bytes, e)
+                    .map_err(|e| StorageError::Codec(e.to_string()))?;
                 if bytes.len() > max {
-                    return Err(StorageError::TooLarge {
-                        bytes: bytes.len() + log::HEADER,
-                        max: max + log::HEADER,
-                    });
+                    return Err(too_large(bytes.len()));
                 }
-                next.map.push(base + records.len() as u64, 1);
-                records.push(bytes);
+                entries.push(bytes);
+            }
+            let mut offsets = first..first + new.len() as u64;
+            next.apply(&op, &mut offsets).map_err(|e| match e {
+                ApplyError::OutOfRange { from, first, end } => {
+                    StorageError::InvalidOp(InvalidOpError::PrefixOutOfRange {
+                        from: from as usize,
+                        first: first as usize,
+                        end: end as usize,
+                    })
+                }
+                ApplyError::MissingEntries => {
+                    StorageError::Corrupt("an append without its entries".into())
+                }
+            })?;
+            match (prog.last_mut(), &op) {
+                (_, LogOp::Append(0)) => {}
+                (Some(LogOp::Append(a)), LogOp::Append(b)) => *a += b,
+                _ => prog.push(op),
             }
             Ok(())
         };
         for op in ops {
+            let (e, p, n) = (&mut entries, &mut prog, &mut next);
             match op {
-                StorageOp::AppendEntry(e) => push(&mut next, vec![e])?,
-                StorageOp::AppendEntries(v) => push(&mut next, v)?,
-                StorageOp::AppendOnPrefix(from, v) => {
-                    let (start, end) = (next.map.start, next.map.end());
-                    let from64 = from as u64;
-                    if from64 < start || from64 > end {
-                        return Err(InvalidOpError::PrefixOutOfRange {
-                            from,
-                            first: start as usize,
-                            end: end as usize,
-                        }
-                        .into());
-                    }
-                    next.map.truncate(from64);
-                    push(&mut next, v)?;
+                StorageOp::AppendEntry(x) => apply(n, p, e, LogOp::Append(1), vec![x])?,
+                StorageOp::AppendEntries(v) => {
+                    apply(n, p, e, LogOp::Append(v.len() as u64), v)?
                 }
-                StorageOp::SetPromise(b) => next.promise = Some(b),
-                StorageOp::SetDecidedIndex(i) => next.decided_idx = i as u64,
-                StorageOp::SetAcceptedRound(b) => next.accepted_round = Some(b),
-                StorageOp::SetCompactedIdx(i) => next.compacted_idx = i as u64,
-                StorageOp::Trim(i) => next.map.trim(i as u64),
-                StorageOp::SetStopsign(s) => next.stopsign = s,
+                StorageOp::AppendOnPrefix(from, v) => {
+                    apply(n, p, e, LogOp::Truncate(from as u64), Vec::new())?;
+                    apply(n, p, e, LogOp::Append(v.len() as u64), v)?;
+                }
+                StorageOp::SetPromise(b) => apply(n, p, e, LogOp::Promise(b), Vec::new())?,
+                StorageOp::SetDecidedIndex(i) => {
+                    apply(n, p, e, LogOp::Decided(i as u64), Vec::new())?
+                }
+                StorageOp::SetAcceptedRound(b) => {
+                    apply(n, p, e, LogOp::Accepted(b), Vec::new())?
+                }
+                StorageOp::SetCompactedIdx(i) => {
+                    apply(n, p, e, LogOp::Compacted(i as u64), Vec::new())?
+                }
+                StorageOp::Trim(i) => apply(n, p, e, LogOp::Trim(i as u64), Vec::new())?,
+                StorageOp::SetStopsign(s) => apply(n, p, e, LogOp::Stopsign(s), Vec::new())?,
                 StorageOp::SetSnapshot(s) => {
                     let bytes = s
                         .map(|s| encode(&s).map_err(StorageError::Codec))
                         .transpose()?;
-                    next.snapshot = bytes.as_ref().map(|b| SnapshotRef {
+                    let r = bytes.as_ref().map(|b| SnapshotRef {
+                        key: seq,
                         len: b.len() as u64,
                         crc: crc32c(b),
                     });
-                    snapshot = Some(bytes);
+                    snapshot = bytes;
+                    apply(n, p, e, LogOp::Snapshot(r), Vec::new())?;
                 }
             }
         }
-        Ok(Plan {
+        if let Some(r) = record {
+            apply(
+                &mut next,
+                &mut prog,
+                &mut entries,
+                LogOp::NodeRecord(r),
+                Vec::new(),
+            )?;
+        }
+        if prog.is_empty() {
+            return Ok(None);
+        }
+        let pure_append = matches!(prog.as_slice(), [LogOp::Append(_)]);
+        let state_record = if pure_append {
+            None
+        } else {
+            let r = state_record(&prog).map_err(StorageError::Codec)?;
+            if r.len() > max {
+                return Err(too_large(r.len()));
+            }
+            Some(r)
+        };
+        // A snapshot that a later op of the batch cleared again is not stored.
+        if next.snapshot.map(|r| r.key) != Some(seq) {
+            snapshot = None;
+        }
+        Ok(Some(Plan {
             next,
-            records,
+            entries,
+            state_record,
             snapshot,
-        })
+        }))
     }
 
-    /// Commits `next` (with `snapshot` bytes if changed) in one sled batch; flushes if `sync`.
-    fn commit(
-        &mut self,
-        next: Meta,
-        snapshot: Option<Option<Vec<u8>>>,
-        sync: bool,
-    ) -> Result<(), StorageError> {
-        let body = encode(&next).map_err(StorageError::Codec)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(META_KEY, seal(&body));
-        let big_snapshot = matches!(&snapshot, Some(Some(b)) if b.len() >= SLED_BLOB_MIN);
-        match snapshot {
-            Some(Some(bytes)) => batch.insert(SNAPSHOT_KEY, bytes),
-            Some(None) => batch.remove(SNAPSHOT_KEY),
-            None => {}
-        }
-        // From here on the outcome on disk may be the old or the new state.
-        self.poisoned = true;
-        self.db.apply_batch(batch)?;
-        if sync {
-            self.db.flush()?;
-            self.sled_files
-                .sync(big_snapshot)
-                .map_err(io_err("syncing the database files"))?;
-        }
-        self.poisoned = false;
-        self.meta = next;
-        Ok(())
-    }
-
-    fn write(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), StorageError> {
+    fn write(&mut self, ops: Vec<StorageOp<T>>, record: Option<Vec<u8>>) -> Result<(), StorageError> {
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
         self.maybe_rewrite()?;
-        let Plan {
-            mut next,
-            records,
+        if self.ckpt_due {
+            self.checkpoint()?;
+        }
+        let Some(Plan {
+            next,
+            entries,
+            state_record,
             snapshot,
-        } = self.plan(ops)?;
-        let guard_changed = next.guard() != self.meta.guard();
-        let sync = self.durability == Durability::Immediate || guard_changed;
-        next.seq = self.meta.seq + 1;
-        let tag = WriteTag {
-            seq: next.seq,
-            prev_synced: self.prev_synced,
+        }) = self.plan(ops, record)?
+        else {
+            return Ok(());
         };
+        let seq = self.seq + 1;
+        let guard_changed = next.guard() != self.state.guard();
+        let sync = self.durability == Durability::Immediate || guard_changed;
+        if let Some(bytes) = &snapshot {
+            // Under a key of its own: the committed state still refers to the old one.
+            self.db.insert(snapshot_key(seq), bytes.as_slice())?;
+            self.db.flush()?;
+            self.sled_files
+                .sync(bytes.len() >= SLED_BLOB_MIN)
+                .map_err(io_err("syncing the database files"))?;
+        }
         if guard_changed {
             // Before the commit, allowing both: a crash in between leaves a valid pair.
             let mut anchor = self.anchor.clone();
-            anchor.guards = [self.meta.guard(), next.guard()];
+            anchor.guards = [self.state.guard(), next.guard()];
             anchor
                 .write(&self.root)
                 .map_err(io_err("writing the anchor"))?;
             self.anchor = anchor;
         }
-        if !records.is_empty() || sync {
-            self.poisoned = true;
-            if !records.is_empty() {
-                self.log.append(&records, Some(tag))?;
+        // From here on the outcome on disk may be the old or the new state.
+        self.poisoned = true;
+        match &state_record {
+            Some(last) => {
+                for e in &entries {
+                    self.log.push(e)?;
+                }
+                self.log.commit(last, seq)?;
             }
-            if sync {
-                self.log.sync()?;
+            None => {
+                let (last, rest) = entries
+                    .split_last()
+                    .ok_or_else(|| StorageError::Corrupt("an empty append group".into()))?;
+                for e in rest {
+                    self.log.push(e)?;
+                }
+                self.log.commit(last, seq)?;
             }
-            self.poisoned = false;
         }
-        next.log_records = self.log.records();
-        next.log_chain = self.log.chain();
-        self.commit(next, snapshot, sync)?;
-        self.prev_synced = sync;
+        if sync {
+            self.log.sync()?;
+        }
+        self.poisoned = false;
+        if next.snapshot != self.state.snapshot {
+            if let Some(old) = self.state.snapshot {
+                self.stale_snapshots.push(old.key);
+            }
+        }
+        self.state = next;
+        self.seq = seq;
+        if self.log.records() - self.ckpt_records >= self.checkpoint_interval
+            || self.log.bytes() - self.ckpt_bytes >= CHECKPOINT_BYTES
+        {
+            self.ckpt_due = true;
+        }
+        Ok(())
+    }
+
+    /// Stores the state at the end of the log in sled, durably (after syncing the log, so
+    /// that the checkpoint never names records a power loss could take).
+    fn checkpoint(&mut self) -> Result<(), StorageError> {
+        self.poisoned = true;
+        self.log.sync()?;
+        self.poisoned = false;
+        let c = Checkpoint {
+            id: self.id,
+            gen: self.gen,
+            seq: self.seq,
+            log_records: self.log.records(),
+            log_chain: self.log.chain(),
+            state: self.state.clone(),
+        };
+        let body = encode(&c).map_err(StorageError::Codec)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(CHECKPOINT_KEY, seal(&body));
+        for k in &self.stale_snapshots {
+            batch.remove(&snapshot_key(*k)[..]);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        self.sled_files
+            .sync(false)
+            .map_err(io_err("syncing the database files"))?;
+        self.stale_snapshots.clear();
+        self.ckpt_records = self.log.records();
+        self.ckpt_bytes = self.log.bytes();
+        self.ckpt_due = false;
         Ok(())
     }
 
     /// Copies the live entries into a new log generation when enough records are dead (see
     /// the module documentation). Crash-safe; on error before its commit nothing changed.
     fn maybe_rewrite(&mut self) -> Result<(), StorageError> {
-        let live = self.meta.map.len();
-        let dead = self.meta.log_records - 1 - live;
-        let due = (dead >= self.rewrite_threshold && dead >= live)
-            || self.meta.map.extents.len() > MAX_EXTENTS;
+        let live = self.state.map.len();
+        let dead = self.log.records() - live;
+        let due = (dead >= self.rewrite_threshold && dead >= 2 * live)
+            || self.state.map.extents.len() > MAX_EXTENTS;
         if !due {
             return Ok(());
         }
-        let gen = self.meta.gen + 1;
+        let gen = self.gen + 1;
         let dir = log_dir(&self.root, gen);
-        let result = self.build_generation(gen, &dir);
-        let new_log = match result {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
-        let mut next = self.meta.clone();
-        next.seq += 1;
-        next.gen = gen;
-        next.log_records = new_log.records();
-        next.log_chain = new_log.chain();
+        let mut next = self.state.clone();
         next.map = LogMap {
-            start: self.meta.map.start,
+            start: self.state.map.start,
             extents: if live > 0 {
                 vec![Extent { off: 1, len: live }]
             } else {
                 Vec::new()
             },
         };
-        // Always flushed: the old generation is deleted next.
-        self.commit(next, None, true)?;
-        self.prev_synced = true;
+        let new_log = match self.build_generation(gen, &dir, &next) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        // Committed: the new generation is the storage's log from now on (`open` picks it).
         let old = std::mem::replace(&mut self.log, new_log);
+        self.gen = gen;
+        self.state = next;
+        self.ckpt_due = true;
         let old_dir = old.dir().to_path_buf();
         drop(old);
-        // A failure here only leaves garbage that the next open removes.
+        // The checkpoint naming the new generation comes first (`write` does it next); until
+        // then `open` prefers the newest committed generation anyway, so removing the old one
+        // now is safe. A failure only leaves garbage that the next open removes.
         let _ = fs::remove_dir_all(&old_dir);
         Ok(())
     }
 
-    fn build_generation(&self, gen: u64, dir: &Path) -> Result<Log, StorageError> {
+    /// Writes generation `gen` with the live entries and `state` (whose map points at them)
+    /// as its base group, synced.
+    fn build_generation(&self, gen: u64, dir: &Path, state: &State) -> Result<Log, StorageError> {
         if dir.exists() {
             fs::remove_dir_all(dir).map_err(io_err("removing a stale log generation"))?;
         }
-        let header = encode(&LogHeader {
-            magic: LOG_MAGIC,
-            id: self.meta.id,
-            gen,
-        })
-        .map_err(StorageError::Codec)?;
         let mut log =
-            Log::create(dir, self.limits, &header).map_err(io_err("creating a log generation"))?;
-        let (start, end) = (self.meta.map.start, self.meta.map.end());
+            Log::create(dir, self.limits).map_err(io_err("creating a log generation"))?;
+        log.push(&header_record(self.id, gen).map_err(StorageError::Codec)?)?;
+        let map = &self.state.map;
         let mut chunk: Vec<Vec<u8>> = Vec::new();
-        for (off, n) in self.meta.map.runs(start, end) {
+        for (off, n) in map.runs(map.start, map.end()) {
             let mut done = 0;
             while done < n {
                 let k = (n - done).min(REWRITE_CHUNK);
@@ -852,20 +1237,32 @@ where
                     chunk.push(p.to_vec());
                     Ok(())
                 })?;
-                log.append(&chunk, None)?;
+                for p in &chunk {
+                    log.push(p)?;
+                }
                 done += k;
             }
         }
+        let base = state_record(&[LogOp::Reset(Box::new(state.clone()))])
+            .map_err(StorageError::Codec)?;
+        log.commit(&base, self.seq)?;
         log.sync()?;
         Ok(log)
     }
 
     fn decode_entry(bytes: &[u8]) -> Result<T, StorageError> {
-        decode(bytes).map_err(|e| StorageError::Corrupt(format!("entry: {e}")))
+        match bytes.split_first() {
+            Some((&KIND_ENTRY, body)) => {
+                decode(body).map_err(|e| StorageError::Corrupt(format!("entry: {e}")))
+            }
+            _ => Err(StorageError::Corrupt(
+                "a record the log map names is not an entry".into(),
+            )),
+        }
     }
 
     fn entries(&self, from: u64, to: u64) -> Result<Vec<T>, StorageError> {
-        let map = &self.meta.map;
+        let map = &self.state.map;
         if from >= to || from < map.start || to > map.end() {
             return Ok(Vec::new());
         }
@@ -880,12 +1277,12 @@ where
     }
 
     fn snapshot(&self) -> Result<Option<T::Snapshot>, StorageError> {
-        let Some(r) = self.meta.snapshot else {
+        let Some(r) = self.state.snapshot else {
             return Ok(None);
         };
         let bytes = self
             .db
-            .get(SNAPSHOT_KEY)?
+            .get(snapshot_key(r.key))?
             .ok_or_else(|| StorageError::Corrupt("snapshot missing".into()))?;
         if bytes.len() as u64 != r.len || crc32c(&bytes) != r.crc {
             return Err(StorageError::Corrupt("snapshot checksum mismatch".into()));
@@ -898,10 +1295,30 @@ where
 
 impl<T: Entry> Drop for PersistentStorage<T> {
     fn drop(&mut self) {
-        if self.durability == Durability::Deferred && !self.poisoned {
-            // Best effort: with `Deferred`, this is when the last writes reach the disk.
-            if self.log.sync().is_ok() && self.db.flush().is_ok() {
-                let _ = self.sled_files.sync(true);
+        if self.poisoned {
+            return;
+        }
+        // Best effort: syncs what `Deferred` left, and records where the log ends, so that
+        // the next open starts there and finds any cut of the log.
+        if self.log.sync().is_err() {
+            return;
+        }
+        let c = Checkpoint {
+            id: self.id,
+            gen: self.gen,
+            seq: self.seq,
+            log_records: self.log.records(),
+            log_chain: self.log.chain(),
+            state: self.state.clone(),
+        };
+        if let Ok(body) = encode(&c) {
+            let mut batch = sled::Batch::default();
+            batch.insert(CHECKPOINT_KEY, seal(&body));
+            for k in &self.stale_snapshots {
+                batch.remove(&snapshot_key(*k)[..]);
+            }
+            if self.db.apply_batch(batch).is_ok() && self.db.flush().is_ok() {
+                let _ = self.sled_files.sync(false);
             }
         }
     }
@@ -912,39 +1329,27 @@ where
     T: Entry + Serialize + DeserializeOwned,
 {
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
-        Ok(self.write(ops)?)
+        Ok(self.write(ops, None)?)
     }
 
-    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::AppendEntry(entry)])
+    fn write_atomically_with_record(
+        &mut self,
+        ops: Vec<StorageOp<T>>,
+        record: Vec<u8>,
+    ) -> StorageResult<()> {
+        Ok(self.write(ops, Some(record))?)
     }
 
-    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::AppendEntries(entries)])
-    }
-
-    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::AppendOnPrefix(from_idx, entries)])
-    }
-
-    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::SetPromise(n_prom)])
-    }
-
-    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::SetDecidedIndex(ld)])
+    fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
+        Ok(self.state.node_record.clone())
     }
 
     fn get_decided_idx(&self) -> StorageResult<usize> {
-        Ok(self.meta.decided_idx as usize)
+        Ok(self.state.decided_idx as usize)
     }
 
-    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::SetAcceptedRound(na)])
-    }
-
-    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
-        Ok(self.meta.accepted_round)
+    fn get_accepted_round(&self) -> StorageResult<Option<omnipaxos::ballot_leader_election::Ballot>> {
+        Ok(self.state.accepted_round)
     }
 
     fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
@@ -952,39 +1357,23 @@ where
     }
 
     fn get_log_len(&self) -> StorageResult<usize> {
-        Ok(self.meta.map.len() as usize)
+        Ok(self.state.map.len() as usize)
     }
 
     fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
-        Ok(self.entries(from as u64, self.meta.map.end())?)
+        Ok(self.entries(from as u64, self.state.map.end())?)
     }
 
-    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
-        Ok(self.meta.promise)
-    }
-
-    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::SetStopsign(s)])
+    fn get_promise(&self) -> StorageResult<Option<omnipaxos::ballot_leader_election::Ballot>> {
+        Ok(self.state.promise)
     }
 
     fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
-        Ok(self.meta.stopsign.clone())
-    }
-
-    fn trim(&mut self, idx: usize) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::Trim(idx)])
-    }
-
-    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::SetCompactedIdx(idx)])
+        Ok(self.state.stopsign.clone())
     }
 
     fn get_compacted_idx(&self) -> StorageResult<usize> {
-        Ok(self.meta.compacted_idx as usize)
-    }
-
-    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
-        self.write_atomically(vec![StorageOp::SetSnapshot(snapshot)])
+        Ok(self.state.compacted_idx as usize)
     }
 
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {

@@ -44,7 +44,7 @@ impl TempStorage {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = small_config(&dir.path().join("store"));
         cfg.set_durability(durability);
-        let s = PersistentStorage::new(cfg.clone()).expect("new");
+        let s = PersistentStorage::try_new(cfg.clone()).expect("new");
         TempStorage { s, cfg, dir }
     }
 
@@ -52,7 +52,7 @@ impl TempStorage {
     pub fn reopen(self) -> Self {
         let TempStorage { s, cfg, dir } = self;
         drop(s);
-        let s = PersistentStorage::open(cfg.clone()).expect("reopen");
+        let s = PersistentStorage::try_open(cfg.clone()).expect("reopen");
         TempStorage { s, cfg, dir }
     }
 }
