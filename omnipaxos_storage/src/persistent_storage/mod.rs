@@ -811,7 +811,14 @@ where
         for &g in gens.iter().rev() {
             let dir = log_dir(&root, g);
             if g > ckpt.gen {
-                let scan = log::scan(&dir, 0, 0)?;
+                let scan = match log::scan(&dir, 0, 0) {
+                    // Not even a segment: a rewrite stopped right after creating the directory.
+                    Err(PersistentStorageError::LogTruncated { .. }) => {
+                        incomplete.push(g);
+                        continue;
+                    }
+                    r => r?,
+                };
                 let r = replay(&scan, None, &dir)?;
                 if r.based {
                     chosen = Some((g, scan, r));
