@@ -309,8 +309,24 @@ pub(crate) struct Anchor {
     /// `type_name` of the entry type and of its snapshot type.
     pub(crate) entry_type: String,
     pub(crate) snapshot_type: String,
-    /// The guard before and after the last guard change: the log holds one of them.
+    /// The number of the write that last changed the guard (0: none yet). Writes before it
+    /// were committed when the anchor was written.
+    pub(crate) guard_seq: u64,
+    /// The guard before and after that write: a state after write `guard_seq` or later has
+    /// `guards[1]`; the state after write `guard_seq - 1` (the guarded write did not commit)
+    /// has `guards[0]`; an older state lost committed writes.
     pub(crate) guards: [Guard; 2],
+}
+
+impl Anchor {
+    /// Whether the state after write `seq`, with guard `guard`, is one the anchor allows.
+    pub(crate) fn allows(&self, seq: u64, guard: Guard) -> bool {
+        if seq >= self.guard_seq {
+            guard == self.guards[1]
+        } else {
+            seq + 1 == self.guard_seq && guard == self.guards[0]
+        }
+    }
 }
 
 /// What reading the anchor found.

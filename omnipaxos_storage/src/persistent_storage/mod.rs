@@ -49,8 +49,10 @@
 //!   64 MiB) of log, after a rewrite, when the storage is opened and when it is dropped.
 //! * **anchor**: written at creation, and again (temporary file, `fsync`, rename, `fsync` of
 //!   the directory) *before* the group of any write that changes the promise or the accepted
-//!   round. It holds the (promise, accepted round) before and after that change; the state
-//!   `open` recovers must be one of the two.
+//!   round, after the log up to that write is synced. It holds the number of that write and
+//!   the (promise, accepted round) before and after it: the state `open` recovers must be the
+//!   one after that write or later (with the new pair), or the one just before it (with the
+//!   old pair: the write did not commit). A log that lost more is refused.
 //!
 //! # Atomicity
 //!
@@ -728,6 +730,7 @@ where
             id,
             entry_type,
             snapshot_type,
+            guard_seq: 0,
             guards: [(None, None); 2],
         }
         .write(dir)
@@ -873,7 +876,7 @@ where
                 "the state refers to records the log does not hold".into(),
             ));
         }
-        if !anchor.guards.contains(&state.guard()) {
+        if !anchor.allows(seq, state.guard()) {
             return Err(PersistentStorageError::StateRolledBack {
                 allowed: Box::new(anchor.guards),
                 found: Box::new(state.guard()),
@@ -898,6 +901,15 @@ where
         }
         drop(incomplete);
         let _ = fs::remove_file(root.join(format!("{ANCHOR_FILE}.tmp")));
+        let mut anchor = anchor;
+        if seq < anchor.guard_seq {
+            // The guarded write did not commit: the anchor names the state we have.
+            anchor.guard_seq = seq;
+            anchor.guards = [state.guard(); 2];
+            anchor
+                .write(&root)
+                .map_err(open_io(format!("writing the anchor in {}", root.display())))?;
+        }
         let mut stale_snapshots = Vec::new();
         for kv in db.scan_prefix(SNAPSHOT_PREFIX) {
             let (k, _) = kv.map_err(db_err)?;
@@ -1104,8 +1116,13 @@ where
                 .map_err(io_err("syncing the database files"))?;
         }
         if guard_changed {
+            // The writes before this one are durable first (the anchor says they committed).
+            self.poisoned = true;
+            self.log.sync()?;
+            self.poisoned = false;
             // Before the commit, allowing both: a crash in between leaves a valid pair.
             let mut anchor = self.anchor.clone();
+            anchor.guard_seq = seq;
             anchor.guards = [self.state.guard(), next.guard()];
             anchor
                 .write(&self.root)

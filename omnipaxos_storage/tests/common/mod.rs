@@ -61,6 +61,16 @@ impl Storage<TestEntry> for TempStorage {
     fn write_atomically(&mut self, ops: Vec<StorageOp<TestEntry>>) -> StorageResult<()> {
         self.s.write_atomically(ops)
     }
+    fn write_atomically_with_record(
+        &mut self,
+        ops: Vec<StorageOp<TestEntry>>,
+        record: Vec<u8>,
+    ) -> StorageResult<()> {
+        self.s.write_atomically_with_record(ops, record)
+    }
+    fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
+        self.s.get_node_record()
+    }
     fn append_entry(&mut self, entry: TestEntry) -> StorageResult<()> {
         self.s.append_entry(entry)
     }
