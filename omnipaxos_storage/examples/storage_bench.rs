@@ -8,6 +8,9 @@
 //! * `--dir PATH`: where the files go (default: a temporary directory). Put it on the disk you
 //!   mean to run on: the numbers are mostly the disk's `fsync` latency.
 //! * `--secs S`: measuring time per cell (default 2).
+//! * `--writes N`: instead of the table, do `N` single-entry `Immediate` writes on one fresh
+//!   storage and exit: for counting the syncs per write with
+//!   `strace -f -c -e trace=fsync,fdatasync,sync_file_range <binary> --writes 10000`.
 //!
 //! Each case is a batch of 1, 100 or 1,000 entries with a payload of 8 or 256 bytes, written
 //! with one `write_atomically` call (one `AppendEntries` plus a `SetDecidedIndex`, as a node
@@ -17,8 +20,8 @@
 //! * `syncs/s`: durable batches per second (`write_atomically` calls that returned; for the
 //!   floor, `write` + `fsync` pairs);
 //! * `x floor`: time per batch of `PersistentStorage` divided by that of the floor (1.0 would
-//!   be as fast as a plain file; `Immediate` syncs the log and then sled, so about 2 is
-//!   expected);
+//!   be as fast as a plain file; `Immediate` appends the batch's records to the log and syncs
+//!   the segment once, so close to 1 is expected);
 //! * `x memory`: time per batch of `PersistentStorage` divided by that of `MemoryStorage`.
 //!
 //! A `Deferred` row shows what the durability setting buys (it does not sync).

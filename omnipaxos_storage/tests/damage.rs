@@ -507,7 +507,7 @@ fn records_of(segment: &Path) -> Vec<Rec> {
             pos: p as u64,
             offset,
             size,
-            commit: meta == 16,
+            commit: meta >= 16,
         });
         p += 20 + size as usize;
     }

@@ -31,10 +31,13 @@ use std::{
 pub(crate) const HEADER: usize = 20;
 /// The two bytes every segment file starts with.
 const SEGMENT_MAGIC: [u8; 2] = [0xff, 0xff];
+/// The largest commitlog metadata (its length is a `u16`).
+pub(crate) const MAX_META: usize = u16::MAX as usize;
 /// At most this many bytes after a damaged record are searched for later commits.
 const PROBE_MAX: u64 = 256 << 20;
 
-/// The commit marker: commitlog metadata on the last record of each write's group of records.
+/// The commit marker: commitlog metadata on the last record of each write's group of records
+/// (followed, in the same metadata, by the write's state changes when that record is an entry).
 /// The group is committed exactly when this record is in the log, intact. `n` is the number of
 /// records of the group (this one included) and `crc` the [`group_chain`] over the `n - 1`
 /// records before it, so a group whose records were replaced or lost does not pass as
@@ -59,8 +62,9 @@ impl CommitMark {
         b
     }
 
+    /// Reads the mark from the first [`LEN`](Self::LEN) bytes of a record's metadata.
     fn from_bytes(b: &[u8]) -> Option<CommitMark> {
-        if b.len() != Self::LEN {
+        if b.len() < Self::LEN {
             return None;
         }
         let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -143,6 +147,8 @@ pub(crate) struct TailRecord {
     /// The first payload byte (`meta::KIND_*`), 0 for an empty payload.
     pub(crate) kind: u8,
     pub(crate) commit: Option<CommitMark>,
+    /// The state changes the commit mark carries (the metadata after the mark), if any.
+    pub(crate) state: Option<Vec<u8>>,
     /// The payload after the kind byte, for records other than entries.
     pub(crate) body: Option<Vec<u8>>,
 }
@@ -385,9 +391,15 @@ impl Log {
         self.push_record(payload, None)
     }
 
-    /// Adds `payload` as the last record of the group, with the commit mark for write `seq`,
-    /// and hands the group to commitlog.
-    pub(crate) fn commit(&mut self, payload: &[u8], seq: u64) -> Result<(), StorageError> {
+    /// Adds `payload` as the last record of the group, with the commit mark for write `seq`
+    /// and `state` (the write's encoded state changes, or empty) in its metadata, and hands
+    /// the group to commitlog.
+    pub(crate) fn commit(
+        &mut self,
+        payload: &[u8],
+        seq: u64,
+        state: &[u8],
+    ) -> Result<(), StorageError> {
         // The group checksum covers the records before this one, also those still in `buf`.
         let mut crc = self.group_crc;
         for m in self.buf.iter() {
@@ -398,21 +410,22 @@ impl Log {
             n: self.group_len + 1,
             crc,
         };
-        self.push_record(payload, Some(mark))?;
+        let mut meta = Vec::with_capacity(CommitMark::LEN + state.len());
+        meta.extend_from_slice(&mark.to_bytes());
+        meta.extend_from_slice(state);
+        self.push_record(payload, Some(&meta))?;
         self.flush_buf()?;
         self.group_len = 0;
         self.group_crc = 0;
         Ok(())
     }
 
-    fn push_record(
-        &mut self,
-        payload: &[u8],
-        mark: Option<CommitMark>,
-    ) -> Result<(), StorageError> {
+    fn push_record(&mut self, payload: &[u8], meta: Option<&[u8]>) -> Result<(), StorageError> {
         let max = self.limits.max_batch_bytes();
-        let meta = mark.map(CommitMark::to_bytes);
         let rec = HEADER + payload.len() + meta.map_or(0, |m| m.len());
+        if meta.is_some_and(|m| m.len() > MAX_META) {
+            return Err(StorageError::TooLarge { bytes: rec, max });
+        }
         if rec > max {
             return Err(StorageError::TooLarge { bytes: rec, max });
         }
@@ -722,7 +735,7 @@ pub(crate) fn scan(
             let intact = r.offset == count
                 && r.header_ok
                 && r.crc_ok
-                && (r.meta_len == 0 || r.meta_len == CommitMark::LEN);
+                && (r.meta_len == 0 || r.meta_len >= CommitMark::LEN);
             if count < verified {
                 if !intact {
                     return Err(corrupt(
@@ -749,11 +762,9 @@ pub(crate) fn scan(
                     size: r.size,
                     hash: r.hash,
                     kind,
-                    commit: if r.meta_len == CommitMark::LEN {
-                        CommitMark::from_bytes(&r.body[..r.meta_len])
-                    } else {
-                        None
-                    },
+                    commit: CommitMark::from_bytes(&r.body[..r.meta_len]),
+                    state: (r.meta_len > CommitMark::LEN)
+                        .then(|| r.body[CommitMark::LEN..r.meta_len].to_vec()),
                     body: (kind != KIND_ENTRY).then(|| payload.get(1..).unwrap_or(&[]).to_vec()),
                 });
             }
@@ -863,7 +874,7 @@ fn probe_commits(
             && offset - after < (1 << 40)
             && h[16] == 0
             && h[17] == 0
-            && meta_len == CommitMark::LEN
+            && meta_len >= CommitMark::LEN
             && size >= meta_len
             && p + HEADER + size <= bytes.len()
         {

@@ -201,8 +201,10 @@ use std::{
 
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const DB_DIR: &str = "db";
-/// A rewrite also happens when the log map has more extents than this.
-const MAX_EXTENTS: usize = 64;
+/// A rewrite also happens when the log map has more extents than this and than a quarter of
+/// the live entries (writes without entries between writes with entries, and
+/// `AppendOnPrefix`, start new extents).
+const MAX_EXTENTS: u64 = 4096;
 /// Records copied per step of a rewrite.
 const REWRITE_CHUNK: u64 = 1024;
 /// A checkpoint is also written after this many bytes of log.
@@ -340,8 +342,9 @@ struct Plan {
     next: State,
     /// The entry records (`KIND_ENTRY ++ bincode`).
     entries: Vec<Vec<u8>>,
-    /// The state record (`KIND_STATE ++ bincode(ops)`), unless the write only appends.
-    state_record: Option<Vec<u8>>,
+    /// The write's state changes (`bincode(ops)`), unless it only appends entries; carried in
+    /// the commit mark's metadata of its last entry, or in a state record of their own.
+    state: Option<Vec<u8>>,
     /// The new snapshot bytes, if the write sets a snapshot.
     snapshot: Option<Vec<u8>>,
 }
@@ -520,6 +523,8 @@ fn replay(
         let ops: Vec<LogOp> = if last_is_state {
             let bytes = group[n - 1].body.as_deref().unwrap_or(&[]);
             decode(bytes).map_err(|e| corrupt(format!("state record {}: {e}", r.offset)))?
+        } else if let Some(bytes) = &r.state {
+            decode(bytes).map_err(|e| corrupt(format!("state of record {}: {e}", r.offset)))?
         } else {
             vec![LogOp::Append(entries.len() as u64)]
         };
@@ -703,7 +708,7 @@ where
         let base = state_record(&[LogOp::Reset(Box::new(state.clone()))])
             .map_err(PersistentStorageError::InvalidConfig)?;
         log.push(&header).map_err(to_open)?;
-        log.commit(&base, 0).map_err(to_open)?;
+        log.commit(&base, 0, &[]).map_err(to_open)?;
         log.sync().map_err(to_open)?;
         let ckpt = Checkpoint {
             id,
@@ -1066,12 +1071,15 @@ where
             return Ok(None);
         }
         let pure_append = matches!(prog.as_slice(), [LogOp::Append(_)]);
-        let state_record = if pure_append {
+        let state = if pure_append {
             None
         } else {
-            let r = state_record(&prog).map_err(StorageError::Codec)?;
-            if r.len() > max {
-                return Err(too_large(r.len()));
+            let mut r = Vec::new();
+            codec()
+                .serialize_into(&mut r, &prog)
+                .map_err(|e| StorageError::Codec(e.to_string()))?;
+            if r.len() + 1 > max {
+                return Err(too_large(r.len() + 1));
             }
             Some(r)
         };
@@ -1082,7 +1090,7 @@ where
         Ok(Some(Plan {
             next,
             entries,
-            state_record,
+            state,
             snapshot,
         }))
     }
@@ -1098,7 +1106,7 @@ where
         let Some(Plan {
             next,
             entries,
-            state_record,
+            state,
             snapshot,
         }) = self.plan(ops, record)?
         else {
@@ -1131,22 +1139,29 @@ where
         }
         // From here on the outcome on disk may be the old or the new state.
         self.poisoned = true;
-        match &state_record {
-            Some(last) => {
-                for e in &entries {
-                    self.log.push(e)?;
-                }
-                self.log.commit(last, seq)?;
+        // The state changes ride in the metadata of the last entry (so that the entries of
+        // consecutive writes stay next to each other in the log), or, for a write without
+        // entries or with too many changes for the metadata, in a state record of their own.
+        let state = state.unwrap_or_default();
+        let last_len = entries.last().map_or(0, Vec::len);
+        let in_meta = !entries.is_empty()
+            && state.len() + log::CommitMark::LEN <= log::MAX_META
+            && last_len + state.len() + log::CommitMark::LEN + log::HEADER
+                <= self.limits.max_batch_bytes();
+        if in_meta {
+            let (last, rest) = entries.split_last().unwrap_or((&entries[0], &[]));
+            for e in rest {
+                self.log.push(e)?;
             }
-            None => {
-                let (last, rest) = entries
-                    .split_last()
-                    .ok_or_else(|| StorageError::Corrupt("an empty append group".into()))?;
-                for e in rest {
-                    self.log.push(e)?;
-                }
-                self.log.commit(last, seq)?;
+            self.log.commit(last, seq, &state)?;
+        } else {
+            for e in &entries {
+                self.log.push(e)?;
             }
+            let mut record = Vec::with_capacity(state.len() + 1);
+            record.push(KIND_STATE);
+            record.extend_from_slice(&state);
+            self.log.commit(&record, seq, &[])?;
         }
         if sync {
             self.log.sync()?;
@@ -1204,8 +1219,9 @@ where
     fn maybe_rewrite(&mut self) -> Result<(), StorageError> {
         let live = self.state.map.len();
         let dead = self.log.records() - live;
+        let extents = self.state.map.extents.len() as u64;
         let due = (dead >= self.rewrite_threshold && dead >= 2 * live)
-            || self.state.map.extents.len() > MAX_EXTENTS;
+            || extents > MAX_EXTENTS.max(live / 4);
         if !due {
             return Ok(());
         }
@@ -1269,7 +1285,7 @@ where
         }
         let base = state_record(&[LogOp::Reset(Box::new(state.clone()))])
             .map_err(StorageError::Codec)?;
-        log.commit(&base, self.seq)?;
+        log.commit(&base, self.seq, &[])?;
         log.sync()?;
         Ok(log)
     }
