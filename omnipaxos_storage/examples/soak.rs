@@ -14,6 +14,8 @@
 //!   `K` entries (as a node that compacts does), so that log rewrites happen during the run
 //!   (defaults 200,000 and 20,000; `--trim-every 0` never trims).
 //! * `--interval SECS`: length of one report line (default 60).
+//! * `--plain`: the same loop on a plain file instead (the encoded entry appended, one `fsync`
+//!   per write): the floor, to tell the disk's own latency spikes from the storage's.
 //!
 //! Each write is one `write_atomically` with `Durability::Immediate`: `AppendEntry` and
 //! `SetDecidedIndex`, as a follower writes an accepted entry. Per interval it prints the
@@ -43,6 +45,30 @@ impl Entry for SoakEntry {
     type Snapshot = NoSnapshot;
 }
 
+/// Where the soak writes.
+enum Target {
+    Storage(Box<PersistentStorage<SoakEntry>>),
+    Plain(std::fs::File),
+}
+
+impl Target {
+    fn write(&mut self, ops: Vec<StorageOp<SoakEntry>>) -> Result<(), Box<dyn std::error::Error>> {
+        match self {
+            Target::Storage(s) => s.write_atomically(ops),
+            Target::Plain(f) => {
+                use std::io::Write;
+                for op in &ops {
+                    if let StorageOp::AppendEntry(e) = op {
+                        f.write_all(&bincode::serialize(e)?)?;
+                    }
+                }
+                f.sync_all()?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A write slower than this is reported as a stall and ends the run.
 const STALL: Duration = Duration::from_secs(30);
 
@@ -53,6 +79,7 @@ struct Args {
     trim_every: u64,
     keep: u64,
     interval: f64,
+    plain: bool,
 }
 
 fn positive(name: &str, v: Option<String>) -> Result<f64, String> {
@@ -76,6 +103,7 @@ fn args() -> Result<Args, String> {
         trim_every: 200_000,
         keep: 20_000,
         interval: 60.0,
+        plain: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -86,9 +114,10 @@ fn args() -> Result<Args, String> {
             "--trim-every" => a.trim_every = count("--trim-every", it.next())?,
             "--keep" => a.keep = count("--keep", it.next())?,
             "--interval" => a.interval = positive("--interval", it.next())?,
+            "--plain" => a.plain = true,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (use --minutes, --dir, --payload, --trim-every, --keep, --interval)"
+                    "unknown argument {other:?} (use --minutes, --dir, --payload, --trim-every, --keep, --interval, --plain)"
                 ))
             }
         }
@@ -121,12 +150,25 @@ fn main() {
         eprintln!("cannot create a temporary directory: {e}");
         std::process::exit(1);
     });
-    let cfg = PersistentStorageConfig::with_path(tmp.path().join("store"));
-    let mut s: PersistentStorage<SoakEntry> =
-        PersistentStorage::try_new(cfg).unwrap_or_else(|e| {
-            eprintln!("cannot create the storage: {e}");
-            std::process::exit(1);
-        });
+    let mut target = if args.plain {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(tmp.path().join("plain-file"))
+            .unwrap_or_else(|e| {
+                eprintln!("cannot create the plain file: {e}");
+                std::process::exit(1);
+            });
+        Target::Plain(f)
+    } else {
+        let cfg = PersistentStorageConfig::with_path(tmp.path().join("store"));
+        Target::Storage(Box::new(PersistentStorage::try_new(cfg).unwrap_or_else(
+            |e| {
+                eprintln!("cannot create the storage: {e}");
+                std::process::exit(1);
+            },
+        )))
+    };
 
     // The watchdog: a write that does not return within STALL is a stall (or a deadlock).
     let started = Instant::now();
@@ -154,8 +196,13 @@ fn main() {
     let total = Duration::from_secs_f64(args.minutes * 60.0);
     let interval = Duration::from_secs_f64(args.interval);
     println!(
-        "soak: single-entry durable writes ({} B payload) for {:.1} min, storage in {}",
+        "soak: single-entry durable writes ({} B payload) on {} for {:.1} min, in {}",
         args.payload,
+        if args.plain {
+            "a plain file with fsync"
+        } else {
+            "PersistentStorage"
+        },
         args.minutes,
         tmp.path().display()
     );
@@ -184,7 +231,7 @@ fn main() {
             trimmed += 1;
         }
         let t = Instant::now();
-        if let Err(e) = s.write_atomically(ops) {
+        if let Err(e) = target.write(ops) {
             eprintln!("write {written} failed: {e}");
             std::process::exit(1);
         }

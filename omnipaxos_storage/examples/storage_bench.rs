@@ -8,9 +8,11 @@
 //! * `--dir PATH`: where the files go (default: a temporary directory). Put it on the disk you
 //!   mean to run on: the numbers are mostly the disk's `fsync` latency.
 //! * `--secs S`: measuring time per cell (default 2).
-//! * `--writes N`: instead of the table, do `N` single-entry `Immediate` writes on one fresh
-//!   storage and exit: for counting the syncs per write with
-//!   `strace -f -c -e trace=fsync,fdatasync,sync_file_range <binary> --writes 10000`.
+//! * `--writes N [--batch E] [--payload B] [--deferred]`: instead of the table, do `N` writes
+//!   of `E` entries (default 1) of `B` bytes (default 8) on one fresh storage (`Immediate`,
+//!   or `Deferred`) and exit: for counting the syncs per write with
+//!   `strace -f -c -e trace=fsync,fdatasync,sync_file_range <binary> --writes 10000`, or for
+//!   a profiler.
 //!
 //! Each case is a batch of 1, 100 or 1,000 entries with a payload of 8 or 256 bytes, written
 //! with one `write_atomically` call (one `AppendEntries` plus a `SetDecidedIndex`, as a node
@@ -195,6 +197,9 @@ struct Args {
     dir: Option<PathBuf>,
     secs: f64,
     writes: Option<usize>,
+    batch: usize,
+    payload: usize,
+    deferred: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -202,6 +207,9 @@ fn args() -> Result<Args, String> {
         dir: None,
         secs: 2.0,
         writes: None,
+        batch: 1,
+        payload: 8,
+        deferred: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -219,9 +227,22 @@ fn args() -> Result<Args, String> {
                 let v = it.next().ok_or("--writes needs a number")?;
                 a.writes = Some(v.parse().map_err(|_| format!("--writes: not a number: {v}"))?);
             }
+            "--batch" => {
+                let v = it.next().ok_or("--batch needs a number")?;
+                a.batch = v.parse().map_err(|_| format!("--batch: not a number: {v}"))?;
+            }
+            "--payload" => {
+                let v = it.next().ok_or("--payload needs a number")?;
+                a.payload = v.parse().map_err(|_| format!("--payload: not a number: {v}"))?;
+            }
+            "--deferred" => a.deferred = true,
             // `cargo bench` passes this to every target.
             "--bench" => {}
-            other => return Err(format!("unknown argument {other:?} (use --dir, --secs)")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (use --dir, --secs, --writes, --batch, --payload, --deferred)"
+                ))
+            }
         }
     }
     Ok(a)
@@ -241,15 +262,27 @@ fn main() {
         std::process::exit(1);
     });
     if let Some(n) = args.writes {
-        let mut make = persistent_maker(tmp.path().to_path_buf(), Durability::Immediate);
+        let durability = if args.deferred {
+            Durability::Deferred
+        } else {
+            Durability::Immediate
+        };
+        let mut make = persistent_maker(tmp.path().to_path_buf(), durability);
         let mut s = make();
+        let t = Instant::now();
         for i in 0..n {
-            if let Err(e) = s.write_atomically(batch(1, 8, i + 1)) {
+            let b = batch(args.batch, args.payload, (i + 1) * args.batch);
+            if let Err(e) = s.write_atomically(b) {
                 eprintln!("write_atomically failed: {e}");
                 std::process::exit(1);
             }
         }
-        println!("{n} single-entry writes done");
+        println!(
+            "{n} writes of {} entries of {} B ({durability:?}) in {:?}",
+            args.batch,
+            args.payload,
+            t.elapsed()
+        );
         return;
     }
     println!(

@@ -43,7 +43,9 @@
 use crate::memory_storage::MemoryStorage;
 use omnipaxos::{
     ballot_leader_election::Ballot,
-    storage::{Entry, NodeRecordUnsupported, Snapshot, StopSign, Storage, StorageOp, StorageResult},
+    storage::{
+        Entry, NodeRecordUnsupported, Snapshot, StopSign, Storage, StorageOp, StorageResult,
+    },
     ClusterConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -765,8 +767,16 @@ pub fn node_record_refused_batch_keeps_old<S: Storage<TestEntry>>(b: &mut Backen
     }
     let mut s = b.fresh();
     let mut m = MemoryStorage::default();
-    write_with_record(&mut s, vec![StorageOp::AppendEntries(entries(0..3))], b"old");
-    write_with_record(&mut m, vec![StorageOp::AppendEntries(entries(0..3))], b"old");
+    write_with_record(
+        &mut s,
+        vec![StorageOp::AppendEntries(entries(0..3))],
+        b"old",
+    );
+    write_with_record(
+        &mut m,
+        vec![StorageOp::AppendEntries(entries(0..3))],
+        b"old",
+    );
     let bad = || {
         vec![
             StorageOp::SetPromise(ballot(5)),

@@ -29,7 +29,11 @@ fn crc32c(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -663,7 +667,10 @@ fn a_cut_that_loses_the_promise_is_refused() {
     // is what a crash during write 2 leaves. Cut one write earlier: refused.
     let img = crash_image(writes());
     img.cut_at(img.write(1)[0].pos);
-    let e = img.open().map(|_| ()).expect_err("lost the write before the promise");
+    let e = img
+        .open()
+        .map(|_| ())
+        .expect_err("lost the write before the promise");
     assert!(
         matches!(e, PersistentStorageError::StateRolledBack { .. }),
         "{e}"
@@ -721,7 +728,10 @@ fn directories_of_another_format_are_refused_with_its_version() {
     fs::write(&anchor, sealed).expect("write");
     let e = open_err(&p);
     assert!(
-        matches!(e, PersistentStorageError::UnsupportedFormat { supported: 2, .. }),
+        matches!(
+            e,
+            PersistentStorageError::UnsupportedFormat { supported: 2, .. }
+        ),
         "{e}"
     );
     let msg = e.to_string();

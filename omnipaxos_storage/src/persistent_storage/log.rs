@@ -198,7 +198,10 @@ impl Scan {
 
     /// The kind byte of intact record `off`.
     pub(crate) fn kind(&self, off: u64) -> Option<u8> {
-        let i = self.segs.partition_point(|s| s.base <= off).checked_sub(1)?;
+        let i = self
+            .segs
+            .partition_point(|s| s.base <= off)
+            .checked_sub(1)?;
         let s = &self.segs[i];
         s.kinds.get((off - s.base) as usize).copied()
     }
@@ -245,7 +248,11 @@ impl Log {
         let keep = keep.min(scan.intact());
         // The kept records: the verified prefix and the first tail records.
         let mut chain_acc = scan.chain_verified;
-        for r in scan.tail.iter().take((keep - scan.verified.min(keep)) as usize) {
+        for r in scan
+            .tail
+            .iter()
+            .take((keep - scan.verified.min(keep)) as usize)
+        {
             chain_acc = chain(chain_acc, r.offset, r.size, r.hash);
         }
         if keep < scan.verified {
@@ -266,11 +273,7 @@ impl Log {
             }
         }
         // Segments holding kept records (the first one always stays).
-        let last = scan
-            .segs
-            .iter()
-            .rposition(|s| s.base < keep)
-            .unwrap_or(0);
+        let last = scan.segs.iter().rposition(|s| s.base < keep).unwrap_or(0);
         let mut max_record = 0usize;
         let mut total_bytes = 0u64;
         for (i, s) in scan.segs.iter().enumerate() {

@@ -433,6 +433,55 @@ mod tests {
     }
 
     #[test]
+    fn anchor_allows_the_guarded_write_or_the_one_before() {
+        let b = |n| Some(Ballot::with(1, n, 0, 1));
+        let a = Anchor {
+            magic: ANCHOR_MAGIC,
+            format: FORMAT_VERSION,
+            id: 1,
+            entry_type: String::new(),
+            snapshot_type: String::new(),
+            guard_seq: 10,
+            guards: [(b(1), None), (b(2), None)],
+        };
+        assert!(a.allows(10, (b(2), None)));
+        assert!(a.allows(15, (b(2), None)));
+        assert!(!a.allows(15, (b(1), None)));
+        assert!(a.allows(9, (b(1), None)));
+        assert!(!a.allows(9, (b(2), None)));
+        assert!(
+            !a.allows(8, (b(1), None)),
+            "a write before the guarded one was lost"
+        );
+    }
+
+    #[test]
+    fn state_apply_places_entries_and_refuses_bad_truncation() {
+        let mut s = State::default();
+        let mut offs = 5..8u64;
+        s.apply(&LogOp::Append(3), &mut offs).expect("append");
+        assert_eq!(s.map, map(0, &[(5, 3)]));
+        assert_eq!(
+            s.apply(&LogOp::Append(1), &mut offs),
+            Err(ApplyError::MissingEntries)
+        );
+        assert_eq!(
+            s.apply(&LogOp::Truncate(4), &mut std::iter::empty()),
+            Err(ApplyError::OutOfRange {
+                from: 4,
+                first: 0,
+                end: 3
+            })
+        );
+        s.apply(&LogOp::Truncate(1), &mut std::iter::empty())
+            .expect("truncate");
+        s.apply(&LogOp::NodeRecord(vec![1]), &mut std::iter::empty())
+            .expect("record");
+        assert_eq!(s.map.end(), 1);
+        assert_eq!(s.node_record, Some(vec![1]));
+    }
+
+    #[test]
     fn seal_detects_damage() {
         let s = seal(b"hello");
         assert_eq!(unseal(&s), Some(&b"hello"[..]));

@@ -186,10 +186,9 @@ use crc::crc32c;
 use error::{io_err, open_io};
 use log::{group_chain, Log, Scan, TailRecord};
 use meta::{
-    codec, decode, encode, seal, snapshot_key, sync_dir, unseal, Anchor, AnchorRead,
-    ApplyError, Checkpoint, Extent, LogHeader, LogMap, LogOp, SnapshotRef, State, ANCHOR_FILE,
-    ANCHOR_MAGIC, FORMAT_VERSION, KIND_ENTRY, KIND_HEADER, KIND_STATE, LOG_MAGIC,
-    SNAPSHOT_PREFIX,
+    codec, decode, encode, seal, snapshot_key, sync_dir, unseal, Anchor, AnchorRead, ApplyError,
+    Checkpoint, Extent, LogHeader, LogMap, LogOp, SnapshotRef, State, ANCHOR_FILE, ANCHOR_MAGIC,
+    FORMAT_VERSION, KIND_ENTRY, KIND_HEADER, KIND_STATE, LOG_MAGIC, SNAPSHOT_PREFIX,
 };
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
 use serde::{de::DeserializeOwned, Serialize};
@@ -341,12 +340,43 @@ struct Plan {
     /// The state after the write.
     next: State,
     /// The entry records (`KIND_ENTRY ++ bincode`).
-    entries: Vec<Vec<u8>>,
+    entries: Encoded,
     /// The write's state changes (`bincode(ops)`), unless it only appends entries; carried in
     /// the commit mark's metadata of its last entry, or in a state record of their own.
     state: Option<Vec<u8>>,
     /// The new snapshot bytes, if the write sets a snapshot.
     snapshot: Option<Vec<u8>>,
+}
+
+/// Encoded records in one buffer (one allocation for a whole batch, not one per entry).
+#[derive(Default)]
+struct Encoded {
+    bytes: Vec<u8>,
+    /// The end of each record in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Appends `KIND_ENTRY ++ bincode(e)`; returns its length.
+    fn push_entry<E: Serialize>(&mut self, e: &E) -> Result<usize, StorageError> {
+        let start = self.bytes.len();
+        self.bytes.push(KIND_ENTRY);
+        if let Err(err) = codec().serialize_into(&mut self.bytes, e) {
+            self.bytes.truncate(start);
+            return Err(StorageError::Codec(err.to_string()));
+        }
+        self.ends.push(self.bytes.len());
+        Ok(self.bytes.len() - start)
+    }
 }
 
 /// What rolling a generation's log forward found.
@@ -529,14 +559,18 @@ fn replay(
             vec![LogOp::Append(entries.len() as u64)]
         };
         let reset = matches!(ops.first(), Some(LogOp::Reset(_)));
-        if !based && !(reset && group[0].kind == KIND_HEADER && group[0].offset == 0) {
+        let is_base = reset && group[0].kind == KIND_HEADER && group[0].offset == 0;
+        if !based && !is_base {
             // Not the base group of the generation: it is incomplete.
             break;
         }
         let mut it = entries.into_iter();
         for op in &ops {
             state.apply(op, &mut it).map_err(|e| {
-                corrupt(format!("state record {} does not fit the log: {e:?}", r.offset))
+                corrupt(format!(
+                    "state record {} does not fit the log: {e:?}",
+                    r.offset
+                ))
             })?;
         }
         if !reset && it.next().is_some() {
@@ -868,7 +902,11 @@ where
         } = replayed;
         // Every live entry must be an entry record the log keeps.
         let map_ok = state.map.start.checked_add(state.map.len()).is_some()
-            && state.map.extents.windows(2).all(|w| w[0].off + w[0].len <= w[1].off)
+            && state
+                .map
+                .extents
+                .windows(2)
+                .all(|w| w[0].off + w[0].len <= w[1].off)
             && state.map.extents.iter().all(|e| {
                 e.len > 0
                     && e.off >= 1
@@ -931,8 +969,8 @@ where
                 }
             }
         }
-        let sled_files = SledFiles::open(&db_path)
-            .map_err(open_io(format!("opening {}", db_path.display())))?;
+        let sled_files =
+            SledFiles::open(&db_path).map_err(open_io(format!("opening {}", db_path.display())))?;
         let mut s = PersistentStorage {
             root,
             durability: config.get_durability(),
@@ -974,7 +1012,7 @@ where
         record: Option<Vec<u8>>,
     ) -> Result<Option<Plan>, StorageError> {
         let mut next = self.state.clone();
-        let mut entries: Vec<Vec<u8>> = Vec::new();
+        let mut entries = Encoded::default();
         let mut prog: Vec<LogOp> = Vec::new();
         let mut snapshot = None;
         let base = self.log.records();
@@ -985,21 +1023,17 @@ where
             max: max + log::HEADER,
         };
         let apply = |next: &mut State,
-                         prog: &mut Vec<LogOp>,
-                         entries: &mut Vec<Vec<u8>>,
-                         op: LogOp,
-                         new: Vec<T>|
+                     prog: &mut Vec<LogOp>,
+                     entries: &mut Encoded,
+                     op: LogOp,
+                     new: Vec<T>|
          -> Result<(), StorageError> {
             let first = base + entries.len() as u64;
             for e in &new {
-                let mut bytes = vec![KIND_ENTRY];
-                codec()
-                    .serialize_into(&mut bytes, e)
-                    .map_err(|e| StorageError::Codec(e.to_string()))?;
-                if bytes.len() > max {
-                    return Err(too_large(bytes.len()));
+                let len = entries.push_entry(e)?;
+                if len > max {
+                    return Err(too_large(len));
                 }
-                entries.push(bytes);
             }
             let mut offsets = first..first + new.len() as u64;
             next.apply(&op, &mut offsets).map_err(|e| match e {
@@ -1025,9 +1059,7 @@ where
             let (e, p, n) = (&mut entries, &mut prog, &mut next);
             match op {
                 StorageOp::AppendEntry(x) => apply(n, p, e, LogOp::Append(1), vec![x])?,
-                StorageOp::AppendEntries(v) => {
-                    apply(n, p, e, LogOp::Append(v.len() as u64), v)?
-                }
+                StorageOp::AppendEntries(v) => apply(n, p, e, LogOp::Append(v.len() as u64), v)?,
                 StorageOp::AppendOnPrefix(from, v) => {
                     apply(n, p, e, LogOp::Truncate(from as u64), Vec::new())?;
                     apply(n, p, e, LogOp::Append(v.len() as u64), v)?;
@@ -1036,9 +1068,7 @@ where
                 StorageOp::SetDecidedIndex(i) => {
                     apply(n, p, e, LogOp::Decided(i as u64), Vec::new())?
                 }
-                StorageOp::SetAcceptedRound(b) => {
-                    apply(n, p, e, LogOp::Accepted(b), Vec::new())?
-                }
+                StorageOp::SetAcceptedRound(b) => apply(n, p, e, LogOp::Accepted(b), Vec::new())?,
                 StorageOp::SetCompactedIdx(i) => {
                     apply(n, p, e, LogOp::Compacted(i as u64), Vec::new())?
                 }
@@ -1095,7 +1125,11 @@ where
         }))
     }
 
-    fn write(&mut self, ops: Vec<StorageOp<T>>, record: Option<Vec<u8>>) -> Result<(), StorageError> {
+    fn write(
+        &mut self,
+        ops: Vec<StorageOp<T>>,
+        record: Option<Vec<u8>>,
+    ) -> Result<(), StorageError> {
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
@@ -1143,20 +1177,20 @@ where
         // consecutive writes stay next to each other in the log), or, for a write without
         // entries or with too many changes for the metadata, in a state record of their own.
         let state = state.unwrap_or_default();
-        let last_len = entries.last().map_or(0, Vec::len);
-        let in_meta = !entries.is_empty()
+        let n = entries.len();
+        let last_len = if n > 0 { entries.get(n - 1).len() } else { 0 };
+        let in_meta = n > 0
             && state.len() + log::CommitMark::LEN <= log::MAX_META
             && last_len + state.len() + log::CommitMark::LEN + log::HEADER
                 <= self.limits.max_batch_bytes();
         if in_meta {
-            let (last, rest) = entries.split_last().unwrap_or((&entries[0], &[]));
-            for e in rest {
-                self.log.push(e)?;
+            for i in 0..n - 1 {
+                self.log.push(entries.get(i))?;
             }
-            self.log.commit(last, seq, &state)?;
+            self.log.commit(entries.get(n - 1), seq, &state)?;
         } else {
-            for e in &entries {
-                self.log.push(e)?;
+            for i in 0..n {
+                self.log.push(entries.get(i))?;
             }
             let mut record = Vec::with_capacity(state.len() + 1);
             record.push(KIND_STATE);
@@ -1263,8 +1297,7 @@ where
         if dir.exists() {
             fs::remove_dir_all(dir).map_err(io_err("removing a stale log generation"))?;
         }
-        let mut log =
-            Log::create(dir, self.limits).map_err(io_err("creating a log generation"))?;
+        let mut log = Log::create(dir, self.limits).map_err(io_err("creating a log generation"))?;
         log.push(&header_record(self.id, gen).map_err(StorageError::Codec)?)?;
         let map = &self.state.map;
         let mut chunk: Vec<Vec<u8>> = Vec::new();
@@ -1283,8 +1316,8 @@ where
                 done += k;
             }
         }
-        let base = state_record(&[LogOp::Reset(Box::new(state.clone()))])
-            .map_err(StorageError::Codec)?;
+        let base =
+            state_record(&[LogOp::Reset(Box::new(state.clone()))]).map_err(StorageError::Codec)?;
         log.commit(&base, self.seq, &[])?;
         log.sync()?;
         Ok(log)
@@ -1388,7 +1421,9 @@ where
         Ok(self.state.decided_idx as usize)
     }
 
-    fn get_accepted_round(&self) -> StorageResult<Option<omnipaxos::ballot_leader_election::Ballot>> {
+    fn get_accepted_round(
+        &self,
+    ) -> StorageResult<Option<omnipaxos::ballot_leader_election::Ballot>> {
         Ok(self.state.accepted_round)
     }
 
