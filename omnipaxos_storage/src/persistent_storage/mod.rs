@@ -35,14 +35,19 @@
 //! * **log**: every record starts with a kind byte. A generation starts with its *base group*:
 //!   a header record (magic, storage id, generation), the live entries copied from the
 //!   previous generation, and a state record holding the whole state. After it, each
-//!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries
-//!   (one record each, bincode), then, unless the write only appends entries, one *state
-//!   record* with the write's changes in order (promise, accepted round, decided index,
-//!   compacted index, trim, truncation by `AppendOnPrefix`, stop sign, snapshot reference,
-//!   node record). The last record of a group carries a **commit mark** (commitlog metadata):
-//!   the write's sequence number, the number of records in the group and a CRC-32C over
-//!   their sizes and checksums. Which entries are live (the *log map*: the absolute index of
-//!   the first entry and extents of commitlog offsets) follows from the groups.
+//!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries, one
+//!   record each (bincode). The last record of a group carries a **commit mark** (commitlog
+//!   metadata): the write's sequence number, the number of records in the group and a CRC-32C
+//!   over their sizes and checksums, followed by the write's *state changes* in order
+//!   (promise, accepted round, decided index, compacted index, trim, truncation by
+//!   `AppendOnPrefix`, stop sign, snapshot reference, node record; where the entries go among
+//!   them), unless the write only appends. A write without entries (or with more changes than
+//!   the 64 KiB of metadata hold) puts its changes into a *state record* of its own, which
+//!   ends its group. Which entries are live (the *log map*: the absolute index of the first
+//!   entry and extents of commitlog offsets) follows from the groups. Keeping the changes in
+//!   the metadata keeps the entries of consecutive writes next to each other, so the map stays
+//!   one extent; each write without entries between writes with entries, and each
+//!   `AppendOnPrefix`, starts a new one.
 //! * **checkpoint** (one sled value, `crc32c ++ bincode`): the state after some write, the
 //!   generation, the number of log records it includes and a CRC-32C chain over their headers.
 //!   It is written every [`PersistentStorageConfig::set_checkpoint_interval`] records (or
@@ -76,10 +81,12 @@
 //! only after the previous one returned, so with `Immediate` a group is on disk before the
 //! next one is written: only the last group can be torn by a crash.
 //!
-//! Dead records (trimmed entries, entries overwritten by `AppendOnPrefix`, state records,
-//! commit marks) are reclaimed by a **rewrite**, done at the start of a write when they are
-//! at least [`PersistentStorageConfig::set_log_rewrite_threshold`] and at least twice the live
-//! entries (amortised O(1) per entry): a new generation `log-<gen + 1>` gets the live entries
+//! Dead records (trimmed entries, entries overwritten by `AppendOnPrefix`, state records) are
+//! reclaimed by a **rewrite**, done at the start of a write when they are at least
+//! [`PersistentStorageConfig::set_log_rewrite_threshold`] and at least twice the live entries,
+//! or when the log map has more than 4,096 extents and more than a quarter of the live entries
+//! (both amortised O(1) per write; the write that does it takes as long as copying the live
+//! entries): a new generation `log-<gen + 1>` gets the live entries
 //! and the base state record; its base group's commit mark, synced, is the commit point of
 //! the rewrite; then a checkpoint naming it is written and the old generation is deleted.
 //! `open` uses the newest generation whose base group is committed and deletes the others.
