@@ -134,6 +134,7 @@ pub(crate) struct Log {
     /// has so far and their group checksum.
     buf: MessageBuf,
     buf_bytes: usize,
+    buf_records: usize,
     group_len: u32,
     group_crc: u32,
 }
@@ -231,6 +232,7 @@ impl Log {
             total_bytes: 0,
             buf: MessageBuf::default(),
             buf_bytes: 0,
+            buf_records: 0,
             group_len: 0,
             group_crc: 0,
         })
@@ -354,6 +356,7 @@ impl Log {
             total_bytes,
             buf: MessageBuf::default(),
             buf_bytes: 0,
+            buf_records: 0,
             group_len: 0,
             group_crc: 0,
         })
@@ -432,7 +435,10 @@ impl Log {
         if rec > max {
             return Err(StorageError::TooLarge { bytes: rec, max });
         }
-        if self.buf_bytes + rec > max {
+        // commitlog grows a segment's index by half its size when an append does not fit,
+        // once: an append that adds more index entries than that panics inside commitlog.
+        let max_records = (self.limits.index_max_bytes / 16).max(1);
+        if self.buf_bytes + rec > max || self.buf_records >= max_records {
             self.flush_buf()?;
         }
         match meta {
@@ -441,6 +447,7 @@ impl Log {
         }
         .map_err(|e| StorageError::Codec(format!("commitlog message: {e:?}")))?;
         self.buf_bytes += rec;
+        self.buf_records += 1;
         self.group_len += 1;
         Ok(())
     }
@@ -453,6 +460,7 @@ impl Log {
         let first = self.records;
         let mut buf = std::mem::take(&mut self.buf);
         self.buf_bytes = 0;
+        self.buf_records = 0;
         let range = self.log.append(&mut buf).map_err(|e| StorageError::Io {
             context: format!("appending to the commitlog in {}", self.dir.display()),
             source: match e {
