@@ -12,12 +12,14 @@ use omnipaxos_storage::{
 };
 use tempfile::TempDir;
 
-/// A small-segment configuration, so that tests cross segment boundaries and rewrites.
+/// A small-segment configuration, so that tests cross segment boundaries, rewrites and
+/// checkpoints often (also while the crash test kills).
 pub fn small_config(path: &std::path::Path) -> PersistentStorageConfig {
     let mut log = LogOptions::new(path);
     log.segment_max_bytes(256 * 1024).index_max_items(1000);
     let mut cfg = PersistentStorageConfig::with(path, log, sled::Config::new());
     cfg.set_log_rewrite_threshold(16);
+    cfg.set_checkpoint_interval(100);
     cfg
 }
 
