@@ -79,7 +79,7 @@ fn write_atomically(c: &mut Criterion) {
             });
 
             let cfg = PersistentStorageConfig::with_path(dir.path().join(format!("store-{case}")));
-            let mut s = PersistentStorage::<BenchEntry>::new(cfg).expect("storage");
+            let mut s = PersistentStorage::<BenchEntry>::try_new(cfg).expect("storage");
             let mut decided = 0;
             g.bench_function("persistent_storage", |b| {
                 b.iter_batched(

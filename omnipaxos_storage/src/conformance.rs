@@ -28,6 +28,12 @@
 //! }
 //! ```
 //!
+//! The node-record checks (`node_record_*`) test `write_atomically_with_record` and
+//! `get_node_record`. A backend written for omnipaxos 0.2.4 keeps the trait's defaults for
+//! them (a *legacy* backend: the node then keeps its record in memory only); such a backend
+//! fails only [`node_record_supported`], with a message that says so, and passes it once
+//! declared with [`Backend::legacy`].
+//!
 //! A failing check panics with a message that names it. The checks expect the contract of
 //! [`omnipaxos::storage`], and one convention of this crate's backends:
 //! `write_atomically` refuses a batch with an `AppendOnPrefix` outside the stored entries
@@ -37,7 +43,9 @@
 use crate::memory_storage::MemoryStorage;
 use omnipaxos::{
     ballot_leader_election::Ballot,
-    storage::{Entry, Snapshot, StopSign, Storage, StorageOp},
+    storage::{
+        Entry, NodeRecordUnsupported, Snapshot, StopSign, Storage, StorageOp, StorageResult,
+    },
     ClusterConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -138,6 +146,7 @@ pub fn clone_ops(ops: &[StorageOp<TestEntry>]) -> Vec<StorageOp<TestEntry>> {
 pub struct Backend<'a, S> {
     fresh: Box<dyn FnMut() -> S + 'a>,
     reopen: Box<dyn FnMut(S) -> S + 'a>,
+    legacy: bool,
 }
 
 impl<'a, S> Backend<'a, S> {
@@ -146,7 +155,23 @@ impl<'a, S> Backend<'a, S> {
         Backend {
             fresh: Box::new(fresh),
             reopen: Box::new(|s| s),
+            legacy: false,
         }
+    }
+
+    /// Declares a *legacy* backend: one that keeps the `Storage` trait's defaults of
+    /// `write_atomically_with_record` and `get_node_record` (a backend written for omnipaxos
+    /// 0.2.4). [`node_record_supported`] then checks that it behaves as such, and the other
+    /// node-record checks are skipped. Without this, a legacy backend fails
+    /// [`node_record_supported`] (and only that check).
+    pub fn legacy(mut self) -> Self {
+        self.legacy = true;
+        self
+    }
+
+    /// Whether the backend was declared [`legacy`](Self::legacy).
+    pub fn is_declared_legacy(&self) -> bool {
+        self.legacy
     }
 
     /// Sets how a storage is closed and opened again.
@@ -186,6 +211,8 @@ pub struct Observed {
     pub snapshot: Option<TestSnapshot>,
     /// `get_suffix(first)`.
     pub suffix: Vec<TestEntry>,
+    /// `get_node_record`.
+    pub node_record: Option<Vec<u8>>,
 }
 
 /// Reads everything from `s` (panics naming the getter that fails).
@@ -199,6 +226,7 @@ pub fn observe<S: Storage<TestEntry>>(s: &S, first: usize) -> Observed {
         stopsign: s.get_stopsign().expect("get_stopsign"),
         snapshot: s.get_snapshot().expect("get_snapshot"),
         suffix: s.get_suffix(first).expect("get_suffix"),
+        node_record: s.get_node_record().expect("get_node_record"),
     }
 }
 
@@ -236,6 +264,10 @@ pub fn run_all<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
     write_atomically_all_or_nothing(b);
     get_entries_empty_for_partially_missing_ranges(b);
     large_reads(b);
+    node_record_fresh_is_none(b);
+    node_record_written_with_ops(b);
+    node_record_refused_batch_keeps_old(b);
+    node_record_supported(b);
 }
 
 /// A fresh storage: no promise, no accepted round, indices 0, no entries, no stop sign, no
@@ -600,6 +632,192 @@ pub fn large_reads<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
     assert_eq!(s.get_entries(9_990, 10_010).expect("get_entries").len(), 20);
 }
 
+/// Whether the storage error is the `Storage` trait default's [`NodeRecordUnsupported`].
+fn is_unsupported(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<NodeRecordUnsupported>().is_some()
+}
+
+/// Whether the backend keeps the `Storage` trait's defaults for the node record (a *legacy*
+/// backend): tries `write_atomically_with_record` with no operations on a fresh storage.
+pub fn is_legacy_backend<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) -> bool {
+    let mut s = b.fresh();
+    match s.write_atomically_with_record(Vec::new(), b"probe".to_vec()) {
+        Err(e) => is_unsupported(e.as_ref()),
+        Ok(()) => false,
+    }
+}
+
+/// The node-record checks skip a legacy backend: [`node_record_supported`] reports it.
+fn skip_legacy<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) -> bool {
+    b.legacy || is_legacy_backend(b)
+}
+
+fn write_with_record<S: Storage<TestEntry>>(
+    s: &mut S,
+    ops: Vec<StorageOp<TestEntry>>,
+    record: &[u8],
+) {
+    s.write_atomically_with_record(ops, record.to_vec())
+        .expect("write_atomically_with_record");
+}
+
+/// The backend stores the node record (`write_atomically_with_record`, `get_node_record`),
+/// or, if it was declared [`Backend::legacy`], keeps the trait's defaults exactly: the write
+/// is refused with [`NodeRecordUnsupported`], writes nothing, and the record reads `None`.
+pub fn node_record_supported<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
+    let mut s = b.fresh();
+    let r = s.write_atomically_with_record(
+        vec![StorageOp::AppendEntries(entries(0..2))],
+        b"probe".to_vec(),
+    );
+    let legacy = matches!(&r, Err(e) if is_unsupported(e.as_ref()));
+    if b.legacy {
+        assert!(
+            legacy,
+            "node_record_supported: declared legacy, but write_atomically_with_record returned {r:?} \
+             instead of the trait default's NodeRecordUnsupported"
+        );
+        assert_eq!(
+            observe(&s, 0),
+            observe(&MemoryStorage::default(), 0),
+            "node_record_supported: a legacy backend's refused write_atomically_with_record must write nothing"
+        );
+    } else {
+        assert!(
+            !legacy,
+            "node_record_supported: legacy backend: it keeps the Storage trait's default \
+             write_atomically_with_record and get_node_record, so a node on it keeps its node \
+             record in memory only and forgets it at a restart. Override both (as MemoryStorage \
+             does), or declare the backend with Backend::legacy() if that is intended"
+        );
+        r.expect("write_atomically_with_record");
+        assert_eq!(
+            s.get_node_record().expect("get_node_record").as_deref(),
+            Some(&b"probe"[..]),
+            "node_record_supported: the record written is read back"
+        );
+    }
+}
+
+/// A fresh storage has no node record, also after a reopen.
+pub fn node_record_fresh_is_none<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
+    if skip_legacy(b) {
+        return;
+    }
+    let mut s = b.fresh();
+    assert_eq!(s.get_node_record().expect("get_node_record"), None);
+    s.append_entries(entries(0..3)).expect("append_entries");
+    s = b.reopen(s);
+    assert_eq!(
+        s.get_node_record().expect("get_node_record"),
+        None,
+        "node_record_fresh_is_none: after writes without a record and a reopen"
+    );
+}
+
+/// `write_atomically_with_record` applies its operations and replaces the record; plain
+/// writes keep it; it survives reopening.
+pub fn node_record_written_with_ops<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
+    if skip_legacy(b) {
+        return;
+    }
+    let mut s = b.fresh();
+    let mut m = MemoryStorage::default();
+    let ops = || {
+        vec![
+            StorageOp::AppendEntries(entries(0..4)),
+            StorageOp::SetPromise(ballot(2)),
+            StorageOp::SetDecidedIndex(1),
+        ]
+    };
+    write_with_record(&mut s, ops(), b"first");
+    write_with_record(&mut m, ops(), b"first");
+    assert!(
+        same_state(&s, &m),
+        "node_record_written_with_ops: {:?}",
+        observe(&s, 0)
+    );
+    s = b.reopen(s);
+    assert!(same_state(&s, &m), "after reopen: {:?}", observe(&s, 0));
+    // Plain writes keep the record.
+    write(&mut s, vec![StorageOp::AppendEntry(entry(4))]);
+    m.append_entry(entry(4)).expect("model");
+    s.set_decided_idx(3).expect("set_decided_idx");
+    m.set_decided_idx(3).expect("model");
+    // A record alone, and an empty one (which is not `None`).
+    write_with_record(&mut s, Vec::new(), b"second");
+    write_with_record(&mut m, Vec::new(), b"second");
+    s = b.reopen(s);
+    assert!(same_state(&s, &m), "second record: {:?}", observe(&s, 0));
+    write_with_record(&mut s, vec![StorageOp::Trim(2)], b"");
+    write_with_record(&mut m, vec![StorageOp::Trim(2)], b"");
+    s = b.reopen(s);
+    assert_eq!(
+        s.get_node_record().expect("get_node_record"),
+        Some(Vec::new()),
+        "node_record_written_with_ops: an empty record"
+    );
+    assert!(same_state(&s, &m), "empty record: {:?}", observe(&s, 2));
+}
+
+/// A batch that is refused leaves the old record (and applies none of its operations).
+pub fn node_record_refused_batch_keeps_old<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
+    if skip_legacy(b) {
+        return;
+    }
+    let mut s = b.fresh();
+    let mut m = MemoryStorage::default();
+    write_with_record(
+        &mut s,
+        vec![StorageOp::AppendEntries(entries(0..3))],
+        b"old",
+    );
+    write_with_record(
+        &mut m,
+        vec![StorageOp::AppendEntries(entries(0..3))],
+        b"old",
+    );
+    let bad = || {
+        vec![
+            StorageOp::SetPromise(ballot(5)),
+            StorageOp::AppendEntries(entries(3..5)),
+            // Past the end (5) would leave a gap: refused.
+            StorageOp::AppendOnPrefix(9, entries(100..101)),
+        ]
+    };
+    assert!(m
+        .write_atomically_with_record(bad(), b"new".to_vec())
+        .is_err());
+    assert!(
+        s.write_atomically_with_record(bad(), b"new".to_vec())
+            .is_err(),
+        "node_record_refused_batch_keeps_old: the batch must be refused"
+    );
+    assert!(
+        same_state(&s, &m),
+        "node_record_refused_batch_keeps_old: {:?}",
+        observe(&s, 0)
+    );
+    s = b.reopen(s);
+    assert!(same_state(&s, &m), "after reopen: {:?}", observe(&s, 0));
+    assert_eq!(
+        s.get_node_record().expect("get_node_record").as_deref(),
+        Some(&b"old"[..])
+    );
+}
+
+/// Writes a step of [`OpGenerator::step`]: with its record if it has one.
+pub fn write_step<S: Storage<TestEntry>>(
+    s: &mut S,
+    ops: Vec<StorageOp<TestEntry>>,
+    record: Option<Vec<u8>>,
+) -> StorageResult<()> {
+    match record {
+        Some(r) => s.write_atomically_with_record(ops, r),
+        None => s.write_atomically(ops),
+    }
+}
+
 /// A small deterministic PRNG (SplitMix64) for the model and crash tests.
 #[derive(Clone, Debug)]
 pub struct SplitMix64(u64);
@@ -639,6 +857,8 @@ pub struct OpGenerator {
     pub invalid_percent: u64,
     /// Largest payload of a generated entry, in bytes.
     pub max_payload: usize,
+    /// Percent of [`step`](Self::step)s that also write a node record.
+    pub record_percent: u64,
 }
 
 impl OpGenerator {
@@ -649,6 +869,7 @@ impl OpGenerator {
             next_id: 0,
             invalid_percent: 3,
             max_payload: 300,
+            record_percent: 10,
         }
     }
 
@@ -725,10 +946,28 @@ impl OpGenerator {
     }
 }
 
+impl OpGenerator {
+    /// A [`batch`](Self::batch), and in `record_percent` of the steps a node record to write
+    /// with it (`write_atomically_with_record`, see [`write_step`]).
+    pub fn step(
+        &mut self,
+        model: &MemoryStorage<TestEntry>,
+    ) -> (Vec<StorageOp<TestEntry>>, Option<Vec<u8>>) {
+        let ops = self.batch(model);
+        let record = self.rng.chance(self.record_percent).then(|| {
+            let len = self.rng.below(40) as usize;
+            let tag = self.rng.next_u64();
+            (0..len).map(|i| (tag >> (i % 8 * 8)) as u8).collect()
+        });
+        (ops, record)
+    }
+}
+
 /// Random operation sequences, applied to the backend and to [`MemoryStorage`] side by side:
 /// after each step both must show the same state (and fail together). Includes batches that
 /// must fail whole, single setter calls, and (with a reopen) reopening.
 pub fn model_test<S: Storage<TestEntry>>(b: &mut Backend<'_, S>, seed: u64, steps: usize) {
+    let records = !skip_legacy(b);
     let mut gen = OpGenerator::new(seed);
     let mut rng = SplitMix64::new(seed ^ 0x5555);
     let mut s = b.fresh();
@@ -737,17 +976,17 @@ pub fn model_test<S: Storage<TestEntry>>(b: &mut Backend<'_, S>, seed: u64, step
         if rng.chance(3) {
             s = b.reopen(s);
         }
-        let ops = gen.batch(&m);
-        let desc = format!("{ops:?}");
-        let (rs, rm) = if ops.len() == 1 && rng.chance(30) {
+        let (ops, record) = gen.step(&m);
+        let record = record.filter(|_| records);
+        let desc = format!("{ops:?} record {record:?}");
+        let (rs, rm) = if ops.len() == 1 && record.is_none() && rng.chance(30) {
             // The single-operation setters.
             let op = clone_ops(&ops).pop();
             (single(&mut s, op), single(&mut m, ops.into_iter().next()))
         } else {
             (
-                s.write_atomically(clone_ops(&ops))
-                    .map_err(|e| e.to_string()),
-                m.write_atomically(ops).map_err(|e| e.to_string()),
+                write_step(&mut s, clone_ops(&ops), record.clone()).map_err(|e| e.to_string()),
+                write_step(&mut m, ops, record).map_err(|e| e.to_string()),
             )
         };
         assert_eq!(
@@ -813,7 +1052,11 @@ macro_rules! storage_conformance_tests {
             write_atomically_applies_in_order,
             write_atomically_all_or_nothing,
             get_entries_empty_for_partially_missing_ranges,
-            large_reads
+            large_reads,
+            node_record_fresh_is_none,
+            node_record_written_with_ops,
+            node_record_refused_batch_keeps_old,
+            node_record_supported
         );
     };
 }

@@ -2,8 +2,10 @@
 //!
 //! * [`MemoryStorage`]: everything in memory. For tests, simulations, and nodes that rejoin
 //!   with an empty log after a restart.
-//! * [`PersistentStorage`]: entries in a `commitlog` log, the small state in `sled`; atomic
-//!   and durable writes that survive a crash at any instant (see [`persistent_storage`]).
+//! * `PersistentStorage` (feature `persistent_storage`, on by default): entries and state
+//!   changes in a `commitlog` log with one sync per write, checkpoints and snapshots in
+//!   `sled`; atomic and durable writes that survive a crash at any instant (see
+//!   `persistent_storage`).
 //! * `conformance` (feature `conformance`): the test suite every backend should pass,
 //!   including your own.
 //!
@@ -43,7 +45,7 @@
 //!     server_config: ServerConfig { pid: 1, ..Default::default() },
 //! };
 //!
-//! let storage: PersistentStorage<Put> = PersistentStorage::open(storage_config.clone())?;
+//! let storage: PersistentStorage<Put> = PersistentStorage::try_open(storage_config.clone())?;
 //! let mut node = config.clone().build(storage)?;
 //! node.append(Put { key: "a".into(), value: 1 }).expect("not reconfiguring");
 //! while node.get_decided_idx() < 1 {
@@ -52,7 +54,7 @@
 //! }
 //! drop(node); // the process stops
 //!
-//! let storage: PersistentStorage<Put> = PersistentStorage::open(storage_config)?;
+//! let storage: PersistentStorage<Put> = PersistentStorage::try_open(storage_config)?;
 //! let node = config.build(storage)?;
 //! assert_eq!(node.get_decided_idx(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -60,6 +62,9 @@
 //!
 //! ## Features
 //!
+//! * `persistent_storage` (default): [`PersistentStorage`] and its dependencies (commitlog,
+//!   sled). Named as in omnipaxos_storage 0.2.4; without it the crate has `MemoryStorage`
+//!   only.
 //! * `conformance`: the module `conformance` and the macro `storage_conformance_tests!`, the
 //!   test suite for storage backends. Enable it in the `[dev-dependencies]` of a crate that
 //!   writes its own backend.
@@ -70,9 +75,12 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod memory_storage;
+#[cfg(feature = "persistent_storage")]
+#[cfg_attr(docsrs, doc(cfg(feature = "persistent_storage")))]
 pub mod persistent_storage;
 
 pub use memory_storage::MemoryStorage;
+#[cfg(feature = "persistent_storage")]
 pub use persistent_storage::{PersistentStorage, PersistentStorageConfig};
 
 use omnipaxos::storage::{Entry, StorageOp};

@@ -7,8 +7,8 @@ use common::small_config;
 use omnipaxos::storage::{Entry, NoSnapshot, Storage, StorageOp};
 use omnipaxos_storage::{
     conformance::{
-        ballot, clone_ops, entry_with_len, observe, same_state, stop_sign, SplitMix64, TestEntry,
-        TestSnapshot,
+        ballot, clone_ops, entries, entry, entry_with_len, observe, same_state, stop_sign,
+        SplitMix64, TestEntry, TestSnapshot,
     },
     memory_storage::MemoryStorage,
     persistent_storage::{
@@ -22,6 +22,22 @@ use std::{
     path::{Path, PathBuf},
 };
 use tempfile::TempDir;
+
+/// CRC-32C (Castagnoli), bit by bit: to forge an anchor of another format version.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
 
 /// The writes of [`populate`]: several segments, a trim, promise, snapshot and stop sign, and
 /// entries in each of the last writes.
@@ -77,7 +93,7 @@ impl Populated {
         self.models.last().expect("models")
     }
     fn open(&self) -> Result<PersistentStorage<TestEntry>, PersistentStorageError> {
-        PersistentStorage::open(self.cfg.clone())
+        PersistentStorage::try_open(self.cfg.clone())
     }
 }
 
@@ -92,7 +108,7 @@ fn populate_with(durability: Durability) -> Populated {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = small_config(&dir.path().join("store"));
     cfg.set_durability(durability);
-    let mut s = PersistentStorage::<TestEntry>::new(cfg.clone()).expect("new");
+    let mut s = PersistentStorage::<TestEntry>::try_new(cfg.clone()).expect("new");
     let mut m = MemoryStorage::default();
     let mut models = vec![m.clone()];
     for ops in writes() {
@@ -246,9 +262,8 @@ fn overwritten_database_is_refused() {
 
 #[test]
 fn truncated_database_never_opens_older() {
-    // sled silently rolls back a truncated file; the anchor and the write tags in the log
-    // must catch it, except for the loss of the very last write (indistinguishable from a
-    // crash before its commit).
+    // sled silently rolls back a truncated file: to an older checkpoint (harmless: the log is
+    // rolled forward from it, to the same state) or to none (refused, `StateLost`).
     let p = populate();
     let db = p.path().join("db").join("db");
     let bytes = fs::read(&db).expect("read");
@@ -364,7 +379,7 @@ impl Entry for OtherEntry {
 #[test]
 fn a_different_entry_type_is_refused() {
     let p = populate();
-    let e = PersistentStorage::<OtherEntry>::open(p.cfg.clone())
+    let e = PersistentStorage::<OtherEntry>::try_open(p.cfg.clone())
         .map(|_| ())
         .expect_err("opened with another entry type");
     assert!(
@@ -377,7 +392,7 @@ fn a_different_entry_type_is_refused() {
 #[test]
 fn new_refuses_existing_data_and_open_refuses_foreign_directories() {
     let p = populate();
-    let e = PersistentStorage::<TestEntry>::new(p.cfg.clone())
+    let e = PersistentStorage::<TestEntry>::try_new(p.cfg.clone())
         .map(|_| ())
         .expect_err("new on existing data");
     assert!(
@@ -387,14 +402,14 @@ fn new_refuses_existing_data_and_open_refuses_foreign_directories() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("notes.txt"), b"mine").expect("write");
-    let e = PersistentStorage::<TestEntry>::open(small_config(dir.path()))
+    let e = PersistentStorage::<TestEntry>::try_open(small_config(dir.path()))
         .map(|_| ())
         .expect_err("open on a foreign directory");
     assert!(
         matches!(e, PersistentStorageError::NotAStorage { .. }),
         "{e}"
     );
-    let e = PersistentStorage::<TestEntry>::open(small_config(&dir.path().join("notes.txt")))
+    let e = PersistentStorage::<TestEntry>::try_open(small_config(&dir.path().join("notes.txt")))
         .map(|_| ())
         .expect_err("open on a file");
     assert!(
@@ -404,7 +419,7 @@ fn new_refuses_existing_data_and_open_refuses_foreign_directories() {
     // An empty directory is a fine place for a new storage.
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).expect("mkdir");
-    PersistentStorage::<TestEntry>::new(small_config(&empty)).expect("new in empty dir");
+    PersistentStorage::<TestEntry>::try_new(small_config(&empty)).expect("new in empty dir");
 }
 
 #[test]
@@ -472,4 +487,300 @@ fn random_damage_gives_an_error_or_the_right_state() {
         refused > 0 && intact > 0,
         "refused {refused}, intact {intact}"
     );
+}
+
+/// A record of a segment file: byte position, offset, size (metadata and payload), and
+/// whether it carries a commit mark (ends a write).
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    pos: u64,
+    offset: u64,
+    size: u64,
+    commit: bool,
+}
+
+fn records_of(segment: &Path) -> Vec<Rec> {
+    let b = fs::read(segment).expect("read segment");
+    let mut out = Vec::new();
+    let mut p = 2usize;
+    while p + 20 <= b.len() {
+        let offset = u64::from_le_bytes(b[p..p + 8].try_into().expect("8 bytes"));
+        let size = u32::from_le_bytes(b[p + 8..p + 12].try_into().expect("4 bytes")) as u64;
+        let meta = u16::from_le_bytes([b[p + 18], b[p + 19]]);
+        out.push(Rec {
+            pos: p as u64,
+            offset,
+            size,
+            commit: meta >= 16,
+        });
+        p += 20 + size as usize;
+    }
+    out
+}
+
+/// What a crash leaves: the writes applied (`Immediate`) to a fresh storage whose directory is
+/// then copied while it is still open (so no checkpoint covers them), in one segment.
+struct CrashImage {
+    _dir: TempDir,
+    cfg: PersistentStorageConfig,
+    models: Vec<MemoryStorage<TestEntry>>,
+    segment: PathBuf,
+    /// The records of the writes (after the checkpoint the storage wrote when it was opened).
+    records: Vec<Rec>,
+}
+
+impl CrashImage {
+    fn open(&self) -> Result<PersistentStorage<TestEntry>, PersistentStorageError> {
+        PersistentStorage::try_open(self.cfg.clone())
+    }
+    /// The records of write `w` (1-based).
+    fn write(&self, w: usize) -> Vec<Rec> {
+        let mut groups = vec![Vec::new()];
+        for r in &self.records {
+            groups.last_mut().expect("group").push(*r);
+            if r.commit {
+                groups.push(Vec::new());
+            }
+        }
+        groups[w - 1].clone()
+    }
+    fn cut_at(&self, pos: u64) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&self.segment)
+            .expect("open")
+            .set_len(pos)
+            .expect("truncate");
+    }
+}
+
+fn crash_image(writes: Vec<Vec<StorageOp<TestEntry>>>) -> CrashImage {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = small_config(&dir.path().join("store"));
+    cfg.set_checkpoint_interval(1_000_000);
+    let mut s = PersistentStorage::<TestEntry>::try_new(cfg.clone()).expect("new");
+    let base = {
+        let segs: Vec<PathBuf> = files_under(cfg.get_path())
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "log"))
+            .collect();
+        assert_eq!(segs.len(), 1);
+        records_of(&segs[0]).len()
+    };
+    let mut m = MemoryStorage::default();
+    let mut models = vec![m.clone()];
+    for ops in writes {
+        m.write_atomically(clone_ops(&ops)).expect("model");
+        s.write_atomically(ops).expect("write");
+        models.push(m.clone());
+    }
+    let image = dir.path().join("image");
+    copy_dir(cfg.get_path(), &image);
+    drop(s);
+    cfg.set_path(&image);
+    let segs: Vec<PathBuf> = files_under(&image)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert_eq!(segs.len(), 1, "one segment");
+    let records = records_of(&segs[0]).split_off(base);
+    assert!(
+        records
+            .windows(2)
+            .all(|w| w[1].offset == w[0].offset + 1 && w[1].pos == w[0].pos + 20 + w[0].size),
+        "records parsed: {records:?}"
+    );
+    CrashImage {
+        _dir: dir,
+        cfg,
+        models,
+        segment: segs[0].clone(),
+        records,
+    }
+}
+
+fn appends(n: usize) -> Vec<Vec<StorageOp<TestEntry>>> {
+    (0..n as u64)
+        .map(|i| {
+            vec![
+                StorageOp::AppendEntries(entries(i * 3..i * 3 + 3)),
+                StorageOp::SetDecidedIndex(i as usize * 3),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn damage_followed_by_later_writes_is_refused_after_a_crash() {
+    // A flipped payload byte, and a flipped byte in a record's size field (which loses the
+    // framing: later commits are found by searching byte by byte).
+    for (what, field) in [("payload", 25u64), ("size field", 9)] {
+        let img = crash_image(appends(5));
+        let victim = img.write(2)[0];
+        flip(&img.segment, victim.pos + field);
+        match img.open() {
+            Ok(s) => panic!("{what}: opened {:?}", observe(&s, 0)),
+            Err(e) => assert!(
+                matches!(e, PersistentStorageError::Corrupt { .. }),
+                "{what}: {e}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_torn_last_write_is_cut_off() {
+    let n = 5;
+    // The file ends inside the last write's group, or its last record is damaged.
+    for damage in 0..3 {
+        let img = crash_image(appends(n));
+        let last = img.write(n);
+        match damage {
+            0 => img.cut_at(last[1].pos + 7),
+            1 => img.cut_at(last[last.len() - 1].pos + 3),
+            _ => flip(&img.segment, last[last.len() - 1].pos + 30),
+        }
+        let s = img.open().expect("a torn last write opens");
+        assert!(
+            same_state(&s, &img.models[n - 1]),
+            "damage {damage}: {:?}",
+            observe(&s, 0)
+        );
+        // And the storage goes on from there.
+        let mut s = s;
+        s.append_entry(entry(999)).expect("append after the cut");
+    }
+}
+
+#[test]
+fn a_cut_that_loses_the_promise_is_refused() {
+    let writes = || {
+        vec![
+            vec![StorageOp::AppendEntries(entries(0..2))],
+            vec![StorageOp::SetPromise(ballot(4))],
+            vec![StorageOp::AppendEntries(entries(2..4))],
+            vec![StorageOp::AppendEntries(entries(4..6))],
+        ]
+    };
+    // Cut at the promise's write: the anchor knows that write was under way after write 1
+    // committed, so a state without the promise is only allowed right after write 1 ... which
+    // is what a crash during write 2 leaves. Cut one write earlier: refused.
+    let img = crash_image(writes());
+    img.cut_at(img.write(1)[0].pos);
+    let e = img
+        .open()
+        .map(|_| ())
+        .expect_err("lost the write before the promise");
+    assert!(
+        matches!(e, PersistentStorageError::StateRolledBack { .. }),
+        "{e}"
+    );
+    let img = crash_image(writes());
+    img.cut_at(img.write(2)[0].pos);
+    let s = img.open().expect("a crash during the promise's write");
+    assert!(same_state(&s, &img.models[1]), "{:?}", observe(&s, 0));
+    // A cut after the promise is not found (see the module documentation), but the promise
+    // stays.
+    let img = crash_image(writes());
+    img.cut_at(img.write(3)[0].pos);
+    let s = img.open().expect("cut after the promise");
+    assert!(same_state(&s, &img.models[2]), "{:?}", observe(&s, 0));
+}
+
+#[test]
+fn a_closed_storage_finds_any_cut_of_its_log() {
+    let p = populate();
+    let segs = log_files(&p, "log");
+    let last = segs.last().expect("segment");
+    let recs = records_of(last);
+    // Cut at the start of the last write's group: a crash could leave this, but the storage
+    // was closed (a checkpoint names the end).
+    let start = recs
+        .iter()
+        .rev()
+        .skip(1)
+        .find(|r| r.commit)
+        .map(|r| r.pos + 20 + r.size)
+        .expect("two writes in the last segment");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .expect("open")
+        .set_len(start)
+        .expect("truncate");
+    let e = open_err(&p);
+    assert!(
+        matches!(e, PersistentStorageError::LogTruncated { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn directories_of_another_format_are_refused_with_its_version() {
+    // Format version 1 (the anchor of the 0.3 development versions starts `OPXANC01`).
+    let p = populate();
+    let anchor = p.path().join("anchor");
+    let mut body = b"OPXANC01".to_vec();
+    body.extend_from_slice(&[0u8; 40]);
+    let crc = crc32c(&body);
+    let mut sealed = crc.to_le_bytes().to_vec();
+    sealed.extend_from_slice(&body);
+    fs::write(&anchor, sealed).expect("write");
+    let e = open_err(&p);
+    assert!(
+        matches!(
+            e,
+            PersistentStorageError::UnsupportedFormat { supported: 2, .. }
+        ),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("format version 1") && msg.contains("format version 2"),
+        "{msg}"
+    );
+    // A RocksDB directory of omnipaxos_storage 0.2.
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("CURRENT"), b"MANIFEST-000005\n").expect("write");
+    fs::write(dir.path().join("MANIFEST-000005"), b"").expect("write");
+    fs::write(dir.path().join("000004.log"), b"").expect("write");
+    let e = PersistentStorage::<TestEntry>::try_open(small_config(dir.path()))
+        .map(|_| ())
+        .expect_err("a RocksDB directory");
+    assert!(
+        matches!(e, PersistentStorageError::UnsupportedFormat { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("RocksDB"), "{e}");
+}
+
+#[test]
+fn open_and_new_panic_with_the_path_and_the_cause() {
+    let p = populate();
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        PersistentStorage::<TestEntry>::new(p.cfg.clone())
+    }))
+    .map(|_| ())
+    .expect_err("new on existing data panics");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains(&p.path().display().to_string()) && msg.contains("already has data"),
+        "{msg}"
+    );
+    fs::remove_file(p.path().join("anchor")).expect("remove");
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        PersistentStorage::<TestEntry>::open(p.cfg.clone())
+    }))
+    .map(|_| ())
+    .expect_err("open of a damaged storage panics");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains(&p.path().display().to_string()) && msg.contains("anchor"),
+        "{msg}"
+    );
+    // `open` of a good directory returns the storage itself (the 0.2.4 signature).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s: PersistentStorage<TestEntry> =
+        PersistentStorage::open(small_config(&dir.path().join("s")));
+    assert_eq!(s.get_log_len().expect("len"), 0);
 }

@@ -29,3 +29,33 @@ fn persistent_storage_matches_model() {
         model_test(&mut b, seed, 500);
     }
 }
+
+#[test]
+fn writes_without_entries_between_appends_do_not_fragment_the_log_for_ever() {
+    use omnipaxos::storage::{Storage, StorageOp};
+    use omnipaxos_storage::conformance::{entry, same_state};
+    // A follower's pattern: an accepted entry, then a decide-only write. Each decide-only
+    // write starts a new extent of the log map; past 4,096 extents (and a quarter of the live
+    // entries) a rewrite makes the map one extent again.
+    let mut t = TempStorage::fresh_deferred();
+    let mut m = MemoryStorage::default();
+    for i in 0..5_000u64 {
+        let ops = || vec![StorageOp::AppendEntry(entry(i))];
+        t.write_atomically(ops()).expect("append");
+        m.write_atomically(ops()).expect("model");
+        let dec = || vec![StorageOp::SetDecidedIndex(i as usize + 1)];
+        t.write_atomically(dec()).expect("decide");
+        m.write_atomically(dec()).expect("model");
+    }
+    assert!(same_state(&t, &m));
+    let gens: Vec<String> = std::fs::read_dir(t.cfg.get_path())
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("log-"))
+        .collect();
+    assert_eq!(gens.len(), 1, "{gens:?}");
+    assert_ne!(gens[0], format!("log-{:020}", 1), "a rewrite happened");
+    let t = t.reopen();
+    assert!(same_state(&t, &m));
+}

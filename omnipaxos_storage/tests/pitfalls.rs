@@ -65,6 +65,22 @@ fn commitlog_refuses_an_append_batch_over_message_max_bytes() {
 }
 
 #[test]
+fn commitlog_panics_when_one_append_outgrows_half_its_index() {
+    // The index grows by half its size, once, when an append does not fit: an append of more
+    // index entries than that writes past the end of the index's memory map.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = LogOptions::new(dir.path());
+    opts.index_max_items(100);
+    let mut log = CommitLog::new(opts).expect("log");
+    let mut buf = MessageBuf::default();
+    for _ in 0..200 {
+        buf.push(b"x").expect("push");
+    }
+    let r = panic::catch_unwind(panic::AssertUnwindSafe(|| log.append(&mut buf).is_ok()));
+    assert!(r.is_err(), "expected a panic, got {r:?}");
+}
+
+#[test]
 fn commitlog_read_returns_at_most_the_read_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = log_with(dir.path(), 100, 1000);

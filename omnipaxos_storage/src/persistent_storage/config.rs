@@ -10,33 +10,40 @@ pub const DEFAULT_PATH: &str = "omnipaxos_storage";
 /// Default of [`PersistentStorageConfig::set_log_rewrite_threshold`].
 pub const DEFAULT_LOG_REWRITE_THRESHOLD: usize = 4096;
 
+/// Default of [`PersistentStorageConfig::set_checkpoint_interval`].
+pub const DEFAULT_CHECKPOINT_INTERVAL: usize = 65_536;
+
 /// When the data of a [`write_atomically`](omnipaxos::storage::Storage::write_atomically)
 /// reaches the disk. Atomicity does not depend on it; durability does.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
-    /// Every write syncs before it returns: the commitlog segment files are `fdatasync`ed, sled
-    /// is flushed and its data file `fdatasync`ed (sled's own flush does not). A returned write
-    /// survives a process kill and a power loss. Costs three syncs per write, whatever its
-    /// size: batch entries (see the crate's benchmark, `examples/storage_bench.rs`, for the
-    /// cost against a plain file with one `fsync` per batch).
+    /// Every write syncs before it returns: one `fdatasync` of the commitlog segment it was
+    /// appended to (and of the log directory when the write created a segment). A returned
+    /// write survives a process kill and a power loss. The sync is paid per write, whatever
+    /// its size: batch entries (`examples/storage_bench.rs` measures the cost against a plain
+    /// file with one `fsync` per batch).
     #[default]
     Immediate,
-    /// Writes return once the data is handed to the OS (commitlog) and to sled's memory; sled
-    /// writes it out in the background (every `sled::Config::flush_every_ms`, 500 ms by
-    /// default) and when the storage is dropped. After a **process** crash the storage reopens
-    /// in the state after some earlier write (atomicity is kept; the last writes may be lost).
-    /// After a **power loss** it may refuse to open (its log lost synced-looking data), never
-    /// open wrong. Writes that change the promise or the accepted round are still synced, so a
-    /// node never forgets a promise; but forgetting accepted entries can still break Paxos if
-    /// a majority loses them at once. Use it for tests, or when the cluster is never powered
-    /// off all at once and speed matters more.
+    /// Writes return once the data is handed to the OS; it reaches the disk when the OS writes
+    /// it back, at the next checkpoint, and when the storage is dropped. After a **process**
+    /// crash nothing is lost (the OS still has the data). After a **power loss** (or an OS
+    /// crash) the storage reopens in the state after some earlier write (atomicity is kept,
+    /// the last writes are lost), or refuses to open if the log lost data a checkpoint names;
+    /// it never opens wrong. Writes that change the promise or the accepted round are still
+    /// synced, so a node never forgets a promise.
+    ///
+    /// Losing accepted entries can break Paxos safety even if only **one** server loses them:
+    /// a follower that acknowledged an entry and then forgets it, together with a crash of the
+    /// leader that decided it on that acknowledgement, can lose a decided entry (the next
+    /// leader may be elected by a majority none of which still holds it). Use it for tests, or
+    /// where servers do not lose power and speed matters more.
     Deferred,
 }
 
 /// Configuration of a [`PersistentStorage`](super::PersistentStorage).
 ///
 /// The storage owns the directory [`get_path`](Self::get_path): it keeps its commitlog, its sled
-/// database and a small anchor file there (see the
+/// database (checkpoints and snapshots) and a small anchor file there (see the
 /// [module documentation](super#on-disk-layout)). The directories inside the given
 /// `LogOptions` and `sled::Config` are **not** used: the storage places both under its own
 /// path, keeping every other option you set (segment, index and message sizes of the log;
@@ -48,6 +55,7 @@ pub struct PersistentStorageConfig {
     database_options: sled::Config,
     durability: Durability,
     log_rewrite_threshold: usize,
+    checkpoint_interval: usize,
 }
 
 impl Default for PersistentStorageConfig {
@@ -59,6 +67,7 @@ impl Default for PersistentStorageConfig {
             database_options: sled::Config::default(),
             durability: Durability::default(),
             log_rewrite_threshold: DEFAULT_LOG_REWRITE_THRESHOLD,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -103,7 +112,8 @@ impl PersistentStorageConfig {
     }
 
     /// Sets the commitlog options. Their directory is ignored. `message_max_bytes` bounds the
-    /// encoded size of one entry (plus 20 bytes of header); larger entries are refused.
+    /// encoded size of one entry, and of one write's state record, plus 37 bytes of header,
+    /// kind and commit mark; larger ones are refused.
     pub fn set_commitlog_options(&mut self, options: LogOptions) {
         self.commitlog_options = options;
     }
@@ -113,8 +123,9 @@ impl PersistentStorageConfig {
         self.database_options.clone()
     }
 
-    /// Sets the sled options. Their path is ignored; `create_new` and `temporary` are turned
-    /// off (use [`PersistentStorage::new`](super::PersistentStorage::new) to require a fresh
+    /// Sets the sled options (sled keeps the checkpoints and snapshots). Their path is
+    /// ignored; `create_new` and `temporary` are turned off (use
+    /// [`PersistentStorage::try_new`](super::PersistentStorage::try_new) to require a fresh
     /// directory).
     pub fn set_database_options(&mut self, options: sled::Config) {
         self.database_options = options;
@@ -135,13 +146,59 @@ impl PersistentStorageConfig {
         self.log_rewrite_threshold
     }
 
-    /// Trimmed and overwritten entries stay in the commitlog (unreferenced) until their number
-    /// reaches `entries` **and** the number of live entries; then the next write first copies
-    /// the live entries into a fresh log (crash-safe, see the module documentation). Lower
-    /// values reclaim disk space sooner and copy more often. Default
-    /// [`DEFAULT_LOG_REWRITE_THRESHOLD`]; at least 1.
-    pub fn set_log_rewrite_threshold(&mut self, entries: usize) {
-        self.log_rewrite_threshold = entries.max(1);
+    /// Trimmed and overwritten entries, state records and commit marks stay in the commitlog
+    /// (unreferenced) until their number reaches `records` **and** twice the number of live
+    /// entries; then the next write first copies the live entries into a fresh log
+    /// (crash-safe, see the module documentation). Lower values reclaim disk space sooner and
+    /// copy more often. Default [`DEFAULT_LOG_REWRITE_THRESHOLD`]; at least 1.
+    pub fn set_log_rewrite_threshold(&mut self, records: usize) {
+        self.log_rewrite_threshold = records.max(1);
+    }
+
+    /// See [`set_checkpoint_interval`](Self::set_checkpoint_interval).
+    pub fn get_checkpoint_interval(&self) -> usize {
+        self.checkpoint_interval
+    }
+
+    /// A checkpoint of the state is written to sled (flushed and synced: about three syncs)
+    /// before the first write after `records` log records (or 64 MiB of log) since the last
+    /// one. `open` reads the log from the last checkpoint on, and the end of the log up to the
+    /// last checkpoint is protected against being cut off (see the module documentation).
+    /// Lower values cost more syncs; higher values leave more of the log after a crash
+    /// protected only by its checksums. Default [`DEFAULT_CHECKPOINT_INTERVAL`]; at least 1.
+    pub fn set_checkpoint_interval(&mut self, records: usize) {
+        self.checkpoint_interval = records.max(1);
+    }
+
+    /// Whether every write syncs before it returns: `true` for [`Durability::Immediate`]
+    /// (the default). The name and meaning of omnipaxos_storage 0.2.4.
+    pub fn get_sync_writes(&self) -> bool {
+        self.durability == Durability::Immediate
+    }
+
+    /// Sets whether every write syncs before it returns: `true` is [`Durability::Immediate`],
+    /// `false` is [`Durability::Deferred`] (see there for what a node can lose). The name and
+    /// meaning of omnipaxos_storage 0.2.4.
+    pub fn set_sync_writes(&mut self, sync_writes: bool) {
+        self.durability = if sync_writes {
+            Durability::Immediate
+        } else {
+            Durability::Deferred
+        };
+    }
+
+    /// The options of the log: the same as
+    /// [`get_commitlog_options`](Self::get_commitlog_options) (the name of omnipaxos_storage
+    /// 0.2.4, whose log was a RocksDB column family).
+    pub fn get_log_options(&self) -> LogOptions {
+        self.get_commitlog_options()
+    }
+
+    /// Sets the options of the log: the same as
+    /// [`set_commitlog_options`](Self::set_commitlog_options) (the name of omnipaxos_storage
+    /// 0.2.4, whose log was a RocksDB column family).
+    pub fn set_log_options(&mut self, options: LogOptions) {
+        self.set_commitlog_options(options)
     }
 }
 

@@ -5,13 +5,13 @@ use crate::InvalidOpError;
 use omnipaxos::ballot_leader_election::Ballot;
 use std::{fmt, io, path::PathBuf};
 
-/// Why [`PersistentStorage::open`](super::PersistentStorage::open) or
-/// [`new`](super::PersistentStorage::new) failed. Opening never panics and never returns a store
+/// Why [`PersistentStorage::try_open`](super::PersistentStorage::try_open) or
+/// [`try_new`](super::PersistentStorage::try_new) failed (`open` and `new` panic with it). Opening never panics and never returns a store
 /// that lost data it had acknowledged: damaged or foreign data gives one of these.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PersistentStorageError {
-    /// `new`: the directory exists and is not empty. Use `open` to reopen it, or pick another
+    /// `try_new`: the directory exists and is not empty. Use `open` to reopen it, or pick another
     /// path.
     AlreadyExists {
         /// The storage directory.
@@ -33,8 +33,8 @@ pub enum PersistentStorageError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The log holds fewer records than the state says were written: a segment file was
-    /// truncated or deleted. Restore from a backup or rebuild the node from its peers.
+    /// The log holds fewer records than the checkpoint says were written: a segment file or a
+    /// whole log generation was truncated or deleted. Restore from a backup or rebuild the node from its peers.
     LogTruncated {
         /// The storage directory.
         path: PathBuf,
@@ -59,32 +59,35 @@ pub enum PersistentStorageError {
         /// The types it was opened with.
         expected: String,
     },
-    /// The sled database holds no state although the anchor says the storage was created:
-    /// the database was deleted or overwritten (sled 0.34 reopens an overwritten file as an
-    /// empty database). Opening it would forget the node's promise. Restore from a backup or
-    /// rebuild the node from its peers.
+    /// The sled database holds no checkpoint although the anchor says the storage was
+    /// created: the database was deleted or overwritten (sled 0.34 reopens an overwritten file
+    /// as an empty database), and with it the snapshot. Restore from a backup or rebuild the
+    /// node from its peers.
     StateLost {
         /// The storage directory.
         path: PathBuf,
     },
-    /// The promise or accepted round in sled is not the one the anchor file recorded: the
-    /// database went back to an older state. Opening it could break Paxos safety. Restore from
-    /// a backup or rebuild the node from its peers.
+    /// The promise or accepted round the log holds is not one the anchor file recorded: the
+    /// log lost the write that changed them (its end was cut off). Opening it could break
+    /// Paxos safety. Restore from a backup or rebuild the node from its peers.
     StateRolledBack {
         /// The (promise, accepted round) the anchor allows (before and after its last change).
         allowed: Box<[(Option<Ballot>, Option<Ballot>); 2]>,
-        /// The (promise, accepted round) found in the database.
+        /// The (promise, accepted round) found in the log.
         found: Box<(Option<Ballot>, Option<Ballot>)>,
     },
-    /// The database lost writes it had committed: the log holds the entries of write
-    /// `logged`, which started only after write `logged - 1` was synced, but the database
-    /// only has the writes up to `committed` (sled silently rolls back a damaged file).
-    /// Restore from a backup or rebuild the node from its peers.
-    WritesLost {
-        /// Sequence number of the last write in the database.
-        committed: u64,
-        /// Sequence number of a later write found in the log.
-        logged: u64,
+    /// The directory holds a storage in another on-disk format than this version reads
+    /// (`found`: e.g. format version 1 of the omnipaxos_storage 0.3 development versions, or
+    /// a RocksDB directory of omnipaxos_storage 0.2). Nothing was read or changed. Open it with
+    /// the version that wrote it, or move it away and start the node fresh (it then rejoins
+    /// with an empty log).
+    UnsupportedFormat {
+        /// The storage directory.
+        path: PathBuf,
+        /// What the directory holds.
+        found: String,
+        /// The format version this version reads and writes.
+        supported: u32,
     },
     /// The configuration cannot be used; the message says which setting.
     InvalidConfig(String),
@@ -133,9 +136,13 @@ impl fmt::Display for PersistentStorageError {
                 f,
                 "the database went back to an older state: (promise, accepted round) is {found:?}, the anchor allows {allowed:?}"
             ),
-            WritesLost { committed, logged } => write!(
+            UnsupportedFormat {
+                path,
+                found,
+                supported,
+            } => write!(
                 f,
-                "the database lost committed writes: it ends at write {committed}, the log holds write {logged}"
+                "storage {path:?} holds {found}; this version of omnipaxos_storage reads only format version {supported}"
             ),
             InvalidConfig(m) => write!(f, "invalid storage configuration: {m}"),
             Io { context, source } => write!(f, "{context}: {source}"),
@@ -184,7 +191,7 @@ pub enum StorageError {
     },
     /// sled failed.
     Database(sled::Error),
-    /// An earlier write failed while the log or database was being changed, so the state on
+    /// An earlier write failed while the log was being changed, so the state on
     /// disk is either the one before or the one after that write. The storage refuses further
     /// writes: drop it and [`open`](super::PersistentStorage::open) the directory again, which
     /// finds out which one it is.

@@ -1,19 +1,20 @@
-//! One generation of the commitlog: creating it, validating and repairing its files before
-//! commitlog sees them, appending in batches that commitlog accepts and syncing what was
+//! One generation of the commitlog: creating it, validating its files before commitlog sees
+//! them, appending writes as groups of records that end in a commit marker, syncing what was
 //! appended, reading any range.
 //!
 //! commitlog 0.2.0 trusts its files: a missing, empty or full index file makes it panic, a
 //! damaged segment is only noticed when read, and `flush()` does not `fsync`. So on open we
 //! scan every segment ourselves (magic, offsets, lengths, CRC-32C of each record, and a chain
-//! checksum over all record headers that the state in sled must match), cut the log back to
-//! the committed number of records, and write every index file anew from the scan. The index
-//! files are thus derived data: nothing depends on them surviving a crash.
+//! checksum over the record headers up to the checkpoint, which must match the one the
+//! checkpoint recorded), cut the log back to the last committed write, and write every index
+//! file anew from the scan. The index files are thus derived data: nothing depends on them
+//! surviving a crash.
 
 use super::{
     config::LogLimits,
     crc::crc32c_append,
     error::{io_err, open_io, PersistentStorageError, StorageError},
-    meta::sync_dir,
+    meta::{sync_dir, KIND_ENTRY},
 };
 use commitlog::{
     message::{MessageBuf, MessageSet},
@@ -21,7 +22,7 @@ use commitlog::{
 };
 use std::{
     fs::{self, File},
-    io::{self, BufReader, Read},
+    io::{self, BufReader, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
 };
 
@@ -30,35 +31,47 @@ use std::{
 pub(crate) const HEADER: usize = 20;
 /// The two bytes every segment file starts with.
 const SEGMENT_MAGIC: [u8; 2] = [0xff, 0xff];
+/// The largest commitlog metadata (its length is a `u16`).
+pub(crate) const MAX_META: usize = u16::MAX as usize;
+/// At most this many bytes after a damaged record are searched for later commits.
+const PROBE_MAX: u64 = 256 << 20;
 
-/// The commitlog metadata on the first record of each write: the write's sequence number and
-/// whether the write before it was synced. `open` reads the tags of the uncommitted tail: a
-/// write can only start after the previous one returned, so a tail write `s` whose
-/// predecessor was synced proves that write `s - 1` was committed; if the database does not
-/// have it, the database lost committed writes (sled silently rolls back a damaged file).
+/// The commit marker: commitlog metadata on the last record of each write's group of records
+/// (followed, in the same metadata, by the write's state changes when that record is an entry).
+/// The group is committed exactly when this record is in the log, intact. `n` is the number of
+/// records of the group (this one included) and `crc` the [`group_chain`] over the `n - 1`
+/// records before it, so a group whose records were replaced or lost does not pass as
+/// committed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WriteTag {
+pub(crate) struct CommitMark {
+    /// Sequence number of the write (1 for the first write of a storage; a generation's base
+    /// group carries the number of the last write its state includes).
     pub(crate) seq: u64,
-    pub(crate) prev_synced: bool,
+    pub(crate) n: u32,
+    pub(crate) crc: u32,
 }
 
-impl WriteTag {
-    const LEN: usize = 9;
+impl CommitMark {
+    pub(crate) const LEN: usize = 16;
 
     fn to_bytes(self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[..8].copy_from_slice(&self.seq.to_le_bytes());
-        b[8] = u8::from(self.prev_synced);
+        b[8..12].copy_from_slice(&self.n.to_le_bytes());
+        b[12..].copy_from_slice(&self.crc.to_le_bytes());
         b
     }
 
-    fn from_bytes(b: &[u8]) -> Option<WriteTag> {
-        if b.len() != Self::LEN || b[8] > 1 {
+    /// Reads the mark from the first [`LEN`](Self::LEN) bytes of a record's metadata.
+    fn from_bytes(b: &[u8]) -> Option<CommitMark> {
+        if b.len() < Self::LEN {
             return None;
         }
-        Some(WriteTag {
-            seq: u64::from_le_bytes(b[..8].try_into().ok()?),
-            prev_synced: b[8] == 1,
+        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(CommitMark {
+            seq: u64::from(w(0)) | (u64::from(w(4)) << 32),
+            n: w(8),
+            crc: w(12),
         })
     }
 }
@@ -69,6 +82,14 @@ pub(crate) fn chain(prev: u32, offset: u64, size: u32, hash: u32) -> u32 {
     b[..8].copy_from_slice(&offset.to_le_bytes());
     b[8..12].copy_from_slice(&size.to_le_bytes());
     b[12..].copy_from_slice(&hash.to_le_bytes());
+    crc32c_append(prev, &b)
+}
+
+/// Folds one record into the checksum of its group (size and CRC; offsets are checked apart).
+pub(crate) fn group_chain(prev: u32, size: u32, hash: u32) -> u32 {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&size.to_le_bytes());
+    b[4..].copy_from_slice(&hash.to_le_bytes());
     crc32c_append(prev, &b)
 }
 
@@ -109,30 +130,95 @@ pub(crate) struct Log {
     /// Largest record (header + payload) and total record bytes, to size reads.
     max_record: usize,
     total_bytes: u64,
+    /// The group being written: its records not yet handed to commitlog, how many records it
+    /// has so far and their group checksum.
+    buf: MessageBuf,
+    buf_bytes: usize,
+    buf_records: usize,
+    group_len: u32,
+    group_crc: u32,
+}
+
+/// A record after the checkpoint, as the scan found it (intact: offset, CRC and header hold).
+#[derive(Clone, Debug)]
+pub(crate) struct TailRecord {
+    pub(crate) offset: u64,
+    pub(crate) size: u32,
+    pub(crate) hash: u32,
+    /// The first payload byte (`meta::KIND_*`), 0 for an empty payload.
+    pub(crate) kind: u8,
+    pub(crate) commit: Option<CommitMark>,
+    /// The state changes the commit mark carries (the metadata after the mark), if any.
+    pub(crate) state: Option<Vec<u8>>,
+    /// The payload after the kind byte, for records other than entries.
+    pub(crate) body: Option<Vec<u8>>,
+}
+
+/// Where the intact records of the log end, if not at a clean end of the last segment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Damage {
+    /// Offset of the first record that is missing, torn or damaged.
+    pub(crate) at: u64,
+    /// Commit marks found (by searching byte by byte) in the bytes after it.
+    pub(crate) later_commits: Vec<CommitMark>,
+}
+
+/// One segment as scanned: its base offset, the file position and kind of each intact
+/// record, and the end of the last intact record.
+struct SegScan {
+    base: u64,
+    positions: Vec<u32>,
+    kinds: Vec<u8>,
+    end: u64,
 }
 
 /// What the scan of a generation found.
-struct Scan {
-    /// Per kept segment: base offset, bytes to keep, file position of each kept record.
-    kept: Vec<(u64, u64, Vec<u32>)>,
-    /// Segment files past the committed records.
+pub(crate) struct Scan {
+    dir: PathBuf,
+    segs: Vec<SegScan>,
+    /// Segment files after the intact records (removed when the log is opened).
     beyond: Vec<u64>,
     /// Other files to delete (stale indexes, temporary files).
     stray: Vec<PathBuf>,
-    header_payload: Vec<u8>,
-    max_record: usize,
-    total_bytes: u64,
-    /// Write tags found in the intact records after the committed ones.
-    tail_tags: Vec<WriteTag>,
+    /// Intact records from `verified` on.
+    pub(crate) tail: Vec<TailRecord>,
+    /// Number of records that were verified against the checkpoint's chain.
+    pub(crate) verified: u64,
+    chain_verified: u32,
+    /// Set when the intact records end at a damaged or torn record or at a gap.
+    pub(crate) damage: Option<Damage>,
+    /// The payload of record 0 (the generation's header), if intact.
+    pub(crate) header: Option<Vec<u8>>,
+}
+
+impl Scan {
+    /// Total number of intact records.
+    pub(crate) fn intact(&self) -> u64 {
+        self.verified + self.tail.len() as u64
+    }
+
+    /// The kind byte of intact record `off`.
+    pub(crate) fn kind(&self, off: u64) -> Option<u8> {
+        let i = self
+            .segs
+            .partition_point(|s| s.base <= off)
+            .checked_sub(1)?;
+        let s = &self.segs[i];
+        s.kinds.get((off - s.base) as usize).copied()
+    }
 }
 
 impl Log {
-    /// Creates generation `dir` (which must not exist) holding only `header`, synced.
-    pub(crate) fn create(dir: &Path, limits: LogLimits, header: &[u8]) -> io::Result<Log> {
+    /// Creates generation `dir` (which must not exist), empty; call
+    /// [`push`](Self::push)/[`commit`](Self::commit) for its base group.
+    pub(crate) fn create(dir: &Path, limits: LogLimits) -> io::Result<Log> {
         fs::create_dir(dir)?;
         let log = CommitLog::new(limits.options_for(dir))?;
         let active = File::open(segment_path(dir, 0))?;
-        let mut l = Log {
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(Log {
             dir: dir.to_path_buf(),
             limits,
             log,
@@ -144,32 +230,41 @@ impl Log {
             dir_dirty: true,
             max_record: 0,
             total_bytes: 0,
-        };
-        l.append(&[header], None)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        l.sync().map_err(|e| io::Error::other(e.to_string()))?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
-        Ok(l)
+            buf: MessageBuf::default(),
+            buf_bytes: 0,
+            buf_records: 0,
+            group_len: 0,
+            group_crc: 0,
+        })
     }
 
-    /// Opens generation `dir`, whose first `records` records must chain to `chain`; cuts
-    /// everything after them. Returns the log, the payload of its header record, and the write
-    /// tags of the records it cut. `check_tail` may refuse those before anything is changed.
+    /// Opens the generation `scan` describes, keeping its first `keep` records (at most the
+    /// intact ones): cuts everything after them and rebuilds the indexes.
     pub(crate) fn open(
-        dir: &Path,
+        scan: Scan,
+        keep: u64,
         limits: LogLimits,
-        records: u64,
-        chain: u32,
-        check_tail: impl FnOnce(&[WriteTag]) -> Result<(), PersistentStorageError>,
-    ) -> Result<(Log, Vec<u8>), PersistentStorageError> {
-        let scan = scan(dir, records, chain)?;
-        check_tail(&scan.tail_tags)?;
-        // Validated: now cut the uncommitted tail and rebuild the indexes.
+    ) -> Result<Log, PersistentStorageError> {
+        let dir = scan.dir.clone();
         let ctx = |what: &str| format!("{what} in {}", dir.display());
+        let keep = keep.min(scan.intact());
+        // The kept records: the verified prefix and the first tail records.
+        let mut chain_acc = scan.chain_verified;
+        for r in scan
+            .tail
+            .iter()
+            .take((keep - scan.verified.min(keep)) as usize)
+        {
+            chain_acc = chain(chain_acc, r.offset, r.size, r.hash);
+        }
+        if keep < scan.verified {
+            return Err(PersistentStorageError::Corrupt {
+                path: dir,
+                reason: format!("keeping {keep} records of {} verified", scan.verified),
+            });
+        }
         for &base in &scan.beyond {
-            fs::remove_file(segment_path(dir, base)).map_err(open_io(ctx("removing segment")))?;
+            fs::remove_file(segment_path(&dir, base)).map_err(open_io(ctx("removing segment")))?;
         }
         for p in &scan.stray {
             match fs::remove_file(p) {
@@ -179,60 +274,92 @@ impl Log {
                 _ => {}
             }
         }
-        let last = scan.kept.len() - 1;
-        for (i, (base, keep, positions)) in scan.kept.iter().enumerate() {
-            let seg = segment_path(dir, *base);
+        // Segments holding kept records (the first one always stays).
+        let last = scan.segs.iter().rposition(|s| s.base < keep).unwrap_or(0);
+        let mut max_record = 0usize;
+        let mut total_bytes = 0u64;
+        for (i, s) in scan.segs.iter().enumerate() {
+            let seg = segment_path(&dir, s.base);
+            if i > last {
+                fs::remove_file(&seg).map_err(open_io(ctx("removing segment")))?;
+                let _ = fs::remove_file(index_path(&dir, s.base));
+                continue;
+            }
+            let n = (keep.saturating_sub(s.base) as usize).min(s.positions.len());
+            let cut = if n < s.positions.len() {
+                u64::from(s.positions[n])
+            } else {
+                s.end
+            };
+            for w in s.positions[..n].windows(2) {
+                let rec = (w[1] - w[0]) as usize;
+                max_record = max_record.max(rec);
+                total_bytes += rec as u64;
+            }
+            if let Some(&p) = s.positions[..n].last() {
+                let rec = (cut - u64::from(p)) as usize;
+                max_record = max_record.max(rec);
+                total_bytes += rec as u64;
+            }
             let f = fs::OpenOptions::new()
                 .write(true)
                 .open(&seg)
                 .map_err(open_io(ctx("opening segment")))?;
-            if f.metadata().map_err(open_io(ctx("reading segment")))?.len() > *keep {
-                f.set_len(*keep).map_err(open_io(ctx("cutting segment")))?;
+            if f.metadata().map_err(open_io(ctx("reading segment")))?.len() > cut {
+                f.set_len(cut).map_err(open_io(ctx("cutting segment")))?;
                 f.sync_data().map_err(open_io(ctx("syncing segment")))?;
             }
-            write_index(dir, *base, positions, i == last, limits.index_max_bytes)
-                .map_err(open_io(ctx("writing index")))?;
+            write_index(
+                &dir,
+                s.base,
+                &s.positions[..n],
+                i == last,
+                limits.index_max_bytes,
+            )
+            .map_err(open_io(ctx("writing index")))?;
         }
-        sync_dir(dir).map_err(open_io(ctx("syncing directory")))?;
+        sync_dir(&dir).map_err(open_io(ctx("syncing directory")))?;
 
-        let options = limits.options_for(dir);
+        let options = limits.options_for(&dir);
         // Last resort: the files are checked and the indexes fresh, so commitlog should not
         // panic; if it still does, report it as damage instead of unwinding into the caller.
         let log =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CommitLog::new(options)))
                 .map_err(|_| PersistentStorageError::Corrupt {
-                    path: dir.to_path_buf(),
+                    path: dir.clone(),
                     reason: "commitlog panicked while opening the log".into(),
                 })?
                 .map_err(open_io(ctx("opening commitlog")))?;
-        if log.next_offset() != records {
+        if log.next_offset() != keep {
             return Err(PersistentStorageError::Corrupt {
-                path: dir.to_path_buf(),
+                path: dir.clone(),
                 reason: format!(
-                    "commitlog sees {} records after repair, {records} expected",
+                    "commitlog sees {} records after repair, {keep} expected",
                     log.next_offset()
                 ),
             });
         }
-        let active_base = scan.kept[last].0;
+        let active_base = scan.segs[last].base;
         let active =
-            File::open(segment_path(dir, active_base)).map_err(open_io(ctx("opening segment")))?;
-        Ok((
-            Log {
-                dir: dir.to_path_buf(),
-                limits,
-                log,
-                records,
-                chain,
-                active: (active_base, active),
-                unsynced: Vec::new(),
-                dirty: false,
-                dir_dirty: false,
-                max_record: scan.max_record,
-                total_bytes: scan.total_bytes,
-            },
-            scan.header_payload,
-        ))
+            File::open(segment_path(&dir, active_base)).map_err(open_io(ctx("opening segment")))?;
+        Ok(Log {
+            dir,
+            limits,
+            log,
+            records: keep,
+            chain: chain_acc,
+            active: (active_base, active),
+            unsynced: Vec::new(),
+            dirty: false,
+            dir_dirty: false,
+            max_record,
+            total_bytes,
+            buf: MessageBuf::default(),
+            buf_bytes: 0,
+            buf_records: 0,
+            group_len: 0,
+            group_crc: 0,
+        })
     }
 
     /// Number of records.
@@ -245,58 +372,96 @@ impl Log {
         self.chain
     }
 
+    /// Total bytes of all records, headers included.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
     /// The generation's directory.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The largest payload one record may carry (room left for a tag).
+    /// The largest payload one record may carry (room left for a commit mark).
     pub(crate) fn max_payload(&self) -> usize {
         self.limits
             .max_batch_bytes()
-            .saturating_sub(HEADER + WriteTag::LEN)
+            .saturating_sub(HEADER + CommitMark::LEN)
     }
 
-    /// Appends `payloads` as records (in batches commitlog accepts); the first record carries
-    /// `tag` as commitlog metadata. Not synced: call [`sync`](Self::sync). On error the log
-    /// may hold part of them; the caller must stop using it (the next open cuts them off).
-    pub(crate) fn append<P: AsRef<[u8]>>(
+    /// Adds a record to the group being written (handing full batches to commitlog). Not
+    /// committed until [`commit`](Self::commit); not durable until [`sync`](Self::sync). On
+    /// error the log may hold part of the group; the caller must stop using it (the next open
+    /// cuts it off).
+    pub(crate) fn push(&mut self, payload: &[u8]) -> Result<(), StorageError> {
+        self.push_record(payload, None)
+    }
+
+    /// Adds `payload` as the last record of the group, with the commit mark for write `seq`
+    /// and `state` (the write's encoded state changes, or empty) in its metadata, and hands
+    /// the group to commitlog.
+    pub(crate) fn commit(
         &mut self,
-        payloads: &[P],
-        tag: Option<WriteTag>,
+        payload: &[u8],
+        seq: u64,
+        state: &[u8],
     ) -> Result<(), StorageError> {
-        let max = self.limits.max_batch_bytes();
-        let mut buf = MessageBuf::default();
-        let mut bytes = 0usize;
-        let mut tag = tag.map(WriteTag::to_bytes);
-        for p in payloads {
-            let p = p.as_ref();
-            let meta = tag.take();
-            let rec = HEADER + p.len() + meta.map_or(0, |m| m.len());
-            if rec > max {
-                return Err(StorageError::TooLarge { bytes: rec, max });
-            }
-            if bytes + rec > max {
-                self.append_batch(&mut buf)?;
-                buf.clear();
-                bytes = 0;
-            }
-            match meta {
-                Some(m) => buf.push_with_metadata(m, p),
-                None => buf.push(p),
-            }
-            .map_err(|e| StorageError::Codec(format!("commitlog message: {e:?}")))?;
-            bytes += rec;
+        // The group checksum covers the records before this one, also those still in `buf`.
+        let mut crc = self.group_crc;
+        for m in self.buf.iter() {
+            crc = group_chain(crc, m.size(), m.hash());
         }
-        if bytes > 0 {
-            self.append_batch(&mut buf)?;
-        }
+        let mark = CommitMark {
+            seq,
+            n: self.group_len + 1,
+            crc,
+        };
+        let mut meta = Vec::with_capacity(CommitMark::LEN + state.len());
+        meta.extend_from_slice(&mark.to_bytes());
+        meta.extend_from_slice(state);
+        self.push_record(payload, Some(&meta))?;
+        self.flush_buf()?;
+        self.group_len = 0;
+        self.group_crc = 0;
         Ok(())
     }
 
-    fn append_batch(&mut self, buf: &mut MessageBuf) -> Result<(), StorageError> {
+    fn push_record(&mut self, payload: &[u8], meta: Option<&[u8]>) -> Result<(), StorageError> {
+        let max = self.limits.max_batch_bytes();
+        let rec = HEADER + payload.len() + meta.map_or(0, |m| m.len());
+        if meta.is_some_and(|m| m.len() > MAX_META) {
+            return Err(StorageError::TooLarge { bytes: rec, max });
+        }
+        if rec > max {
+            return Err(StorageError::TooLarge { bytes: rec, max });
+        }
+        // commitlog grows a segment's index by half its size when an append does not fit,
+        // once: an append that adds more index entries than that panics inside commitlog.
+        let max_records = (self.limits.index_max_bytes / 16).max(1);
+        if self.buf_bytes + rec > max || self.buf_records >= max_records {
+            self.flush_buf()?;
+        }
+        match meta {
+            Some(m) => self.buf.push_with_metadata(m, payload),
+            None => self.buf.push(payload),
+        }
+        .map_err(|e| StorageError::Codec(format!("commitlog message: {e:?}")))?;
+        self.buf_bytes += rec;
+        self.buf_records += 1;
+        self.group_len += 1;
+        Ok(())
+    }
+
+    /// Hands the buffered records to commitlog.
+    fn flush_buf(&mut self) -> Result<(), StorageError> {
+        if self.buf_bytes == 0 {
+            return Ok(());
+        }
         let first = self.records;
-        let range = self.log.append(buf).map_err(|e| StorageError::Io {
+        let mut buf = std::mem::take(&mut self.buf);
+        self.buf_bytes = 0;
+        self.buf_records = 0;
+        let range = self.log.append(&mut buf).map_err(|e| StorageError::Io {
             context: format!("appending to the commitlog in {}", self.dir.display()),
             source: match e {
                 commitlog::AppendError::Io(e) => e,
@@ -322,12 +487,15 @@ impl Log {
         }
         for m in buf.iter() {
             self.chain = chain(self.chain, m.offset(), m.size(), m.hash());
+            self.group_crc = group_chain(self.group_crc, m.size(), m.hash());
             let rec = HEADER + m.size() as usize;
             self.max_record = self.max_record.max(rec);
             self.total_bytes += rec as u64;
         }
         self.records = self.log.next_offset();
         self.dirty = true;
+        buf.clear();
+        self.buf = buf;
         Ok(())
     }
 
@@ -494,44 +662,21 @@ fn for_each_record(
     }
 }
 
-/// The intact records after the committed ones, and the write tags among them.
-struct Tail {
-    next: u64,
-    stopped: bool,
-    tags: Vec<WriteTag>,
-}
-
-impl Tail {
-    /// Takes in one record; `false` once the tail is no longer intact.
-    fn see(&mut self, r: &RawRecord<'_>) -> bool {
-        if self.stopped || r.offset != self.next || !r.crc_ok || !r.header_ok {
-            self.stopped = true;
-            return false;
-        }
-        if r.meta_len > 0 {
-            match WriteTag::from_bytes(&r.body[..r.meta_len]) {
-                Some(t) => self.tags.push(t),
-                None => {
-                    self.stopped = true;
-                    return false;
-                }
-            }
-        }
-        self.next += 1;
-        true
-    }
-}
-
-/// Reads and checks the first `records` records of generation `dir`, and the write tags of
-/// the intact records after them.
-fn scan(dir: &Path, records: u64, expected_chain: u32) -> Result<Scan, PersistentStorageError> {
+/// Reads generation `dir`: checks its first `verified` records (they must be intact and chain
+/// to `expected_chain`: the checkpoint vouches for them) and collects the intact records after
+/// them, up to the first missing, torn or damaged one. Changes nothing.
+pub(crate) fn scan(
+    dir: &Path,
+    verified: u64,
+    expected_chain: u32,
+) -> Result<Scan, PersistentStorageError> {
     let corrupt = |path: &Path, reason: String| PersistentStorageError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
     let truncated = |found: u64| PersistentStorageError::LogTruncated {
         path: dir.to_path_buf(),
-        expected: records,
+        expected: verified,
         found,
     };
     let ctx = format!("reading log directory {}", dir.display());
@@ -554,107 +699,206 @@ fn scan(dir: &Path, records: u64, expected_chain: u32) -> Result<Scan, Persisten
     }
     segments.sort_unstable();
 
-    let mut kept = Vec::new();
+    let mut segs: Vec<SegScan> = Vec::new();
     let mut beyond = Vec::new();
     let mut count = 0u64;
     let mut chain_acc = 0u32;
-    let mut header_payload = Vec::new();
-    let mut max_record = 0usize;
-    let mut total_bytes = 0u64;
-    let mut tail = Tail {
-        next: records,
-        stopped: false,
-        tags: Vec::new(),
-    };
-    for &base in &segments {
+    let mut tail = Vec::new();
+    let mut damage: Option<Damage> = None;
+    let mut header = None;
+    // Where the damage was found: segment index and byte position, to search after it.
+    let mut damage_pos: Option<(usize, u64)> = None;
+    for (si, &base) in segments.iter().enumerate() {
         let path = segment_path(dir, base);
-        if count == records && !kept.is_empty() {
-            // Wholly after the committed records: removed, but read for write tags.
+        if damage.is_some() {
             beyond.push(base);
-            if !tail.stopped && (base != tail.next || !for_each_record(&path, |r| Ok(tail.see(r)))?)
-            {
-                tail.stopped = true;
-            }
             continue;
         }
         if base != count {
-            // A gap (missing segment) or an overlap (foreign or misplaced segment).
-            return Err(if base > count {
-                truncated(count)
-            } else {
-                corrupt(
-                    &path,
-                    format!("segment starts at offset {base} but {count} records precede it"),
-                )
+            if count < verified {
+                // A gap (missing segment) or an overlap (foreign or misplaced segment).
+                return Err(if base > count {
+                    truncated(count)
+                } else {
+                    corrupt(
+                        &path,
+                        format!("segment starts at offset {base} but {count} records precede it"),
+                    )
+                });
+            }
+            // After the verified records: the intact records end here.
+            damage = Some(Damage {
+                at: count,
+                later_commits: Vec::new(),
             });
+            damage_pos = Some((si, 2));
+            beyond.push(base);
+            continue;
         }
-        let mut positions = Vec::new();
-        let mut keep = 2u64;
+        let mut seg = SegScan {
+            base,
+            positions: Vec::new(),
+            kinds: Vec::new(),
+            end: 2,
+        };
+        let mut stopped_at: Option<u64> = None;
         let magic = for_each_record(&path, |r| {
-            if count == records {
-                return Ok(tail.see(r));
+            let intact = r.offset == count
+                && r.header_ok
+                && r.crc_ok
+                && (r.meta_len == 0 || r.meta_len >= CommitMark::LEN);
+            if count < verified {
+                if !intact {
+                    return Err(corrupt(
+                        &path,
+                        if r.offset != count || !r.header_ok {
+                            format!(
+                                "bad record header at byte {} (offset {}, expected {count})",
+                                r.pos, r.offset
+                            )
+                        } else {
+                            format!("checksum mismatch in record {count} at byte {}", r.pos)
+                        },
+                    ));
+                }
+                chain_acc = chain(chain_acc, r.offset, r.size, r.hash);
+            } else if !intact {
+                stopped_at = Some(r.pos);
+                return Ok(false);
+            } else {
+                let payload = r.payload();
+                let kind = payload.first().copied().unwrap_or(0);
+                tail.push(TailRecord {
+                    offset: r.offset,
+                    size: r.size,
+                    hash: r.hash,
+                    kind,
+                    commit: CommitMark::from_bytes(&r.body[..r.meta_len]),
+                    state: (r.meta_len > CommitMark::LEN)
+                        .then(|| r.body[CommitMark::LEN..r.meta_len].to_vec()),
+                    body: (kind != KIND_ENTRY).then(|| payload.get(1..).unwrap_or(&[]).to_vec()),
+                });
             }
-            if r.offset != count
-                || !r.header_ok
-                || !(r.meta_len == 0 || r.meta_len == WriteTag::LEN)
-            {
-                return Err(corrupt(
-                    &path,
-                    format!(
-                        "bad record header at byte {} (offset {}, expected {count})",
-                        r.pos, r.offset
-                    ),
-                ));
-            }
-            if !r.crc_ok {
-                return Err(corrupt(
-                    &path,
-                    format!("checksum mismatch in record {count} at byte {}", r.pos),
-                ));
+            if r.offset == 0 {
+                header = Some(r.payload().to_vec());
             }
             let Ok(p32) = u32::try_from(r.pos) else {
                 return Err(corrupt(&path, "segment larger than 4 GiB".into()));
             };
-            if count == 0 {
-                header_payload = r.payload().to_vec();
-            }
-            positions.push(p32);
-            chain_acc = chain(chain_acc, r.offset, r.size, r.hash);
-            let rec = HEADER + r.body.len();
-            max_record = max_record.max(rec);
-            total_bytes += rec as u64;
-            keep = r.end();
+            seg.positions.push(p32);
+            seg.kinds.push(r.payload().first().copied().unwrap_or(0));
+            seg.end = r.end();
             count += 1;
             Ok(true)
         })?;
         if !magic {
-            return Err(corrupt(&path, "no segment magic".into()));
+            if count < verified {
+                return Err(corrupt(&path, "no segment magic".into()));
+            }
+            stopped_at = Some(0);
         }
-        if positions.is_empty() && base != 0 {
-            // Only a segment holding committed records is kept (the first one always).
+        let file_len = fs::metadata(&path)
+            .map_err(open_io(format!("reading {}", path.display())))?
+            .len();
+        if stopped_at.is_none() && seg.end < file_len {
+            // A torn last record (the file ends inside it).
+            stopped_at = Some(seg.end);
+        }
+        if let Some(pos) = stopped_at {
+            if count < verified {
+                return Err(truncated(count));
+            }
+            damage = Some(Damage {
+                at: count,
+                later_commits: Vec::new(),
+            });
+            damage_pos = Some((si, pos + 1));
+        }
+        if seg.positions.is_empty() && base != 0 {
+            // Only a segment holding intact records is kept (the first one always).
             beyond.push(base);
-            continue;
+        } else {
+            segs.push(seg);
         }
-        kept.push((base, keep, positions));
     }
-    if kept.is_empty() || count < records {
+    if segs.is_empty() || count < verified {
         return Err(truncated(count));
     }
     if chain_acc != expected_chain {
         return Err(PersistentStorageError::Foreign {
             path: dir.to_path_buf(),
-            what: "the log's records are not the ones the database committed",
+            what: "the log's records are not the ones the checkpoint recorded",
         });
     }
+    if let (Some(d), Some((si, pos))) = (damage.as_mut(), damage_pos) {
+        // Search what follows the damage for commit marks of later writes: if there are any,
+        // the damage is not the torn end of the last write.
+        let mut budget = PROBE_MAX;
+        for (i, &base) in segments.iter().enumerate().skip(si) {
+            let from = if i == si { pos } else { 2 };
+            let path = segment_path(dir, base);
+            probe_commits(&path, from, d.at, &mut budget, &mut d.later_commits)
+                .map_err(open_io(format!("reading {}", path.display())))?;
+        }
+    }
     Ok(Scan {
-        kept,
+        dir: dir.to_path_buf(),
+        segs,
         beyond,
         stray,
-        header_payload,
-        max_record,
-        total_bytes,
-        tail_tags: tail.tags,
+        tail,
+        verified,
+        chain_verified: chain_acc,
+        damage,
+        header,
     })
+}
+
+/// Searches `path` from byte `from` for intact records with a commit mark and an offset past
+/// `after`, byte by byte (the framing is lost after a damaged record); reads at most `budget`
+/// bytes in all.
+fn probe_commits(
+    path: &Path,
+    from: u64,
+    after: u64,
+    budget: &mut u64,
+    found: &mut Vec<CommitMark>,
+) -> io::Result<()> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if from >= len || *budget == 0 {
+        return Ok(());
+    }
+    let n = (len - from).min(*budget);
+    *budget -= n;
+    let mut bytes = vec![0u8; n as usize];
+    f.seek(SeekFrom::Start(from))?;
+    f.read_exact(&mut bytes)?;
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut p = 0usize;
+    while p + HEADER <= bytes.len() {
+        let h = &bytes[p..p + HEADER];
+        let offset = u64::from(word(h, 0)) | (u64::from(word(h, 4)) << 32);
+        let size = word(h, 8) as usize;
+        let meta_len = usize::from(u16::from_le_bytes([h[18], h[19]]));
+        if offset > after
+            && offset - after < (1 << 40)
+            && h[16] == 0
+            && h[17] == 0
+            && meta_len >= CommitMark::LEN
+            && size >= meta_len
+            && p + HEADER + size <= bytes.len()
+        {
+            let body = &bytes[p + HEADER..p + HEADER + size];
+            if crc32c_append(0, body) == word(h, 12) {
+                if let Some(m) = CommitMark::from_bytes(&body[..meta_len]) {
+                    found.push(m);
+                }
+            }
+        }
+        p += 1;
+    }
+    Ok(())
 }
 
 /// Writes the index of segment `base` from the record positions (temporary file, renamed).

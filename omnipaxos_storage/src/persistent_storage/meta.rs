@@ -1,6 +1,7 @@
-//! The small records: the state kept in sled ([`Meta`]), the anchor file ([`Anchor`]), the
-//! header record of each log generation ([`LogHeader`]), and the map from absolute entry
-//! indices to commitlog offsets ([`LogMap`]).
+//! The small records: the state ([`State`]) and its changes ([`LogOp`]), the checkpoint kept
+//! in sled ([`Checkpoint`]), the anchor file ([`Anchor`]), the header record of each log
+//! generation ([`LogHeader`]), and the map from absolute entry indices to commitlog offsets
+//! ([`LogMap`]).
 
 use super::crc::crc32c;
 use bincode::Options;
@@ -144,27 +145,30 @@ impl LogMap {
     }
 }
 
-/// The snapshot's place in sled: its length and checksum (the bytes are under their own key).
+/// The snapshot's place in sled: the key it is stored under (the sequence number of the write
+/// that set it), its length and checksum.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotRef {
+    pub(crate) key: u64,
     pub(crate) len: u64,
     pub(crate) crc: u32,
 }
 
-/// Everything but the entries and the snapshot bytes: one sled value, replaced by each
-/// committed write.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Meta {
-    /// Identity of the storage (also in the anchor and in each log generation's header).
-    pub(crate) id: u128,
-    /// Sequence number of the last committed write (see `log::WriteTag`).
-    pub(crate) seq: u64,
-    /// The current log generation: directory `log-<gen>`.
-    pub(crate) gen: u64,
-    /// Records of the generation that are committed; later ones are cut on open.
-    pub(crate) log_records: u64,
-    /// CRC-32C chain over the headers of those records (see `log::chain`).
-    pub(crate) log_chain: u32,
+/// The sled key of the snapshot stored by write `seq`.
+pub(crate) fn snapshot_key(seq: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(SNAPSHOT_PREFIX);
+    k[4..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The prefix of every snapshot key in sled.
+pub(crate) const SNAPSHOT_PREFIX: &[u8; 4] = b"snp/";
+
+/// Everything a storage shows except the entries and the snapshot bytes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct State {
+    /// Where the stored entries are in the current log generation.
     pub(crate) map: LogMap,
     pub(crate) promise: Option<Ballot>,
     pub(crate) accepted_round: Option<Ballot>,
@@ -172,19 +176,105 @@ pub(crate) struct Meta {
     pub(crate) compacted_idx: u64,
     pub(crate) stopsign: Option<StopSign>,
     pub(crate) snapshot: Option<SnapshotRef>,
+    pub(crate) node_record: Option<Vec<u8>>,
 }
 
-impl Meta {
+impl State {
     /// The values the anchor guards.
     pub(crate) fn guard(&self) -> Guard {
         (self.promise, self.accepted_round)
     }
+
+    /// Applies `op`. `entries` yields the log offsets of the entry records of the op's group,
+    /// in order; `Append(n)` takes the next `n` of them.
+    pub(crate) fn apply(
+        &mut self,
+        op: &LogOp,
+        entries: &mut impl Iterator<Item = u64>,
+    ) -> Result<(), ApplyError> {
+        match op {
+            LogOp::Append(n) => {
+                for _ in 0..*n {
+                    let off = entries.next().ok_or(ApplyError::MissingEntries)?;
+                    self.map.push(off, 1);
+                }
+            }
+            LogOp::Truncate(from) => {
+                let (first, end) = (self.map.start, self.map.end());
+                if *from < first || *from > end {
+                    return Err(ApplyError::OutOfRange {
+                        from: *from,
+                        first,
+                        end,
+                    });
+                }
+                self.map.truncate(*from);
+            }
+            LogOp::Trim(idx) => self.map.trim(*idx),
+            LogOp::Promise(b) => self.promise = Some(*b),
+            LogOp::Accepted(b) => self.accepted_round = Some(*b),
+            LogOp::Decided(i) => self.decided_idx = *i,
+            LogOp::Compacted(i) => self.compacted_idx = *i,
+            LogOp::Stopsign(s) => self.stopsign = s.clone(),
+            LogOp::Snapshot(s) => self.snapshot = *s,
+            LogOp::NodeRecord(r) => self.node_record = Some(r.clone()),
+            LogOp::Reset(s) => *self = (**s).clone(),
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`LogOp`] does not apply.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ApplyError {
+    /// `Truncate(from)` outside the stored entries `first..=end`.
+    OutOfRange { from: u64, first: u64, end: u64 },
+    /// `Append(n)` with fewer than `n` entry records left in the group.
+    MissingEntries,
+}
+
+/// One change of the [`State`], as a state record of the log stores it (a write's state
+/// record holds its changes in order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum LogOp {
+    /// The next `n` entry records of the group are appended to the log.
+    Append(u64),
+    /// The entries from this absolute index on are removed (`AppendOnPrefix`).
+    Truncate(u64),
+    /// The entries below this absolute index are removed.
+    Trim(u64),
+    Promise(Ballot),
+    Accepted(Ballot),
+    Decided(u64),
+    Compacted(u64),
+    Stopsign(Option<StopSign>),
+    Snapshot(Option<SnapshotRef>),
+    NodeRecord(Vec<u8>),
+    /// The whole state: the base record of a log generation.
+    Reset(Box<State>),
+}
+
+/// The state at a point of the log, stored in sled (key `checkpoint`), replaced from time to
+/// time; `open` starts from it and rolls the log forward.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    /// Identity of the storage (also in the anchor and in each log generation's header).
+    pub(crate) id: u128,
+    /// The log generation: directory `log-<gen>`.
+    pub(crate) gen: u64,
+    /// Sequence number of the last write the state includes.
+    pub(crate) seq: u64,
+    /// Records of the generation the state includes (all of them committed).
+    pub(crate) log_records: u64,
+    /// CRC-32C chain over the headers of those records (see `log::chain`).
+    pub(crate) log_chain: u32,
+    pub(crate) state: State,
 }
 
 /// (promise, accepted round): what a node must never forget.
 pub(crate) type Guard = (Option<Ballot>, Option<Ballot>);
 
-/// The first record (offset 0) of each log generation: binds the generation to its storage.
+/// The first record of each log generation: binds the generation to its storage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct LogHeader {
     pub(crate) magic: [u8; 8],
@@ -192,41 +282,91 @@ pub(crate) struct LogHeader {
     pub(crate) gen: u64,
 }
 
-pub(crate) const LOG_MAGIC: [u8; 8] = *b"OPXLOG01";
-pub(crate) const ANCHOR_MAGIC: [u8; 8] = *b"OPXANC01";
+/// The on-disk format this version writes and reads. Version 1 (the state in sled, written
+/// and synced by every write) was used by the 0.3 development versions before it.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const LOG_MAGIC: [u8; 8] = *b"OPXLOG02";
+/// The anchor's magic: `OPXANC` and the format version in two digits.
+pub(crate) const ANCHOR_MAGIC: [u8; 8] = *b"OPXANC02";
+const ANCHOR_MAGIC_PREFIX: &[u8; 6] = b"OPXANC";
 
-/// The anchor file: written once at creation and again (atomically, before the database
-/// commit) whenever a write changes the promise or the accepted round. It lets `open` refuse a
-/// database that lost or rolled back its state, which sled cannot tell by itself.
+/// The first byte of every log record's payload: what the record holds.
+pub(crate) const KIND_HEADER: u8 = 1;
+/// An entry: `KIND_ENTRY ++ bincode(entry)`.
+pub(crate) const KIND_ENTRY: u8 = 2;
+/// The state changes of one write: `KIND_STATE ++ bincode(Vec<LogOp>)`.
+pub(crate) const KIND_STATE: u8 = 3;
+
+/// The anchor file: written once at creation and again (atomically, before the write is
+/// committed) whenever a write changes the promise or the accepted round. It lets `open` refuse
+/// a log that lost the write holding the node's promise (a tail cut off by damage), and it
+/// carries the format version and the entry types.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Anchor {
     pub(crate) magic: [u8; 8],
+    pub(crate) format: u32,
     pub(crate) id: u128,
     /// `type_name` of the entry type and of its snapshot type.
     pub(crate) entry_type: String,
     pub(crate) snapshot_type: String,
-    /// The guard before and after the last guard change: the database holds one of them.
+    /// The number of the write that last changed the guard (0: none yet). Writes before it
+    /// were committed when the anchor was written.
+    pub(crate) guard_seq: u64,
+    /// The guard before and after that write: a state after write `guard_seq` or later has
+    /// `guards[1]`; the state after write `guard_seq - 1` (the guarded write did not commit)
+    /// has `guards[0]`; an older state lost committed writes.
     pub(crate) guards: [Guard; 2],
 }
 
 impl Anchor {
-    /// Reads and checks the anchor at `path`; `Ok(None)` if there is none.
-    pub(crate) fn read(path: &Path) -> io::Result<Option<Result<Anchor, String>>> {
+    /// Whether the state after write `seq`, with guard `guard`, is one the anchor allows.
+    pub(crate) fn allows(&self, seq: u64, guard: Guard) -> bool {
+        if seq >= self.guard_seq {
+            guard == self.guards[1]
+        } else {
+            seq + 1 == self.guard_seq && guard == self.guards[0]
+        }
+    }
+}
+
+/// What reading the anchor found.
+pub(crate) enum AnchorRead {
+    /// No anchor file.
+    Missing,
+    /// The file fails its checks.
+    Damaged(String),
+    /// An anchor of another format version.
+    OtherFormat(u32),
+    Ok(Anchor),
+}
+
+impl Anchor {
+    /// Reads and checks the anchor at `path`.
+    pub(crate) fn read(path: &Path) -> io::Result<AnchorRead> {
         let bytes = match fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AnchorRead::Missing),
             Err(e) => return Err(e),
         };
         let Some(body) = unseal(&bytes) else {
-            return Ok(Some(Err("checksum mismatch".into())));
+            return Ok(AnchorRead::Damaged("checksum mismatch".into()));
         };
-        Ok(Some(decode::<Anchor>(body).and_then(|a| {
-            if a.magic == ANCHOR_MAGIC {
-                Ok(a)
-            } else {
-                Err("bad magic".into())
-            }
-        })))
+        // Every format version starts its anchor body with `OPXANC` and two digits.
+        if body.len() < 8 || &body[..6] != ANCHOR_MAGIC_PREFIX {
+            return Ok(AnchorRead::Damaged("bad magic".into()));
+        }
+        if body[..8] != ANCHOR_MAGIC {
+            let digits = std::str::from_utf8(&body[6..8]).ok();
+            return Ok(match digits.and_then(|d| d.parse::<u32>().ok()) {
+                Some(v) => AnchorRead::OtherFormat(v),
+                None => AnchorRead::Damaged("bad magic".into()),
+            });
+        }
+        Ok(match decode::<Anchor>(body) {
+            Ok(a) if a.format == FORMAT_VERSION => AnchorRead::Ok(a),
+            Ok(a) => AnchorRead::OtherFormat(a.format),
+            Err(e) => AnchorRead::Damaged(e),
+        })
     }
 
     /// Replaces the anchor in `dir` atomically: write a temporary file, sync it, rename it over
@@ -290,6 +430,55 @@ mod tests {
         assert_eq!(m.end(), 20);
         m.truncate(20);
         assert_eq!(m, map(20, &[]));
+    }
+
+    #[test]
+    fn anchor_allows_the_guarded_write_or_the_one_before() {
+        let b = |n| Some(Ballot::with(1, n, 0, 1));
+        let a = Anchor {
+            magic: ANCHOR_MAGIC,
+            format: FORMAT_VERSION,
+            id: 1,
+            entry_type: String::new(),
+            snapshot_type: String::new(),
+            guard_seq: 10,
+            guards: [(b(1), None), (b(2), None)],
+        };
+        assert!(a.allows(10, (b(2), None)));
+        assert!(a.allows(15, (b(2), None)));
+        assert!(!a.allows(15, (b(1), None)));
+        assert!(a.allows(9, (b(1), None)));
+        assert!(!a.allows(9, (b(2), None)));
+        assert!(
+            !a.allows(8, (b(1), None)),
+            "a write before the guarded one was lost"
+        );
+    }
+
+    #[test]
+    fn state_apply_places_entries_and_refuses_bad_truncation() {
+        let mut s = State::default();
+        let mut offs = 5..8u64;
+        s.apply(&LogOp::Append(3), &mut offs).expect("append");
+        assert_eq!(s.map, map(0, &[(5, 3)]));
+        assert_eq!(
+            s.apply(&LogOp::Append(1), &mut offs),
+            Err(ApplyError::MissingEntries)
+        );
+        assert_eq!(
+            s.apply(&LogOp::Truncate(4), &mut std::iter::empty()),
+            Err(ApplyError::OutOfRange {
+                from: 4,
+                first: 0,
+                end: 3
+            })
+        );
+        s.apply(&LogOp::Truncate(1), &mut std::iter::empty())
+            .expect("truncate");
+        s.apply(&LogOp::NodeRecord(vec![1]), &mut std::iter::empty())
+            .expect("record");
+        assert_eq!(s.map.end(), 1);
+        assert_eq!(s.node_record, Some(vec![1]));
     }
 
     #[test]

@@ -12,12 +12,14 @@ use omnipaxos_storage::{
 };
 use tempfile::TempDir;
 
-/// A small-segment configuration, so that tests cross segment boundaries and rewrites.
+/// A small-segment configuration, so that tests cross segment boundaries, rewrites and
+/// checkpoints often (also while the crash test kills).
 pub fn small_config(path: &std::path::Path) -> PersistentStorageConfig {
     let mut log = LogOptions::new(path);
     log.segment_max_bytes(256 * 1024).index_max_items(1000);
     let mut cfg = PersistentStorageConfig::with(path, log, sled::Config::new());
     cfg.set_log_rewrite_threshold(16);
+    cfg.set_checkpoint_interval(100);
     cfg
 }
 
@@ -44,7 +46,7 @@ impl TempStorage {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = small_config(&dir.path().join("store"));
         cfg.set_durability(durability);
-        let s = PersistentStorage::new(cfg.clone()).expect("new");
+        let s = PersistentStorage::try_new(cfg.clone()).expect("new");
         TempStorage { s, cfg, dir }
     }
 
@@ -52,7 +54,7 @@ impl TempStorage {
     pub fn reopen(self) -> Self {
         let TempStorage { s, cfg, dir } = self;
         drop(s);
-        let s = PersistentStorage::open(cfg.clone()).expect("reopen");
+        let s = PersistentStorage::try_open(cfg.clone()).expect("reopen");
         TempStorage { s, cfg, dir }
     }
 }
@@ -60,6 +62,16 @@ impl TempStorage {
 impl Storage<TestEntry> for TempStorage {
     fn write_atomically(&mut self, ops: Vec<StorageOp<TestEntry>>) -> StorageResult<()> {
         self.s.write_atomically(ops)
+    }
+    fn write_atomically_with_record(
+        &mut self,
+        ops: Vec<StorageOp<TestEntry>>,
+        record: Vec<u8>,
+    ) -> StorageResult<()> {
+        self.s.write_atomically_with_record(ops, record)
+    }
+    fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
+        self.s.get_node_record()
     }
     fn append_entry(&mut self, entry: TestEntry) -> StorageResult<()> {
         self.s.append_entry(entry)
