@@ -109,7 +109,7 @@ fn open_storage(settings: &ServerSettings, metrics: &Metrics) -> Result<NodeStor
     } else {
         Durability::Deferred
     });
-    let storage = PersistentStorage::open(cfg)
+    let storage = PersistentStorage::try_open(cfg)
         .map_err(|e| ServerError(format!("cannot open the log in {data_dir}: {e}")))?;
     Ok(MeteredStorage::new(
         storage,

@@ -69,7 +69,7 @@ impl Backend<SimEntry> for DiskBackend {
         if path.exists() {
             self.reopens.set(self.reopens.get() + 1);
         }
-        PersistentStorage::open(self.config(&path))
+        PersistentStorage::try_open(self.config(&path))
             .unwrap_or_else(|e| panic!("node {pid}: opening {} failed: {e}", path.display()))
     }
 
@@ -79,7 +79,7 @@ impl Backend<SimEntry> for DiskBackend {
         // The old node was dropped before this call; its files are no longer needed.
         let _ = std::fs::remove_dir_all(old);
         let path = self.path(pid);
-        PersistentStorage::new(self.config(&path))
+        PersistentStorage::try_new(self.config(&path))
             .unwrap_or_else(|e| panic!("node {pid}: creating {} failed: {e}", path.display()))
     }
 }
@@ -423,7 +423,7 @@ fn rebuild_on_the_same_path_then_fail_recovery_is_harmless() {
     let open = || {
         let mut cfg = PersistentStorageConfig::default();
         cfg.set_path(&path);
-        PersistentStorage::<SimEntry>::open(cfg).expect("open")
+        PersistentStorage::<SimEntry>::try_open(cfg).expect("open")
     };
     let run = |op: &mut OmniPaxos<SimEntry, PersistentStorage<SimEntry>>, want: usize| {
         for _ in 0..200 {

@@ -12,7 +12,7 @@ type Node = OmniPaxos<KeyValue, PersistentStorage<KeyValue>>;
 /// its previous run after a crash or a restart.
 fn open_node(cluster: &ClusterConfig, pid: u64, dir: &Path) -> Node {
     let config = PersistentStorageConfig::with_path(dir.join(format!("node-{pid}")));
-    let storage = PersistentStorage::open(config).expect("the storage opens");
+    let storage = PersistentStorage::try_open(config).expect("the storage opens");
     node_config(cluster, pid)
         .build(storage)
         .expect("a valid configuration")

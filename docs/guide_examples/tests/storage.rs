@@ -18,7 +18,7 @@ fn persistent_storage_survives_a_restart() {
     // The default: every write is synced before `write_atomically` returns.
     storage_config.set_durability(Durability::Immediate);
     let storage: PersistentStorage<KeyValue> =
-        PersistentStorage::open(storage_config.clone()).expect("storage opens");
+        PersistentStorage::try_open(storage_config.clone()).expect("storage opens");
 
     let cluster = ClusterConfig {
         configuration_id: 1,
@@ -39,7 +39,7 @@ fn persistent_storage_survives_a_restart() {
     // directory: the node recovers its log.
     drop(node);
     let storage: PersistentStorage<KeyValue> =
-        PersistentStorage::open(storage_config).expect("storage reopens");
+        PersistentStorage::try_open(storage_config).expect("storage reopens");
     let node = node_config(&cluster, 1).build(storage).unwrap();
     assert_eq!(node.get_decided_idx(), 1);
     // ANCHOR_END: persistent
