@@ -57,7 +57,7 @@
 //! * `macros` (default): `#[derive(Entry)]` as [`macros::Entry`].
 //! * `serde`: `Serialize`/`Deserialize` for messages, ballots, stop signs and configurations,
 //!   to send messages over a network or persist entries.
-//! * `toml_config`: [`OmniPaxosConfig::with_toml`] to load a configuration from a TOML file;
+//! * `toml_config`: `OmniPaxosConfig::with_toml` to load a configuration from a TOML file;
 //!   turns on `serde`, as in omnipaxos 0.2.4.
 //! * `tracing`: what the library does, reported as [`tracing`](https://docs.rs/tracing) events.
 //! * `logging`: omnipaxos 0.2.4's `slog` interface (`ServerConfig::custom_logger`,
