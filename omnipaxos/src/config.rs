@@ -16,7 +16,13 @@ fn invalid<S: Into<String>>(msg: S) -> Result<(), ConfigError> {
 }
 
 /// The configuration of one node: its cluster and itself.
+///
+/// With the feature `serde` (which `toml_config` turns on) it implements `Deserialize` as in
+/// omnipaxos 0.2.4, to embed in your own configuration struct: every key is optional and takes
+/// its default, and unknown keys are ignored (they may be your application's). Validation
+/// happens in [`build`](Self::build) (or call [`validate`](Self::validate)).
 #[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default))]
 pub struct OmniPaxosConfig {
     /// Settings every server of the configuration shares.
     pub cluster_config: ClusterConfig,
@@ -52,8 +58,12 @@ impl OmniPaxosConfig {
 }
 
 /// Settings every server of a configuration shares.
+///
+/// With the feature `serde` it is `Serialize` and `Deserialize` (it travels in stop signs);
+/// missing keys take their defaults and unknown keys are ignored, as in omnipaxos 0.2.4 with
+/// `toml_config`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default))]
 pub struct ClusterConfig {
     /// Identifies this configuration; not 0, and larger than the one it replaces.
     pub configuration_id: ConfigurationId,
@@ -123,7 +133,13 @@ impl ClusterConfig {
 }
 
 /// Settings of one server. All durations are in ticks: calls to [`OmniPaxos::tick`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The fields are omnipaxos 0.2.4's, the two logging fields with the feature `logging` only (as
+/// there), so struct literals written for 0.2.4 compile. With the feature `serde` (which
+/// `toml_config` turns on) it implements `Deserialize` as in 0.2.4: every key optional, unknown
+/// keys ignored, `custom_logger` never read.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default))]
 pub struct ServerConfig {
     /// This server's pid; not 0, one of the cluster's nodes.
     pub pid: NodeId,
@@ -141,10 +157,35 @@ pub struct ServerConfig {
     pub flush_batch_tick_timeout: u64,
     /// Among servers competing for leadership in the same round, the higher priority wins.
     pub leader_priority: u32,
-    /// Kept for configurations written for omnipaxos 0.2: the sans-IO core writes no files; your
-    /// application may use this path for its own logger.
+    /// When set and `custom_logger` is not, this node's events are written to this file (and
+    /// to standard error) by [`crate::utils::logger::create_logger`]. When neither is set they
+    /// go to your `tracing` subscriber only (omnipaxos 0.2.4 wrote `logs/paxos_<pid>.log`).
+    #[cfg(feature = "logging")]
     pub logger_file_path: Option<String>,
+    /// The `slog` logger that receives this node's events (see [`crate::utils::logger`]).
+    #[cfg(feature = "logging")]
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub custom_logger: Option<slog::Logger>,
 }
+
+/// All fields compared, except `custom_logger` (loggers have no equality): two configurations
+/// that differ only in their logger are equal.
+impl PartialEq for ServerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let same = self.pid == other.pid
+            && self.election_tick_timeout == other.election_tick_timeout
+            && self.resend_message_tick_timeout == other.resend_message_tick_timeout
+            && self.buffer_size == other.buffer_size
+            && self.batch_size == other.batch_size
+            && self.flush_batch_tick_timeout == other.flush_batch_tick_timeout
+            && self.leader_priority == other.leader_priority;
+        #[cfg(feature = "logging")]
+        let same = same && self.logger_file_path == other.logger_file_path;
+        same
+    }
+}
+
+impl Eq for ServerConfig {}
 
 impl ServerConfig {
     /// Checks the pid and that no timeout or size is 0.
@@ -184,7 +225,10 @@ impl Default for ServerConfig {
             batch_size: defaults::BATCH_SIZE,
             flush_batch_tick_timeout: defaults::FLUSH_BATCH_TIMEOUT,
             leader_priority: 0,
+            #[cfg(feature = "logging")]
             logger_file_path: None,
+            #[cfg(feature = "logging")]
+            custom_logger: None,
         }
     }
 }

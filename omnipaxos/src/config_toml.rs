@@ -11,11 +11,16 @@
 //! election_tick_timeout = 5
 //! ```
 //!
-//! Every key is optional and takes its default. An unknown key, or a value of the wrong type or
-//! out of range, is an error that names the key as `table.key` and gives its line.
+//! Every key is optional and takes its default. A value of the wrong type or out of range is an
+//! error that names the key as `table.key` and gives its line.
+//!
+//! Unknown keys: the file may be shared with your application, so other top-level keys and tables
+//! are yours and ignored. Inside `[cluster_config]` and `[server_config]` an unknown key is an
+//! error (a misspelt timeout would otherwise silently keep its default), except with the
+//! `_lenient` loaders, which ignore unknown keys everywhere as omnipaxos 0.2.4 did.
 
 use crate::{
-    errors::{ConfigError, TomlError},
+    errors::{ConfigError, ReadFileError, TomlError},
     util::FlexibleQuorum,
     ClusterConfig, OmniPaxosConfig, ServerConfig,
 };
@@ -78,7 +83,29 @@ const SERVER_KEYS: &[&str] = &[
     "logger_file_path",
 ];
 
-fn cluster_config(t: &Table) -> Result<ClusterConfig, ConfigError> {
+/// What to do with an unknown key inside the OmniPaxos tables.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unknown {
+    /// It is an error that names it.
+    Reject,
+    /// It is skipped (reported as a `tracing` warning with the feature `tracing`).
+    Ignore,
+}
+
+impl Unknown {
+    fn handle(self, key: &str, expected: &[&str]) -> Result<(), ConfigError> {
+        match self {
+            Unknown::Reject => Err(unknown(key, expected)),
+            Unknown::Ignore => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(key, "omnipaxos configuration: unknown key ignored");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn cluster_config(t: &Table, on_unknown: Unknown) -> Result<ClusterConfig, ConfigError> {
     let mut c = ClusterConfig::default();
     for (k, v) in t {
         let key = format!("cluster_config.{k}");
@@ -106,7 +133,7 @@ fn cluster_config(t: &Table) -> Result<ClusterConfig, ConfigError> {
                         "read_quorum_size" => read = Some(int(&qkey, qv)?),
                         "write_quorum_size" => write = Some(int(&qkey, qv)?),
                         _ => {
-                            return Err(unknown(&qkey, &["read_quorum_size", "write_quorum_size"]))
+                            on_unknown.handle(&qkey, &["read_quorum_size", "write_quorum_size"])?
                         }
                     }
                 }
@@ -125,13 +152,13 @@ fn cluster_config(t: &Table) -> Result<ClusterConfig, ConfigError> {
                     }
                 }
             }
-            _ => return Err(unknown(&key, CLUSTER_KEYS)),
+            _ => on_unknown.handle(&key, CLUSTER_KEYS)?,
         }
     }
     Ok(c)
 }
 
-fn server_config(t: &Table) -> Result<ServerConfig, ConfigError> {
+fn server_config(t: &Table, on_unknown: Unknown) -> Result<ServerConfig, ConfigError> {
     let mut s = ServerConfig::default();
     for (k, v) in t {
         let key = format!("server_config.{k}");
@@ -144,15 +171,19 @@ fn server_config(t: &Table) -> Result<ServerConfig, ConfigError> {
             "flush_batch_tick_timeout" => s.flush_batch_tick_timeout = int(&key, v)?,
             "leader_priority" => s.leader_priority = int(&key, v)?,
             "logger_file_path" => {
-                s.logger_file_path = Some(
-                    v.as_str()
-                        .ok_or_else(|| {
-                            err(&key, format!("expected a string, found {}", describe(v)))
-                        })?
-                        .to_string(),
-                )
+                let path = v.as_str().ok_or_else(|| {
+                    err(&key, format!("expected a string, found {}", describe(v)))
+                })?;
+                // Without the feature `logging` the key is read (so a 0.2.4 file still loads)
+                // and has no effect, as in 0.2.4.
+                #[cfg(feature = "logging")]
+                {
+                    s.logger_file_path = Some(path.to_string());
+                }
+                #[cfg(not(feature = "logging"))]
+                let _ = path;
             }
-            _ => return Err(unknown(&key, SERVER_KEYS)),
+            _ => on_unknown.handle(&key, SERVER_KEYS)?,
         }
     }
     Ok(s)
@@ -172,9 +203,9 @@ fn line_of(text: &str, pos: usize) -> usize {
         + 1
 }
 
-/// The line of `key` (as the errors name it: `table.key`, `table.key[i]`) in `text`, or of the
-/// deepest part of it that exists (e.g. the table of a missing key).
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
+/// Where `key` (as the errors name it: `table.key`, `table.key[i]`) is in `text`, or the deepest
+/// part of it that exists (e.g. the table of a missing key).
+fn position_of_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
     let mut item: &toml_edit::Item = doc.as_item();
     let mut found: Option<std::ops::Range<usize>> = None;
@@ -196,34 +227,54 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
             break;
         }
     }
-    found.map(|span| line_of(text, span.start))
+    found
 }
 
 impl OmniPaxosConfig {
     /// Reads, parses and validates a TOML configuration file (see the module docs for its
-    /// layout).
+    /// layout). The signature and the file format are omnipaxos 0.2.4's.
     ///
-    /// A file that cannot be read is a [`ConfigError::ReadFile`] that names it; a parse error
-    /// ([`ConfigError::Parse`]) names the key and its line.
+    /// Other top-level keys and tables than `[cluster_config]` and `[server_config]` are ignored:
+    /// the file may hold your application's settings too. An unknown key inside those two tables
+    /// is an error (use [`with_toml_lenient`](Self::with_toml_lenient) to ignore it).
+    ///
+    /// A file that cannot be read is a [`ConfigError::ReadFile`] whose message names it
+    /// ([`ConfigError::file_path`]); a parse error ([`ConfigError::Parse`]) names the key and its
+    /// line.
     pub fn with_toml(file_path: &str) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file_path).map_err(|source| ConfigError::ReadFile {
-            path: file_path.into(),
-            source,
-        })?;
-        Self::from_toml_str(&text)
+        Self::from_toml_str(&read(file_path)?)
     }
 
-    /// Parses and validates a TOML configuration held in a string.
+    /// As [`with_toml`](Self::with_toml), but unknown keys inside `[cluster_config]` and
+    /// `[server_config]` are ignored too, as omnipaxos 0.2.4 ignored them (for a file whose
+    /// OmniPaxos tables also hold your application's keys). Values of the wrong type are still
+    /// errors.
+    pub fn with_toml_lenient(file_path: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_str_lenient(&read(file_path)?)
+    }
+
+    /// Parses and validates a TOML configuration held in a string, as
+    /// [`with_toml`](Self::with_toml) does a file.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, Unknown::Reject)
+    }
+
+    /// Parses and validates a TOML configuration held in a string, as
+    /// [`with_toml_lenient`](Self::with_toml_lenient) does a file.
+    pub fn from_toml_str_lenient(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, Unknown::Ignore)
+    }
+
+    fn parse(text: &str, on_unknown: Unknown) -> Result<Self, ConfigError> {
         let root: Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e.span().map(|s| line_of(text, s.start));
-            ConfigError::Parse(TomlError::new(None, e.to_string()).with_line(line))
+            ConfigError::Parse(TomlError::from_toml(&e, line))
         })?;
-        let cfg = Self::from_table(&root).map_err(|e| match e {
+        let cfg = Self::from_table(&root, on_unknown).map_err(|e| match e {
             ConfigError::Parse(t) => {
-                let line = t.key().and_then(|k| line_of_key(text, k));
-                ConfigError::Parse(match line {
-                    Some(line) => t.at_line(line),
+                let pos = t.key().and_then(|k| position_of_key(text, k));
+                ConfigError::Parse(match pos {
+                    Some(span) => t.at(line_of(text, span.start), span),
                     None => t,
                 })
             }
@@ -233,15 +284,22 @@ impl OmniPaxosConfig {
         Ok(cfg)
     }
 
-    fn from_table(root: &Table) -> Result<Self, ConfigError> {
+    fn from_table(root: &Table, on_unknown: Unknown) -> Result<Self, ConfigError> {
         let mut cfg = OmniPaxosConfig::default();
         for (k, v) in root {
             match k.as_str() {
-                "cluster_config" => cfg.cluster_config = cluster_config(table(k, v)?)?,
-                "server_config" => cfg.server_config = server_config(table(k, v)?)?,
-                _ => return Err(unknown(k, &["cluster_config", "server_config"])),
+                "cluster_config" => cfg.cluster_config = cluster_config(table(k, v)?, on_unknown)?,
+                "server_config" => cfg.server_config = server_config(table(k, v)?, on_unknown)?,
+                // The application's own settings.
+                _ => {}
             }
         }
         Ok(cfg)
     }
+}
+
+fn read(file_path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file_path).map_err(|source| {
+        ConfigError::ReadFile(ReadFileError::wrap(std::path::Path::new(file_path), source))
+    })
 }

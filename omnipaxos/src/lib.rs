@@ -57,8 +57,15 @@
 //! * `macros` (default): `#[derive(Entry)]` as [`macros::Entry`].
 //! * `serde`: `Serialize`/`Deserialize` for messages, ballots, stop signs and configurations,
 //!   to send messages over a network or persist entries.
-//! * `toml_config`: [`OmniPaxosConfig::with_toml`] to load a configuration from a TOML file.
-//! * `logging`: accepted for omnipaxos 0.2 manifests; the core writes no logs.
+//! * `toml_config`: `OmniPaxosConfig::with_toml` to load a configuration from a TOML file;
+//!   turns on `serde`, as in omnipaxos 0.2.4.
+//! * `tracing`: what the library does, reported as [`tracing`](https://docs.rs/tracing) events.
+//! * `logging`: omnipaxos 0.2.4's `slog` interface (`ServerConfig::custom_logger`,
+//!   `logger_file_path`, `utils::logger`) on top of `tracing`, which it turns on.
+//! * `unicache`, `async_runtime`: accepted for 0.2.4 manifests; they add nothing (see
+//!   `Cargo.toml`).
+//!
+//! [`utils`] holds 0.2.4's dashboard states ([`OmniPaxos::get_ui_states`]) and logger helpers.
 
 // docs.rs builds with nightly and `--cfg docsrs`: mark feature-gated items with their feature
 // (`doc_cfg` includes what was `doc_auto_cfg` before that feature was merged into it).
@@ -77,6 +84,7 @@ pub mod omni_paxos;
 mod quorum;
 pub mod storage;
 pub mod util;
+pub mod utils;
 
 pub use config::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 pub use errors::{CompactionErr, ConfigError, ProposeErr};

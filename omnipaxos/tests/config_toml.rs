@@ -1,10 +1,15 @@
-//! Loading an `OmniPaxosConfig` from TOML (feature `toml_config`): the layout, the defaults, and
-//! an error that names the key for every unknown key and bad value.
+//! Loading an `OmniPaxosConfig` from TOML (feature `toml_config`): the layout, the defaults, an
+//! error that names the key for every unknown key of the OmniPaxos tables and every bad value,
+//! the lenient loaders, and `Deserialize` for embedding the configuration in an application's.
 //!
 //! Run with `cargo test -p omnipaxos --all-features`.
 #![cfg(feature = "toml_config")]
 
-use omnipaxos::{errors::TomlError, util::FlexibleQuorum, ClusterConfig, ConfigError};
+use omnipaxos::{
+    errors::{ReadFileError, TomlError},
+    util::FlexibleQuorum,
+    ClusterConfig, ConfigError,
+};
 use omnipaxos::{OmniPaxosConfig, ServerConfig};
 use std::{error::Error, io::Write};
 
@@ -43,7 +48,10 @@ fn full_expected() -> OmniPaxosConfig {
             batch_size: 10,
             buffer_size: 1000,
             leader_priority: 9,
+            #[cfg(feature = "logging")]
             logger_file_path: Some("/var/log/omnipaxos/2.log".to_string()),
+            #[cfg(feature = "logging")]
+            custom_logger: None,
         },
     }
 }
@@ -166,7 +174,7 @@ fn each_server_key_is_read_on_its_own() {
         pid: 1,
         ..ServerConfig::default()
     };
-    let cases: [(&str, ServerConfig); 7] = [
+    let cases = [
         (
             "election_tick_timeout = 11",
             ServerConfig {
@@ -209,9 +217,11 @@ fn each_server_key_is_read_on_its_own() {
                 ..defaults.clone()
             },
         ),
+        // Read with the feature `logging`; accepted and without effect without it, as in 0.2.4.
         (
             "logger_file_path = \"x.log\"",
             ServerConfig {
+                #[cfg(feature = "logging")]
                 logger_file_path: Some("x.log".to_string()),
                 ..defaults.clone()
             },
@@ -252,13 +262,25 @@ fn a_single_node_file_is_valid() {
 // Unknown keys.
 
 #[test]
-fn unknown_top_level_key_is_named() {
-    assert_bad_key(
-        &format!("{MINIMAL}\n[serverconfig]\npid = 1\n"),
-        "serverconfig",
-        &["unknown key", "cluster_config", "server_config"],
+fn other_top_level_keys_and_tables_are_the_applications_and_ignored() {
+    let shared = format!(
+        "title = \"my service\"\nlisten = \"0.0.0.0:8000\"\n{MINIMAL}\n[serverconfig]\npid = 7\n\n[app.db]\npath = \"/data\"\n"
     );
-    assert_bad_key(&format!("extra = 1\n{MINIMAL}"), "extra", &["unknown key"]);
+    let expected = OmniPaxosConfig::from_toml_str(MINIMAL).expect("valid");
+    assert_eq!(
+        OmniPaxosConfig::from_toml_str(&shared),
+        Ok(expected.clone())
+    );
+    assert_eq!(load_file(&shared), Ok(expected));
+}
+
+#[test]
+fn an_omnipaxos_table_that_is_not_a_table_is_named() {
+    assert_bad_key(
+        "server_config = 3\n",
+        "server_config",
+        &["expected a table", "the integer 3"],
+    );
 }
 
 #[test]
@@ -520,9 +542,21 @@ fn dotted_and_top_level_keys_give_their_line() {
     let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(text));
     assert_eq!(err.key(), Some("server_config.pidd"));
     assert_eq!(err.line(), Some(3), "{err}");
-    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str("\nextra = 1\n"));
-    assert_eq!(err.key(), Some("extra"));
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str("\ncluster_config = 1\n"));
+    assert_eq!(err.key(), Some("cluster_config"));
     assert_eq!(err.line(), Some(2), "{err}");
+}
+
+#[test]
+fn errors_give_the_span_of_their_key_as_toml_errors_do() {
+    let text = server_with("pidd = 1");
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(&text));
+    let span = err.span().expect("a key error has a span");
+    assert_eq!(&text[span], "pidd");
+    let text = "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2\n";
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(text));
+    let span = err.span().expect("a syntax error has a span");
+    assert!(span.start >= text.find("[1, 2").unwrap(), "{span:?}");
 }
 
 #[test]
@@ -542,34 +576,102 @@ fn read_error_keeps_the_io_error_as_source() {
         .downcast_ref::<std::io::Error>()
         .expect("the source is the io::Error");
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
-    match err {
-        ConfigError::ReadFile { path: p, .. } => assert_eq!(p, path),
-        other => panic!("expected ConfigError::ReadFile, got {other:?}"),
-    }
+    assert!(
+        !io.to_string().contains("missing.toml"),
+        "the source is the read's own error, not the wrapper: {io}"
+    );
+    assert_eq!(err.file_path(), Some(path.as_path()));
 }
 
 #[test]
-fn missing_file_is_a_read_error() {
+fn missing_file_is_a_read_error_of_the_io_kind_as_in_0_2_4() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("missing.toml");
     match OmniPaxosConfig::with_toml(path.to_str().expect("utf-8")) {
-        Err(ConfigError::ReadFile { source, .. }) => {
-            assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+        // The 0.2.4 pattern: one unnamed `io::Error`.
+        Err(ConfigError::ReadFile(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+            assert!(e.to_string().contains("missing.toml"), "{e}");
+            let inner = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<ReadFileError>())
+                .expect("the inner error is a ReadFileError");
+            assert_eq!(inner.path(), path.as_path());
+            assert_eq!(inner.io_error().kind(), std::io::ErrorKind::NotFound);
         }
         other => panic!("expected ConfigError::ReadFile, got {other:?}"),
     }
 }
 
 #[test]
-fn missing_file_error_names_the_path() {
+fn missing_file_error_names_the_path_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("missing.toml");
     let path = path.to_str().expect("utf-8");
     let err = OmniPaxosConfig::with_toml(path).unwrap_err();
+    let shown = err.to_string();
     assert!(
-        err.to_string().contains(path),
-        "{err} should name the file {path}"
+        shown.starts_with(&format!("cannot read configuration file {path}: ")),
+        "{shown}"
     );
+    assert_eq!(shown.matches(path).count(), 1, "{shown}");
+}
+
+#[test]
+fn a_directory_is_a_read_error_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = OmniPaxosConfig::with_toml(dir.path().to_str().expect("utf-8")).unwrap_err();
+    assert!(matches!(err, ConfigError::ReadFile(_)), "{err:?}");
+    assert_eq!(err.file_path(), Some(dir.path()));
+}
+
+#[test]
+fn io_and_toml_errors_convert_as_in_0_2_4() {
+    // `?` on your own read and parse in a function returning `ConfigError`.
+    fn load(text: Option<&str>) -> Result<OmniPaxosConfig, ConfigError> {
+        let text = match text {
+            Some(t) => t.to_string(),
+            None => Err(std::io::Error::other("disk on fire"))?,
+        };
+        let cfg: OmniPaxosConfig = toml::from_str(&text)?;
+        Ok(cfg)
+    }
+    let err = load(None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot read configuration file: disk on fire"
+    );
+    assert_eq!(err.file_path(), None);
+    assert_eq!(
+        err.source().map(|s| s.to_string()),
+        Some("disk on fire".into())
+    );
+    match load(Some("[server_config]\npid = \"x\"\n")).unwrap_err() {
+        ConfigError::Parse(e) => {
+            assert!(e.message().contains("invalid type"), "{e}");
+            assert_eq!(e.span(), Some(22..25));
+        }
+        other => panic!("expected Parse, got {other:?}"),
+    }
+}
+
+#[test]
+fn config_errors_compare_by_variant_and_contents() {
+    let a = OmniPaxosConfig::with_toml("/no/such/dir/a.toml").unwrap_err();
+    assert_eq!(
+        a,
+        OmniPaxosConfig::with_toml("/no/such/dir/a.toml").unwrap_err()
+    );
+    assert_ne!(
+        a,
+        OmniPaxosConfig::with_toml("/no/such/dir/b.toml").unwrap_err()
+    );
+    let p = OmniPaxosConfig::from_toml_str("[x").unwrap_err();
+    assert_eq!(p, OmniPaxosConfig::from_toml_str("[x").unwrap_err());
+    assert_ne!(p, a);
+    let i = ConfigError::InvalidConfig("x".into());
+    assert_eq!(i, ConfigError::InvalidConfig("x".into()));
+    assert_ne!(i, p);
 }
 
 #[test]
@@ -631,4 +733,176 @@ fn other_invalid_values_are_invalid_config() {
         // The file loader validates too.
         assert_eq!(invalid(load_file(&text)), msg);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lenient loaders: unknown keys ignored everywhere, as omnipaxos 0.2.4 ignored them.
+
+#[test]
+fn lenient_loaders_ignore_unknown_keys_inside_the_omnipaxos_tables() {
+    let text = "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2, 3]\nregion = \"eu\"\n\
+         flexible_quorum = { read_quorum_size = 2, write_quorum_size = 2, note = 1 }\n\
+         [server_config]\npid = 1\nlisten = \"0.0.0.0:8000\"\n[app]\nx = 1\n"
+        .to_string();
+    // The default loaders refuse `region` and `note` (the first in key order is named)...
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str(&text));
+    assert_eq!(err.key(), Some("cluster_config.flexible_quorum.note"));
+    // ...the lenient ones read the rest.
+    let cfg = OmniPaxosConfig::from_toml_str_lenient(&text).expect("valid");
+    assert_eq!(cfg.cluster_config.nodes, vec![1, 2, 3]);
+    assert_eq!(
+        cfg.cluster_config.flexible_quorum,
+        Some(FlexibleQuorum {
+            read_quorum_size: 2,
+            write_quorum_size: 2
+        })
+    );
+    assert_eq!(cfg.server_config.pid, 1);
+    let file = write_temp(&text);
+    assert_eq!(
+        OmniPaxosConfig::with_toml_lenient(file.path().to_str().unwrap()),
+        Ok(cfg)
+    );
+}
+
+#[test]
+fn lenient_loaders_still_name_bad_values_and_validate() {
+    let (err, _) = parse_error(OmniPaxosConfig::from_toml_str_lenient(&server_with(
+        "batch_size = \"ten\"",
+    )));
+    assert_eq!(err.key(), Some("server_config.batch_size"));
+    assert_eq!(err.line(), Some(8));
+    let msg = invalid(OmniPaxosConfig::from_toml_str_lenient(
+        "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2]\n[server_config]\npid = 3\n",
+    ));
+    assert!(msg.starts_with("server_config.pid"), "{msg}");
+    assert!(matches!(
+        OmniPaxosConfig::with_toml_lenient("/no/such/file.toml"),
+        Err(ConfigError::ReadFile(_))
+    ));
+}
+
+#[test]
+fn the_0_2_4_test_file_loads_with_and_without_logging() {
+    // omnipaxos 0.2.4's tests/config/node1.toml, which has `logger_file_path` also when its
+    // tests ran without the feature `logging`.
+    let text = r#"
+# This file is used for testing that fields are deserialized to set values
+[cluster_config]
+configuration_id = 1
+nodes = [1, 2, 3, 4, 5]
+flexible_quorum = { read_quorum_size = 4, write_quorum_size = 2 }
+
+[server_config]
+pid = 1
+election_tick_timeout = 10
+resend_message_tick_timeout = 100
+flush_batch_tick_timeout = 200
+buffer_size = 10000
+batch_size = 2
+logger_file_path = "logs/paxos_1.log"
+leader_priority = 2
+"#;
+    let cfg = load_file(text).expect("0.2.4's file loads");
+    assert_eq!(cfg.server_config.batch_size, 2);
+    assert_eq!(cfg.server_config.leader_priority, 2);
+    #[cfg(feature = "logging")]
+    assert_eq!(
+        cfg.server_config.logger_file_path.as_deref(),
+        Some("logs/paxos_1.log")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `Deserialize`: the configuration embedded in an application's own configuration, as with
+// omnipaxos 0.2.4 (every key optional, unknown keys ignored, no validation until `build`).
+
+#[derive(serde::Deserialize, Debug)]
+struct AppConfig {
+    listen: String,
+    omnipaxos: OmniPaxosConfig,
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct FlatAppConfig {
+    listen: String,
+    #[serde(flatten)]
+    omnipaxos: OmniPaxosConfig,
+}
+
+#[test]
+fn deserialize_embeds_the_config_with_defaults_and_ignores_unknown_keys() {
+    let text = r#"
+listen = "0.0.0.0:8000"
+[omnipaxos.cluster_config]
+configuration_id = 2
+nodes = [1, 2, 3]
+region = "eu"
+[omnipaxos.server_config]
+pid = 3
+election_tick_timeout = 4
+listen_port = 9000
+"#;
+    let app: AppConfig = toml::from_str(text).expect("deserializes");
+    assert_eq!(app.listen, "0.0.0.0:8000");
+    let mut expected = OmniPaxosConfig::default();
+    expected.cluster_config.configuration_id = 2;
+    expected.cluster_config.nodes = vec![1, 2, 3];
+    expected.server_config.pid = 3;
+    expected.server_config.election_tick_timeout = 4;
+    assert_eq!(app.omnipaxos, expected);
+    assert_eq!(app.omnipaxos.validate(), Ok(()));
+}
+
+#[test]
+fn deserialize_flattened_reads_the_tables_at_the_top() {
+    let text = format!("listen = \"x\"\n{FULL}");
+    let app: FlatAppConfig = toml::from_str(&text).expect("deserializes");
+    assert_eq!(app.listen, "x");
+    assert_eq!(app.omnipaxos, full_expected());
+}
+
+#[test]
+fn deserialize_of_an_empty_table_is_the_default_and_validation_is_left_to_build() {
+    let app: AppConfig = toml::from_str("listen = \"x\"\n[omnipaxos]\n").expect("deserializes");
+    assert_eq!(app.omnipaxos, OmniPaxosConfig::default());
+    assert!(matches!(
+        app.omnipaxos.validate(),
+        Err(ConfigError::InvalidConfig(_))
+    ));
+    let server: ServerConfig = toml::from_str("").expect("every key is optional");
+    assert_eq!(server, ServerConfig::default());
+    let cluster: ClusterConfig = toml::from_str("").expect("every key is optional");
+    assert_eq!(cluster, ClusterConfig::default());
+}
+
+#[test]
+fn deserialize_refuses_a_value_of_the_wrong_type_naming_the_field() {
+    let err = toml::from_str::<AppConfig>(
+        "listen = \"x\"\n[omnipaxos.server_config]\nbatch_size = \"ten\"\n",
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("batch_size") && msg.contains("invalid type"),
+        "{msg}"
+    );
+    // And it converts into a `ConfigError::Parse`, as in 0.2.4.
+    assert!(matches!(ConfigError::from(err), ConfigError::Parse(_)));
+}
+
+#[cfg(feature = "logging")]
+#[test]
+fn deserialize_never_reads_a_custom_logger() {
+    let server: ServerConfig =
+        toml::from_str("pid = 1\nlogger_file_path = \"a.log\"\ncustom_logger = \"x\"\n")
+            .expect("deserializes");
+    assert!(server.custom_logger.is_none());
+    assert_eq!(server.logger_file_path.as_deref(), Some("a.log"));
+}
+
+#[test]
+fn configurations_serialize_and_read_back() {
+    let text = toml::to_string(&full_expected()).expect("serializes");
+    assert_eq!(OmniPaxosConfig::from_toml_str(&text), Ok(full_expected()));
 }

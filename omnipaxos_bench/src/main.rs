@@ -2,9 +2,9 @@
 //! on one workload, in one process. See the crate's README.md.
 //!
 //! ```text
-//! cargo run --release -p omnipaxos_bench              # throughput + failover (a few minutes)
-//! cargo run --release -p omnipaxos_bench -- --quick   # fewer, shorter runs
-//! cargo run --release -p omnipaxos_bench -- throughput|failover|memory [--runs N]
+//! cargo run --release --manifest-path omnipaxos_bench/Cargo.toml                       # throughput + failover (a few minutes)
+//! cargo run --release --manifest-path omnipaxos_bench/Cargo.toml -- --quick            # fewer, shorter runs
+//! cargo run --release --manifest-path omnipaxos_bench/Cargo.toml -- throughput|failover|memory [--runs N]
 //! ```
 
 mod alloc;
