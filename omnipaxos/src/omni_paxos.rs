@@ -359,17 +359,18 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             if self.resend_clock.tick() {
                 self.node.resend();
             }
-            return;
+        } else {
+            if self.election_clock.tick() {
+                self.end_election_round();
+            }
+            if self.resend_clock.tick() {
+                self.node.resend();
+            }
+            if self.flush_clock.tick() {
+                self.node.flush_batch();
+            }
         }
-        if self.election_clock.tick() {
-            self.end_election_round();
-        }
-        if self.resend_clock.tick() {
-            self.node.resend();
-        }
-        if self.flush_clock.tick() {
-            self.node.flush_batch();
-        }
+        self.node.end_tick();
     }
 
     /// Ends the election round: the election decides who leads (with what Sequence Paxos

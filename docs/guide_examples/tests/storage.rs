@@ -60,6 +60,19 @@ impl<T: Entry, S: Storage<T>> Storage<T> for CountingStorage<S> {
         self.atomic_writes += 1;
         self.inner.write_atomically(ops)
     }
+    // A wrapper forwards the node record too: without these two, the trait's defaults would
+    // make it a legacy backend even on a storage that keeps the record.
+    fn write_atomically_with_record(
+        &mut self,
+        ops: Vec<StorageOp<T>>,
+        record: Vec<u8>,
+    ) -> StorageResult<()> {
+        self.atomic_writes += 1;
+        self.inner.write_atomically_with_record(ops, record)
+    }
+    fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
+        self.inner.get_node_record()
+    }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
         self.inner.append_entry(entry)
     }

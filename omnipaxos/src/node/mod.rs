@@ -255,6 +255,12 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         self.core.now += 1;
     }
 
+    /// The end of a tick: what it staged is written, so that a node whose application rarely
+    /// takes its messages (a single server has none to send) still shows its state.
+    pub(crate) fn end_tick(&mut self) {
+        self.core.log.flush();
+    }
+
     /// Every resend timeout: resend what may have been lost.
     pub(crate) fn resend(&mut self) {
         let core = &mut self.core;
