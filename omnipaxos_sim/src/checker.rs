@@ -117,6 +117,12 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         self.logs.get(&config_id).map_or(&[], |l| &l.slots)
     }
 
+    /// The highest decided index any node showed so far (the length of its decided prefix of
+    /// the shared log).
+    pub fn highest_decided(&self) -> usize {
+        self.nodes.values().map(|v| v.decided).max().unwrap_or(0)
+    }
+
     /// Whether `tag` was decided (somewhere).
     pub fn is_decided(&self, tag: u64) -> bool {
         self.decided_tags.contains_key(&tag) || self.snapshot_tags.contains(&tag)

@@ -233,6 +233,10 @@ pub struct SimStats {
     pub app_snapshot_installs: u64,
     /// Entries the simulated applications applied one by one.
     pub app_entries_applied: u64,
+    /// Linearizable reads asked ([`Sim::request_read`]).
+    pub reads_requested: u64,
+    /// Of those, answered (every one checked against what was decided when it was asked).
+    pub reads_answered: u64,
     /// The network's counts.
     pub net: NetStats,
 }
@@ -255,6 +259,10 @@ struct SimNode<T: Entry, S: Storage<T>> {
     incarnation: u64,
     /// The server joined a later configuration on empty storage.
     joined: bool,
+    /// Reads asked at the node and not answered: read id -> the decided index the read must
+    /// see (the highest any node had decided when it was asked). Dropped with the node's
+    /// `OmniPaxos` (a crash, the next configuration): the application asks again.
+    reads: BTreeMap<u64, usize>,
 }
 
 /// An append the simulator made that the node accepted.
@@ -369,6 +377,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 restorable: 0,
                 incarnation: 0,
                 joined: false,
+                reads: BTreeMap::new(),
             });
         }
         sim
@@ -752,6 +761,85 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         }
     }
 
+    /// Asks node `pid` for a linearizable read ([`OmniPaxos::request_read`]). When the node
+    /// answers it, the simulator checks that its index covers every entry any node had decided
+    /// when the read was asked, and that the application applied that far.
+    pub fn request_read(&mut self, pid: NodeId) -> Result<(), String> {
+        let floor = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.op.as_ref())
+            .map(|o| o.get_decided_idx())
+            .fold(self.checker.highest_decided(), usize::max);
+        let idx = pid as usize - 1;
+        let node = self
+            .nodes
+            .get_mut(idx)
+            .ok_or_else(|| format!("no node {pid}"))?;
+        let op = node.op.as_mut().ok_or_else(|| format!("node {pid} is down"))?;
+        let id = op.request_read();
+        if node.reads.insert(id.0, floor).is_some() {
+            self.fail(&format!("node {pid} gave read id {} twice", id.0));
+        }
+        self.stats.reads_requested += 1;
+        self.collect(pid);
+        Ok(())
+    }
+
+    /// Reads asked at `pid` and not answered yet.
+    pub fn pending_reads(&self, pid: NodeId) -> usize {
+        self.nodes
+            .get((pid as usize).wrapping_sub(1))
+            .map_or(0, |n| n.reads.len())
+    }
+
+    /// Answers the reads node `pid` has ready, checking each.
+    fn serve_reads(&mut self, pid: NodeId) {
+        let idx = pid as usize - 1;
+        let node = &mut self.nodes[idx];
+        let Some(op) = node.op.as_mut() else {
+            return;
+        };
+        let ready = op.take_ready_reads();
+        if ready.is_empty() {
+            return;
+        }
+        let decided = op.get_decided_idx();
+        let applied = node.app.as_ref().map(|a| a.applied());
+        let mut errors = Vec::new();
+        for r in ready {
+            let Some(floor) = node.reads.remove(&r.id.0) else {
+                errors.push(format!("node {pid} answered read {} it was not asked (or twice)", r.id.0));
+                continue;
+            };
+            if r.index < floor {
+                errors.push(format!(
+                    "stale read at node {pid}: read {} got index {} but {floor} entries were decided \
+                     when it was asked",
+                    r.id.0, r.index
+                ));
+            }
+            if r.index > decided {
+                errors.push(format!(
+                    "node {pid} answered read {} at index {} before deciding it (decided {decided})",
+                    r.id.0, r.index
+                ));
+            }
+            if let Some(applied) = applied.filter(|_| self.check_apps) {
+                if applied < r.index {
+                    errors.push(format!(
+                        "node {pid}'s application applied {applied} entries, read {} needs {}",
+                        r.id.0, r.index
+                    ));
+                }
+            }
+            self.stats.reads_answered += 1;
+        }
+        if let Some(e) = errors.first() {
+            self.fail(e);
+        }
+    }
+
     /// Checks every running node's application state against the decided log.
     pub fn check_applications(&self) -> Result<(), String> {
         for pid in self.pids() {
@@ -781,6 +869,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         }
         match op.start_next_config(server) {
             Ok(next) => {
+                self.nodes[idx].reads.clear();
                 let c = next.get_configuration_id();
                 self.nodes[idx].cluster = next_cluster;
                 self.nodes[idx].op = Some(next);
@@ -836,6 +925,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     pub fn join(&mut self, pid: NodeId, cluster: ClusterConfig) {
         let idx = pid as usize - 1;
         self.nodes[idx].op = None;
+        self.nodes[idx].reads.clear();
         self.backend.fresh(pid);
         let op = self.build(pid, cluster.clone());
         self.retire_app(idx);
@@ -861,6 +951,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 self.stats.crashes_mid_pull += 1;
             }
             self.nodes[idx].incarnation += 1;
+            self.nodes[idx].reads.clear();
             // A compaction made (by a direct call) since the application last looked, below
             // what it applied, is one it let happen.
             let compacted = op.get_compacted_idx();
@@ -923,6 +1014,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
     /// the node decided.
     fn collect(&mut self, pid: NodeId) {
         self.app_read(pid);
+        self.serve_reads(pid);
         let idx = pid as usize - 1;
         let Some(op) = self.nodes[idx].op.as_mut() else {
             return;

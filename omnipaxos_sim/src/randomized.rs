@@ -401,6 +401,10 @@ where
     // Crashes of nodes that pull an old log, per node and tick while they pull.
     let p_crash_pulling = [0.0, 0.01, 0.05, 0.2][rng.index(4)];
     let p_reappend = [0.0, 0.5, 1.0][rng.index(3)];
+    // Linearizable reads, drawn from a generator of their own (the other draws stay as they
+    // were before reads existed): per tick, at a random member.
+    let mut read_rng = Rng::new(seed ^ 0x0000_5EAD_0F5E);
+    let p_read = [0.0, 0.01, 0.05, 0.2][read_rng.index(4)];
     let mut down: Vec<(NodeId, u64)> = Vec::new();
     let mut next_topology = rng.range(50, 400);
     let mut next_tag: u64 = 1;
@@ -504,6 +508,10 @@ where
                     let _ = sim.append(pid, T::from_tag(next_tag));
                     next_tag += 1;
                 }
+            }
+            if read_rng.chance(p_read) {
+                let pid = members[read_rng.index(members.len())];
+                let _ = sim.request_read(pid);
             }
             // What the nodes hand back as uncertain, an application appends again (as new
             // appends: it deduplicates by its own request ids).

@@ -92,6 +92,8 @@ fn add(t: &mut Totals, r: &RunReport) {
     t.stats.local_snapshots += s.local_snapshots;
     t.stats.app_snapshot_installs += s.app_snapshot_installs;
     t.stats.app_entries_applied += s.app_entries_applied;
+    t.stats.reads_requested += s.reads_requested;
+    t.stats.reads_answered += s.reads_answered;
     t.stats.net.sent += s.net.sent;
     t.stats.net.dropped += s.net.dropped;
     t.stats.net.duplicated += s.net.duplicated;
@@ -184,6 +186,10 @@ fn check_non_vacuous(t: &Totals) {
     assert!(
         t.stats.app_entries_applied >= t.stats.decided,
         "the applications applied fewer entries than were decided: {t:?}"
+    );
+    assert!(
+        t.stats.reads_answered * 2 > t.stats.reads_requested && t.stats.reads_answered > t.seeds,
+        "too few linearizable reads were answered: {t:?}"
     );
 }
 
