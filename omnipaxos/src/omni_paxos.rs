@@ -399,6 +399,24 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         );
     }
 
+    /// Moves into `buffer` the messages that may be sent *before* this node writes what it
+    /// staged: a leader's accepts of entries it appended but has not written yet. Send them, then
+    /// call [`take_outgoing_messages`](Self::take_outgoing_messages), which writes and hands out
+    /// the rest: the followers' writes then overlap the leader's own, as in etcd's raft.
+    ///
+    /// Optional: without it, the accepts leave with the other messages, after the leader's
+    /// write. It is safe because an accept acknowledges nothing: the leader counts itself
+    /// towards a quorum only once its own write is done, decided indices in these messages are
+    /// written ones, and a node never promises or acknowledges what it has not written. If the
+    /// leader crashes before its write, its followers may hold entries it lost; they are
+    /// decided only if a quorum holds them, and the next leader adopts them then.
+    pub fn take_messages_ahead_of_write(&mut self, buffer: &mut Vec<Message<T>>) {
+        let from = self.node.pid();
+        self.node.take_ahead(|to, msg| {
+            buffer.push(Message::SequencePaxos(PaxosMessage { from, to, msg }))
+        });
+    }
+
     /// The messages to send, in a new vector.
     #[must_use = "the messages must be sent to their receivers"]
     pub fn outgoing_messages(&mut self) -> Vec<Message<T>> {

@@ -93,6 +93,7 @@ fn add(t: &mut Totals, r: &RunReport) {
     t.stats.app_snapshot_installs += s.app_snapshot_installs;
     t.stats.app_entries_applied += s.app_entries_applied;
     t.stats.reads_requested += s.reads_requested;
+    t.stats.crashes_before_write += s.crashes_before_write;
     t.stats.reads_answered += s.reads_answered;
     t.stats.net.sent += s.net.sent;
     t.stats.net.dropped += s.net.dropped;
@@ -190,6 +191,10 @@ fn check_non_vacuous(t: &Totals) {
     assert!(
         t.stats.reads_answered * 2 > t.stats.reads_requested && t.stats.reads_answered > t.seeds,
         "too few linearizable reads were answered: {t:?}"
+    );
+    assert!(
+        t.stats.crashes_before_write > 0,
+        "no leader crashed after sending accepts ahead of its write: {t:?}"
     );
 }
 

@@ -362,6 +362,17 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         self.fwd.stopped(&self.core);
     }
 
+    /// Hands out the messages that may leave before what is staged is written (see
+    /// `OmniPaxos::take_messages_ahead_of_write`); writes nothing.
+    pub(crate) fn take_ahead(&mut self, mut f: impl FnMut(NodeId, PaxosMsg<T>)) {
+        // Only what `build_ahead` adds: messages queued before may depend on the write.
+        let queued = self.core.out.len();
+        self.role.build_ahead(&mut self.core);
+        for (to, m) in self.core.out.drain(queued..) {
+            f(to, m);
+        }
+    }
+
     /// Writes what is staged, then hands out every message to send (`to`, message).
     pub(crate) fn take_outgoing(&mut self, mut f: impl FnMut(NodeId, PaxosMsg<T>)) {
         self.core.log.flush();

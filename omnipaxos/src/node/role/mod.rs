@@ -206,6 +206,14 @@ impl<T: Entry> Role<T> {
         }
     }
 
+    /// Builds the messages that may leave before the staged writes are done (a leader's
+    /// accepts of its staged entries).
+    pub(crate) fn build_ahead<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if let Role::Leader(l) = self {
+            l.build_ahead(core);
+        }
+    }
+
     /// Builds the messages owed after the log was flushed.
     pub(crate) fn build_outgoing<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
         match self {
