@@ -6,6 +6,9 @@ use crate::ballot_leader_election::Ballot;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The kinds are named as the protocol's writeups name them (their `Read` prefix is what tells
+/// them apart from the other rooms' kinds in traces and scripts).
+#[allow(clippy::enum_variant_names)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub(crate) enum ReadMsg {
