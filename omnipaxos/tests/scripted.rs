@@ -1,0 +1,66 @@
+//! Scripted tests: every protocol rule in a small script with the exact messages it exchanges,
+//! in the spirit of etcd raft's data-driven tests. Random seeds find bugs (`omnipaxos_sim`);
+//! these scripts explain the rules.
+//!
+//! Each script in `tests/scripts/` is one `#[test]` here, named after its file, and starts with
+//! a comment saying the rule, why it matters and what to look for in the output. The commands
+//! are documented in `scripted/cluster.rs`, the file format in `scripted/datadriven.rs`.
+//!
+//! ```text
+//! cargo test -p omnipaxos --test scripted                  # all scripts
+//! cargo test -p omnipaxos --test scripted election         # one
+//! REWRITE=1 cargo test -p omnipaxos --test scripted election
+//! ```
+//!
+//! `REWRITE=1` replaces the expected blocks with what the commands print. A rewritten block is
+//! only right if it agrees with the rule its script explains: read it.
+
+#[path = "scripted/cluster.rs"]
+mod cluster;
+#[path = "scripted/datadriven.rs"]
+mod datadriven;
+
+use std::path::PathBuf;
+
+fn script_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts")
+}
+
+fn run(name: &str) {
+    let path = script_dir().join(format!("{name}.txt"));
+    let mut runner = cluster::Runner::default();
+    datadriven::run_file(&path, &mut runner);
+}
+
+macro_rules! scripts {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                run(stringify!($name));
+            }
+        )*
+
+        /// Every script file has its test (a new file is not silently skipped).
+        #[test]
+        fn every_script_has_a_test() {
+            let tested = [$(stringify!($name)),*];
+            let mut missing = Vec::new();
+            for e in std::fs::read_dir(script_dir()).expect("tests/scripts") {
+                let path = e.expect("a directory entry").path();
+                if path.extension().is_some_and(|x| x == "txt") {
+                    let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+                    if !tested.contains(&stem.as_str()) {
+                        missing.push(stem);
+                    }
+                }
+            }
+            assert!(missing.is_empty(), "scripts without a test in scripted.rs: {missing:?}");
+        }
+    };
+}
+
+scripts! {
+    election,
+}
