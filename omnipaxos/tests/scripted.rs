@@ -63,4 +63,6 @@ macro_rules! scripts {
 
 scripts! {
     election,
+    election_priority,
+    prepare_promise,
 }
