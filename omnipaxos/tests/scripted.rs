@@ -65,4 +65,8 @@ scripts! {
     election,
     election_priority,
     prepare_promise,
+    accept_sync,
+    accept_batching,
+    forwarding,
+    returned_appends,
 }
