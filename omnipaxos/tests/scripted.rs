@@ -73,4 +73,7 @@ scripts! {
     deposed_leader,
     #[ignore = "core bug: a deposed leader hands back as Unknown an append its own log decided (a placed run straddling the sync point is not split); see the script"]
     returned_appends_kept,
+    resync,
+    #[ignore = "core bug: a follower that missed a Prepare and still accepts in its old ballot never asks for it (Follower::follow); it waits for the leader's resend timeout; see the script"]
+    missed_prepare,
 }

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `cluster n=3 [election=10] [resend=100] [flush=200] [batch=1] [buffer=100000] [quorum=R/W] [priorities=1:0,2:5]` | builds nodes `1..=n` of configuration 1 (ticks; the defaults shown) |
 //! | `tick <who> [k] [quiet]` | ticks the nodes `k` times (pid order within a tick); prints what they send, as `t<i>: msg` when `k > 1` |
-//! | `deliver [filter] [limit=k] [quiet]` | delivers the pending messages that match, oldest first; prints each, and under it (indented) what the receiver sends. Messages sent meanwhile wait for the next command |
+//! | `deliver [filter] [skip=j] [limit=k] [quiet]` | delivers the pending messages that match (after the first `j`, at most `k`), oldest first; prints each, and under it (indented) what the receiver sends. Messages sent meanwhile wait for the next command |
 //! | `stabilize [quiet]` | delivers until nothing is pending |
 //! | `pending [filter]` | lists the pending messages |
 //! | `drop [filter]` / `dup [filter]` | loses / duplicates (at the end of the queue) the pending messages that match |
@@ -113,6 +113,8 @@ struct Filter {
     links: Vec<(Option<NodeId>, Option<NodeId>)>,
     kinds: Vec<String>,
     limit: Option<usize>,
+    /// Matching messages to pass over (left pending) before the first one taken.
+    skip: usize,
     quiet: bool,
 }
 
@@ -129,6 +131,8 @@ impl Filter {
         for a in args {
             if *a == "quiet" {
                 f.quiet = true;
+            } else if let Some(k) = a.strip_prefix("skip=") {
+                f.skip = k.parse().map_err(|_| format!("bad skip `{a}`"))?;
             } else if let Some(k) = a.strip_prefix("limit=") {
                 f.limit = Some(k.parse().map_err(|_| format!("bad limit `{a}`"))?);
             } else if let Some((from, to)) = a.split_once("->") {
@@ -366,8 +370,14 @@ impl Cluster {
         let mut kept = Vec::new();
         let mut lines = Vec::new();
         let mut delivered = 0;
+        let mut skipped = 0;
         for m in pending {
             if !f.matches(&m) || f.limit.is_some_and(|l| delivered >= l) {
+                kept.push(m);
+                continue;
+            }
+            if skipped < f.skip {
+                skipped += 1;
                 kept.push(m);
                 continue;
             }
@@ -636,7 +646,7 @@ impl Cluster {
             }
             "stabilize" => {
                 let f = Filter::parse(args)?;
-                if !f.links.is_empty() || !f.kinds.is_empty() || f.limit.is_some() {
+                if !f.links.is_empty() || !f.kinds.is_empty() || f.limit.is_some() || f.skip > 0 {
                     return Err("stabilize takes only `quiet`".into());
                 }
                 let mut rounds = 0;
@@ -667,8 +677,14 @@ impl Cluster {
                 let f = Filter::parse(args)?;
                 let mut keep = VecDeque::new();
                 let mut copies = Vec::new();
+                let mut skipped = 0;
                 for m in self.queue.drain(..) {
-                    if f.matches(&m) && f.limit.map_or(true, |l| copies.len() < l) {
+                    let mut take = f.matches(&m) && f.limit.map_or(true, |l| copies.len() < l);
+                    if take && skipped < f.skip {
+                        skipped += 1;
+                        take = false;
+                    }
+                    if take {
                         copies.push(m.clone());
                         if name == "dup" {
                             keep.push_back(m);
