@@ -76,4 +76,5 @@ scripts! {
     resync,
     #[ignore = "core bug: a follower that missed a Prepare and still accepts in its old ballot never asks for it (Follower::follow); it waits for the leader's resend timeout; see the script"]
     missed_prepare,
+    compaction,
 }
