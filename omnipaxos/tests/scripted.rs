@@ -77,4 +77,5 @@ scripts! {
     #[ignore = "core bug: a follower that missed a Prepare and still accepts in its old ballot never asks for it (Follower::follow); it waits for the leader's resend timeout; see the script"]
     missed_prepare,
     compaction,
+    reconfiguration,
 }

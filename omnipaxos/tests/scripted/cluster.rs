@@ -11,7 +11,7 @@
 //! | `cluster n=3 [election=10] [resend=100] [flush=200] [batch=1] [buffer=100000] [quorum=R/W] [priorities=1:0,2:5]` | builds nodes `1..=n` of configuration 1 (ticks; the defaults shown) |
 //! | `tick <who> [k] [quiet]` | ticks the nodes `k` times (pid order within a tick); prints what they send, as `t<i>: msg` when `k > 1` |
 //! | `deliver [filter] [skip=j] [limit=k] [quiet]` | delivers the pending messages that match (after the first `j`, at most `k`), oldest first; prints each, and under it (indented) what the receiver sends. Messages sent meanwhile wait for the next command |
-//! | `stabilize [quiet]` | delivers until nothing is pending |
+//! | `stabilize [filter] [quiet]` | delivers until nothing that matches is pending |
 //! | `pending [filter]` | lists the pending messages |
 //! | `drop [filter]` / `dup [filter]` | loses / duplicates (at the end of the queue) the pending messages that match |
 //! | `cut a-b ...` / `cut a->b` / `isolate a` / `heal [a-b ...]` | cuts links (both ways, one way, all of `a`'s) or heals them (all when no argument). Messages on a cut link are lost: pending ones when it is cut (printed), new ones when sent (printed with `(cut)`) |
@@ -26,8 +26,9 @@
 //! | `status [who]` / `log [who]` | each node's state / its log as `read_entries(..)` shows it |
 //! | `hide <kind>...` / `show <kind>...\|all` | leaves messages of these kinds out of the output (`Heartbeat*`: a prefix) |
 //!
-//! A filter is made of link terms (`1->2`, `1->*`, `*->2`) and kinds (`Prepare`, `Heartbeat*`);
-//! a message matches when it matches one link term (if any) and one kind (if any).
+//! A filter is made of link terms (`1->2`, `1->*`, `*->2`), kinds (`Prepare`, `Heartbeat*`) and
+//! excluded kinds (`!Entries`): a message matches when it matches one link term (if any) and
+//! one kind (if any), and no excluded kind.
 //!
 //! After every command the harness checks, on every running node: no two nodes decided
 //! different entries at one index (a compacted prefix is checked through its snapshot), the
@@ -112,6 +113,8 @@ struct Slot {
 struct Filter {
     links: Vec<(Option<NodeId>, Option<NodeId>)>,
     kinds: Vec<String>,
+    /// Kinds excluded (`!Kind`).
+    not_kinds: Vec<String>,
     limit: Option<usize>,
     /// Matching messages to pass over (left pending) before the first one taken.
     skip: usize,
@@ -146,6 +149,8 @@ impl Filter {
                 f.links.push((end(from)?, end(to)?));
             } else if a.starts_with(|c: char| c.is_ascii_uppercase()) {
                 f.kinds.push(a.to_string());
+            } else if let Some(k) = a.strip_prefix('!') {
+                f.not_kinds.push(k.to_string());
             } else {
                 return Err(format!("bad filter term `{a}`"));
             }
@@ -159,7 +164,8 @@ impl Filter {
                 a.map_or(true, |a| a == m.get_sender()) && b.map_or(true, |b| b == m.get_receiver())
             });
         let kind = self.kinds.is_empty() || self.kinds.iter().any(|k| kind_matches(k, m.kind()));
-        link && kind
+        let excluded = self.not_kinds.iter().any(|k| kind_matches(k, m.kind()));
+        link && kind && !excluded
     }
 }
 
@@ -646,11 +652,11 @@ impl Cluster {
             }
             "stabilize" => {
                 let f = Filter::parse(args)?;
-                if !f.links.is_empty() || !f.kinds.is_empty() || f.limit.is_some() || f.skip > 0 {
-                    return Err("stabilize takes only `quiet`".into());
+                if f.limit.is_some() || f.skip > 0 {
+                    return Err("stabilize takes no limit= or skip=".into());
                 }
                 let mut rounds = 0;
-                while !self.queue.is_empty() {
+                while self.queue.iter().any(|m| f.matches(m)) {
                     rounds += 1;
                     if rounds > 1_000 {
                         return Err("the network did not stabilize in 1000 rounds".into());
