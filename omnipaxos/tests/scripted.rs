@@ -82,4 +82,6 @@ scripts! {
     read_index,
     #[ignore = "core bug: a read whose index a Decide reaches is not ready until the node's next input (up to a resend timeout): Reads::settle looks at the durable decided index before it is written; see the script"]
     read_ready,
+    check_quorum,
+    crash_restart,
 }
