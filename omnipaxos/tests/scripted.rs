@@ -84,4 +84,5 @@ scripts! {
     read_ready,
     check_quorum,
     crash_restart,
+    outsiders,
 }
