@@ -85,4 +85,7 @@ scripts! {
     check_quorum,
     crash_restart,
     outsiders,
+    quorum_loss,
+    constrained_election,
+    chained,
 }
