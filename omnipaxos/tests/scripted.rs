@@ -88,4 +88,5 @@ scripts! {
     quorum_loss,
     constrained_election,
     chained,
+    stopsign_leader_crash,
 }
