@@ -89,4 +89,7 @@ scripts! {
     constrained_election,
     chained,
     stopsign_leader_crash,
+    reconfiguration_snapshot,
+    flexible_quorum,
+    election_timeout_one,
 }
