@@ -29,7 +29,8 @@ fn script_dir() -> PathBuf {
 fn run(name: &str) {
     let path = script_dir().join(format!("{name}.txt"));
     let mut runner = cluster::Runner::default();
-    datadriven::run_file(&path, &mut runner);
+    let rewrite = std::env::var_os("REWRITE").is_some();
+    datadriven::run_file(&path, &mut runner, rewrite);
 }
 
 macro_rules! scripts {

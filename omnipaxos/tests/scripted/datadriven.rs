@@ -128,13 +128,12 @@ pub(crate) trait Interpreter {
     fn run(&mut self, command: &str) -> Result<Vec<String>, String>;
 }
 
-/// Runs the script `path` with `interp`, comparing (or, with `REWRITE` set, rewriting) every
+/// Runs the script `path` with `interp`, comparing (or, if `rewrite`, rewriting) every
 /// expected block. Panics with every mismatch, each with its file and line.
-pub(crate) fn run_file(path: &Path, interp: &mut dyn Interpreter) {
+pub(crate) fn run_file(path: &Path, interp: &mut dyn Interpreter, rewrite: bool) {
     let file = path.display().to_string();
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
     let mut items = parse(&text, &file).unwrap_or_else(|e| panic!("{e}"));
-    let rewrite = std::env::var_os("REWRITE").is_some();
     let mut failures = Vec::new();
     let mut cases = 0;
     for item in &mut items {
@@ -210,6 +209,57 @@ mod tests {
     fn a_command_without_separator_is_an_error() {
         let e = parse("cmd a\nx\n", "f").err().unwrap();
         assert!(e.contains("f:1"), "{e}");
+    }
+
+    /// Echoes its command's arguments, one per line.
+    struct Echo;
+
+    impl Interpreter for Echo {
+        fn run(&mut self, command: &str) -> Result<Vec<String>, String> {
+            match command.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["echo", rest @ ..] => Ok(rest.iter().map(|s| s.to_string()).collect()),
+                _ => Err(format!("unknown command `{command}`")),
+            }
+        }
+    }
+
+    fn script(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_mismatch_names_the_file_and_line_with_a_diff() {
+        let f = script("# c\necho a b\n----\na\nb\n\necho x\n----\ny\n");
+        let path = f.path().to_path_buf();
+        let err = std::panic::catch_unwind(move || run_file(&path, &mut Echo, false))
+            .expect_err("the second case does not match");
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        let at = format!("{}:7: `echo x`", f.path().display());
+        assert!(msg.contains(&at), "{msg}");
+        assert!(msg.contains("+ x\n- y\n"), "{msg}");
+        assert!(msg.contains("1 of 2 commands"), "{msg}");
+    }
+
+    #[test]
+    fn rewrite_replaces_the_blocks_and_keeps_the_comments() {
+        let f = script("# c\necho a b\n----\nold\n\n# d\necho\n----\n");
+        run_file(f.path(), &mut Echo, true);
+        let new = fs::read_to_string(f.path()).unwrap();
+        assert_eq!(new, "# c\necho a b\n----\na\nb\n\n# d\necho\n----\nok\n");
+        // And it passes now.
+        run_file(f.path(), &mut Echo, false);
+    }
+
+    #[test]
+    fn a_usage_error_stops_the_script_at_its_line() {
+        let f = script("echo a\n----\na\n\nfrobnicate\n----\nok\n");
+        let path = f.path().to_path_buf();
+        let err = std::panic::catch_unwind(move || run_file(&path, &mut Echo, false))
+            .expect_err("an unknown command");
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains(":5: `frobnicate`: unknown command"), "{msg}");
     }
 
     #[test]
