@@ -97,3 +97,27 @@ scripts! {
     #[ignore = "core bug (reporting): a node rebuilt on storage that promised its own ballot reports itself as leader in get_current_leader; see the script"]
     restart_leader_report,
 }
+
+/// The safety checks the harness runs after every command do catch a fork: two single-server
+/// clusters (one of them a stray the script started) that decide different entries at index 0
+/// are reported, whatever the script expected.
+#[test]
+fn the_checks_catch_two_decisions_at_one_index() {
+    use datadriven::Interpreter;
+    let mut r = cluster::Runner::default();
+    for c in [
+        "cluster n=1",
+        "join 9 id=1 nodes=9",
+        "tick all 30",
+        "append 1 10",
+    ] {
+        r.run(c).unwrap_or_else(|e| panic!("`{c}`: {e}"));
+    }
+    let log = r.run("log").unwrap();
+    assert_eq!(log, vec!["1: 10", "9: (empty)"]);
+    let err = r.run("append 9 99").expect_err("a fork at index 0");
+    assert!(
+        err.starts_with("agreement: node 9 decided 99 at index 0"),
+        "{err}"
+    );
+}

@@ -30,10 +30,10 @@
 //! excluded kinds (`!Entries`): a message matches when it matches one link term (if any) and
 //! one kind (if any), and no excluded kind.
 //!
-//! After every command the harness checks, on every running node: no two nodes decided
-//! different entries at one index (a compacted prefix is checked through its snapshot), the
-//! decided index never decreases (across a restart too), and one stop sign per configuration.
-//! A violation fails the script whatever it expected.
+//! After every command the harness checks, on every running node (strays the script started
+//! included): no two nodes decided different entries at one index (a compacted prefix is
+//! checked through its snapshot), the decided index never decreases (across a restart too),
+//! and one stop sign per configuration. A violation fails the script whatever it expected.
 
 use omnipaxos::{
     ballot_leader_election::Ballot,
