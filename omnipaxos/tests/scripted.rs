@@ -70,18 +70,15 @@ scripts! {
     accept_batching,
     forwarding,
     returned_appends,
-    #[ignore = "core bug: a deposed leader claims (itself, serving) until the new leader's resend timeout; see the script"]
     deposed_leader,
     #[ignore = "core bug: a deposed leader hands back as Unknown an append its own log decided (a placed run straddling the sync point is not split); see the script"]
     returned_appends_kept,
     resync,
-    #[ignore = "core bug: a follower that missed a Prepare and still accepts in its old ballot never asks for it (Follower::follow); it waits for the leader's resend timeout; see the script"]
     missed_prepare,
     compaction,
     reconfiguration,
     straggler,
     read_index,
-    #[ignore = "core bug: a read whose index a Decide reaches is not ready until the node's next input (up to a resend timeout): Reads::settle looks at the durable decided index before it is written; see the script"]
     read_ready,
     check_quorum,
     crash_restart,

@@ -259,6 +259,13 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// takes its messages (a single server has none to send) still shows its state.
     pub(crate) fn end_tick(&mut self) {
         self.core.log.flush();
+        self.after_write();
+    }
+
+    /// What becomes true once the staged writes are done: reads whose index is now written
+    /// as decided are ready (they look at the durable decided index, which only a write moves).
+    fn after_write(&mut self) {
+        self.reads.settle(&mut self.core, &self.role);
     }
 
     /// Every resend timeout: resend what may have been lost.
@@ -385,6 +392,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             self.stop_role();
             self.core.log.flush();
         }
+        self.after_write();
         for (to, m) in self.core.out.drain(..) {
             f(to, m);
         }

@@ -115,8 +115,15 @@ impl<T: Entry> Role<T> {
                 self.step_down(core);
                 *self = Role::Leader(Box::new(Leader::start(core, b)));
             }
-        } else if let Role::Follower(f) = self {
-            f.follow(core, b);
+        } else {
+            if self.leader().is_some_and(|l| b > l.ballot()) {
+                // A leader of a higher ballot serves: we were deposed (our followers may
+                // not have told us yet). Stop calling ourselves leader, and ask to follow.
+                self.step_down(core);
+            }
+            if let Role::Follower(f) = self {
+                f.follow(core, b);
+            }
         }
     }
 
