@@ -477,7 +477,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             return None;
         }
         if prom.pid == self.node.pid() {
-            let leading = self.node.is_leader() && !self.node.is_sealed();
+            let sealed = self.node.is_sealed();
+            if !self.node.is_leader() && !sealed {
+                // Our own ballot, of an incarnation before a restart (or one we stepped down
+                // from): nobody leads it. (A stopped configuration keeps naming its last
+                // leader, never as serving.)
+                return None;
+            }
+            let leading = self.node.is_leader() && !sealed;
             if leading && !self.ble.is_happy() {
                 return None;
             }

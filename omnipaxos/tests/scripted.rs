@@ -71,7 +71,6 @@ scripts! {
     forwarding,
     returned_appends,
     deposed_leader,
-    #[ignore = "core bug: a deposed leader hands back as Unknown an append its own log decided (a placed run straddling the sync point is not split); see the script"]
     returned_appends_kept,
     resync,
     missed_prepare,
@@ -91,7 +90,6 @@ scripts! {
     flexible_quorum,
     election_timeout_one,
     crash_mid_takeover,
-    #[ignore = "core bug (reporting): a node rebuilt on storage that promised its own ballot reports itself as leader in get_current_leader; see the script"]
     restart_leader_report,
 }
 
