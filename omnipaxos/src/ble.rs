@@ -443,7 +443,7 @@ impl Ble {
                     // A later reply of the same round is the peer's fresher view.
                     match self.replies.iter_mut().find(|rep| rep.from == from) {
                         Some(rep) => rep.r = r,
-                        None => self.replies.push(Reply { from: from, r }),
+                        None => self.replies.push(Reply { from, r }),
                     }
                 }
             }

@@ -425,12 +425,11 @@ impl<T: Entry> Forwarding<T> {
             return;
         }
         let skip = (s.received - p.first_seq) as usize;
-        let mut seq = s.received;
+        let first = s.received;
         let take: Vec<T> = p.entries.into_iter().skip(skip).collect();
         s.received += take.len() as u64;
-        for e in take {
+        for (seq, e) in (first..).zip(take) {
             l.propose(core, e, origin, seq);
-            seq += 1;
         }
     }
 

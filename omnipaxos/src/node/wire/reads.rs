@@ -8,6 +8,7 @@ use std::fmt;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[allow(clippy::enum_variant_names)] // The names are the wire's (serde variant names).
 pub(crate) enum ReadMsg {
     /// A follower asks the leader of `n` for a read index for its read `id`.
     ReadReq { n: Ballot, id: u64 },
