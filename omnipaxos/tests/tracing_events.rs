@@ -609,6 +609,61 @@ fn a_reconfiguration_reports_the_stop_sign_and_the_joiners_migration() {
     });
 }
 
+// ----- a `tracing-subscriber` formatter, as an application installs it (the guide's code) -----
+
+/// A writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_fmt_subscriber_prints_one_line_per_event() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    // ANCHOR: subscriber
+    use tracing_subscriber::EnvFilter;
+
+    // The library's events at INFO and above. `EnvFilter::from_default_env()` takes the filter
+    // from `RUST_LOG` instead: `omnipaxos=info`, `omnipaxos=info,omnipaxos::migration=debug`,
+    // `omnipaxos=trace` (every message handled), ...
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("omnipaxos=info"))
+        .with_writer(move || writer.clone()) // By default, standard output.
+        .with_ansi(false)
+        .without_time() // (Here: the test compares the lines.)
+        .finish();
+    // ANCHOR_END: subscriber
+    // An application installs it once, with `tracing::subscriber::set_global_default`; here
+    // it is this thread's only.
+    tracing::subscriber::with_default(subscriber, || {
+        let mut c = Cluster::new(&[1, 2, 3]);
+        let leader = c.elect();
+        let ballot = c.nodes[&leader].get_promise().n;
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let expected = format!(
+            " INFO omnipaxos::election: elected: this node leads; its prepare phase starts \
+             pid={leader} config_id=1 ballot={ballot} priority=0 accepted_idx=0 decided_idx=0"
+        );
+        assert!(lines.contains(&expected.as_str()), "{text}");
+        // One line per event, none below INFO: 3 starts, 1 takeover, 1 prepare, 2 followers.
+        assert_eq!(lines.len(), 7, "{text}");
+        assert!(
+            lines.iter().all(|l| l.starts_with(" INFO omnipaxos::")),
+            "{text}"
+        );
+    });
+}
+
 // ----- storage failures -----
 
 /// Memory storage whose writes fail once `fail` is set.
