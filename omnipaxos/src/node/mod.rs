@@ -41,6 +41,7 @@ mod compaction;
 pub(crate) mod core;
 pub(crate) mod forwarding;
 pub(crate) mod log;
+mod observe;
 pub(crate) mod reads;
 pub(crate) mod record;
 pub(crate) mod role;
@@ -70,6 +71,8 @@ pub(crate) struct Node<T: Entry, B: Storage<T>> {
     fwd: Forwarding<T>,
     succ: Succession<T>,
     reads: Reads,
+    /// What the observer reported last (feature `tracing`; see `observe`).
+    seen: observe::Seen,
 }
 
 impl<T: Entry, B: Storage<T>> Node<T, B> {
@@ -146,6 +149,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             fwd: Forwarding::new(inc, fence),
             succ,
             reads: Reads::new(inc, fence),
+            seen: observe::Seen::default(),
             core,
         };
         if recovered.is_some() {
@@ -233,6 +237,9 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         if self.is_stopping() {
             return Err(ss);
         }
+        report!(INFO, reconfig::stopsign_proposed; core = self.core,
+            next_config_id = ss.next_config.configuration_id, next_nodes = ?ss.next_config.nodes,
+            "a stop sign is proposed: this configuration will end");
         self.fwd.reconfigure(&mut self.core, &mut self.role, ss);
         self.settle();
         Ok(())
@@ -358,6 +365,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         for n in notes {
             self.fwd.note(&mut self.core, &mut self.role, n);
         }
+        self.observe();
     }
 
     fn stop_role(&mut self) {
@@ -393,6 +401,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             self.core.log.flush();
         }
         self.after_write();
+        self.observe();
         for (to, m) in self.core.out.drain(..) {
             f(to, m);
         }

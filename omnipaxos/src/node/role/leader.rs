@@ -298,6 +298,8 @@ impl<T: Entry> Leader<T> {
         }
         if a.accepted_idx > accepted_idx || a.decided_idx > a.accepted_idx {
             // Nobody can have accepted more than we sent: malformed.
+            report!(DEBUG, messages::malformed; core = core, from, kind = "Accepted",
+                "an Accepted beyond what was sent is dropped");
             return;
         }
         let Some(s) = self.progress_mut(from).and_then(Progress::stream_mut) else {

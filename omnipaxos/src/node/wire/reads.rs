@@ -11,6 +11,7 @@ use std::fmt;
 #[allow(clippy::enum_variant_names)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[allow(clippy::enum_variant_names)] // The names are the wire's (serde variant names).
 pub(crate) enum ReadMsg {
     /// A follower (incarnation `inc`) asks the leader of `n` for a read index for its read `id`.
     ReadReq { n: Ballot, inc: u64, id: u64 },
