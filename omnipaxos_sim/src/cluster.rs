@@ -769,14 +769,23 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .nodes
             .iter()
             .filter_map(|n| n.op.as_ref())
-            .map(|o| o.get_decided_idx())
+            .map(Checker::entries_decided)
             .fold(self.checker.highest_decided(), usize::max);
+        if self.verbose {
+            eprintln!(
+                "t={} read at node {pid}: must see {floor} entries",
+                self.now
+            );
+        }
         let idx = pid as usize - 1;
         let node = self
             .nodes
             .get_mut(idx)
             .ok_or_else(|| format!("no node {pid}"))?;
-        let op = node.op.as_mut().ok_or_else(|| format!("node {pid} is down"))?;
+        let op = node
+            .op
+            .as_mut()
+            .ok_or_else(|| format!("node {pid} is down"))?;
         let id = op.request_read();
         if node.reads.insert(id.0, floor).is_some() {
             self.fail(&format!("node {pid} gave read id {} twice", id.0));
@@ -805,11 +814,19 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             return;
         }
         let decided = op.get_decided_idx();
-        let applied = node.app.as_ref().map(|a| a.applied());
+        // What the application applied, in the node's index space (a decided stop sign it
+        // applied has an index there).
+        let applied = node
+            .app
+            .as_ref()
+            .map(|a| a.applied() + usize::from(a.stopped().is_some()));
         let mut errors = Vec::new();
         for r in ready {
             let Some(floor) = node.reads.remove(&r.id.0) else {
-                errors.push(format!("node {pid} answered read {} it was not asked (or twice)", r.id.0));
+                errors.push(format!(
+                    "node {pid} answered read {} it was not asked (or twice)",
+                    r.id.0
+                ));
                 continue;
             };
             if r.index < floor {

@@ -244,7 +244,6 @@ fn stable_tier_5_nodes() {
 }
 
 #[test]
-#[ignore = "new application checks fail on the current core (issue 16); the lead re-enables"]
 fn tier_3_nodes() {
     let seeds = env_u64("OMNIPAXOS_SIM_PR_SEEDS").unwrap_or(1_000);
     let first = env_u64("OMNIPAXOS_SIM_FIRST_SEED").unwrap_or(0);
@@ -253,7 +252,6 @@ fn tier_3_nodes() {
 }
 
 #[test]
-#[ignore = "new application checks fail on the current core (issue 16); the lead re-enables"]
 fn tier_5_nodes() {
     let seeds = env_u64("OMNIPAXOS_SIM_PR_SEEDS").unwrap_or(1_000);
     let first = env_u64("OMNIPAXOS_SIM_FIRST_SEED").unwrap_or(0);

@@ -145,7 +145,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             role: Role::new(recovered.is_some()),
             fwd: Forwarding::new(inc, fence),
             succ,
-            reads: Reads::default(),
+            reads: Reads::new(inc, fence),
             core,
         };
         if recovered.is_some() {
