@@ -123,7 +123,19 @@ async fn metrics_endpoint_reports_a_real_cluster() {
         .filter(|m| get(m, "omnipaxos_kv_role{role=\"leader\"}") == 1.0)
         .map(|m| get(m, "omnipaxos_kv_server_id") as NodeId)
         .collect();
-    assert_eq!(leaders, vec![leader], "exactly one leader");
+    let roles: Vec<String> = after
+        .iter()
+        .map(|m| {
+            let mut r: Vec<_> = m
+                .iter()
+                .filter(|(k, _)| k.starts_with("omnipaxos_kv_role") || k.contains("leader"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            r.sort();
+            r.join(" ")
+        })
+        .collect();
+    assert_eq!(leaders, vec![leader], "exactly one leader: {roles:#?}");
     let mut puts = 0.0;
     let mut gets = 0.0;
     for (b, a) in before.iter().zip(&after) {
