@@ -8,7 +8,6 @@ use std::fmt;
 
 /// The kinds are named as the protocol's writeups name them (their `Read` prefix is what tells
 /// them apart from the other rooms' kinds in traces and scripts).
-#[allow(clippy::enum_variant_names)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 #[allow(clippy::enum_variant_names)] // The names are the wire's (serde variant names).
