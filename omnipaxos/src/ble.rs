@@ -112,8 +112,9 @@ pub(crate) struct Ble {
     quorum: Quorum,
     /// The priority of this node's next ballot.
     priority: u32,
-    /// This node's ballot. Invariant: `current.n` is at least the `n` of every ballot this node
-    /// promised (so a takeover never reuses a ballot), and `current.pid == pid`.
+    /// This node's ballot. Invariant: `current.pid == pid`, and each takeover's ballot is above
+    /// the previous one and above the leader it followed (so a takeover never reuses a
+    /// ballot; checked in debug builds).
     current: Ballot,
     /// The leader this node follows; `Ballot::default()` when none is known.
     leader: Ballot,
@@ -240,6 +241,12 @@ impl Ble {
     }
 
     fn become_leader(&mut self, b: Ballot) -> Ballot {
+        debug_assert!(
+            b.pid == self.pid && b > self.current && b > self.leader,
+            "takeover ballot {b:?} is not above ours {:?} and our leader's {:?}",
+            self.current,
+            self.leader
+        );
         self.current = b;
         self.leader = b;
         self.happy = self.quorum_connected;

@@ -3,10 +3,10 @@
 //!
 //! * `cargo test -p omnipaxos_sim --test randomized` runs the always-on tier: 1,000 seeds x
 //!   2,000 ticks of the stable profile on 3 nodes and as many on 5 nodes.
-//! * `cargo test -p omnipaxos_sim --test randomized -- --ignored tier_` runs the per-PR tier of
+//! * `tier_3` and `tier_5` (always on) run the per-PR tier of
 //!   the full profile (reconfiguration chains, stragglers, restarts in the middle of pulls,
 //!   compaction with and without snapshots); `OMNIPAXOS_SIM_PR_SEEDS` and
-//!   `OMNIPAXOS_SIM_FIRST_SEED` choose its seeds. It is ignored while the core fails it (issue 16).
+//!   `OMNIPAXOS_SIM_FIRST_SEED` choose its seeds.
 //! * `OMNIPAXOS_SIM_SEEDS=100000 cargo test -p omnipaxos_sim --test randomized -- --ignored
 //!   long_tier` runs the long tier (100x more seeds by default).
 //! * `OMNIPAXOS_SIM_SWEEP_SEEDS=20000 OMNIPAXOS_SIM_NODES=3 cargo test -p omnipaxos_sim --test

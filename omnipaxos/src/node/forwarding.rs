@@ -269,6 +269,13 @@ impl<T: Entry> Forwarding<T> {
         let moved: Vec<(u64, T)> = self.queued.drain(..k).collect();
         let entries = moved.iter().map(|(_, e)| e.clone()).collect();
         sent.entries.extend(moved);
+        debug_assert!(
+            sent.entries
+                .iter()
+                .zip(sent.entries.iter().skip(1))
+                .all(|(a, b)| b.0 == a.0.wrapping_add(1)),
+            "proposals sent to {n:?} are not numbered consecutively"
+        );
         let msg = Proposals {
             n,
             inc: self.inc,

@@ -306,6 +306,7 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
     /// Changes the node record (written with the next flush).
     pub(crate) fn set_record(&mut self, f: impl FnOnce(&mut NodeRecord)) {
         f(&mut self.record);
+        self.record.check();
     }
 
     /// Writes everything staged in one `write_atomically`.

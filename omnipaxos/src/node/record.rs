@@ -71,8 +71,9 @@ impl Stop {
     }
 }
 
-/// The node record. Invariants: `pending_below == 0` while the start is not known; when the start is `At(e)`, the last stop of `chain` is
-/// the configuration before ours and ends at `e`.
+/// The node record. Invariants (checked in debug builds by [`NodeRecord::check`] on every
+/// change): `pending_below == 0` while the start is not known; when the start is `At(e)`, the
+/// stop of the configuration before ours, if the chain holds it, ends at `e`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NodeRecord {
     /// The configuration of the node that wrote the record.
@@ -104,6 +105,26 @@ impl NodeRecord {
             },
             pending_below: 0,
             chain: Vec::new(),
+        }
+    }
+
+    /// Checks the invariants (debug builds).
+    pub(crate) fn check(&self) {
+        debug_assert!(
+            self.start != Start::Unknown || self.pending_below == 0,
+            "a log pending below {} whose start is not known",
+            self.pending_below
+        );
+        if let Start::At(e) = self.start {
+            let ours = self.config.configuration_id;
+            debug_assert!(
+                self.chain
+                    .iter()
+                    .filter(|s| s.next_id() == ours)
+                    .all(|s| s.end == e),
+                "our log starts at {e}, but the configuration before ours ends elsewhere: {:?}",
+                self.chain
+            );
         }
     }
 

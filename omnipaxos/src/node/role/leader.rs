@@ -67,6 +67,11 @@ impl<T> Batch<T> {
             }),
         }
         self.entries.push(entry);
+        debug_assert_eq!(
+            self.runs.iter().map(|r| r.len).sum::<u64>(),
+            self.entries.len() as u64,
+            "the batch's runs do not cover its entries"
+        );
     }
 
     /// Gives every proposal back as [`Note::Unplaced`].
@@ -309,6 +314,10 @@ impl<T: Entry> Leader<T> {
             s.accepted
                 .map_or(a.accepted_idx, |old| old.max(a.accepted_idx)),
         );
+        debug_assert!(
+            s.accepted.is_some_and(|x| x <= accepted_idx),
+            "{from} confirmed more than this leader accepted"
+        );
         s.decided_known = s.decided_known.max(a.decided_idx);
         s.pending_below = a.pending_below;
         self.try_decide(core);
@@ -323,6 +332,11 @@ impl<T: Entry> Leader<T> {
         }
         let n = self.n;
         let log_end = core.log.log_end();
+        debug_assert_eq!(
+            self.tail_start + self.tail.len(),
+            log_end,
+            "the leader's tail does not end at its log end"
+        );
         let decided_idx = core.log.decided_idx();
         let compacted = core.log.compacted_idx();
         let mut behind_compaction = Vec::new();
@@ -437,6 +451,10 @@ impl<T: Entry> Leader<T> {
             .into(),
         ));
         s.next_idx = end;
+        debug_assert!(
+            s.next_idx <= log_end,
+            "next entry for {to} beyond the log end"
+        );
         true
     }
 
