@@ -159,7 +159,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     }
 
     /// Takes the appends made on this node that the library hands back, oldest first, each
-    /// with what is known of it ([`AppendOutcome`]): `NotDecided` ones never reached a log that
+    /// with what is known of it ([`AppendOutcome`](crate::util::AppendOutcome)): `NotDecided` ones never reached a log that
     /// can be decided (append them again if they still matter); `Unknown` ones were sent to a
     /// leader that was replaced before this node learned their fate (re-append only if you
     /// deduplicate). See [`append`](Self::append).

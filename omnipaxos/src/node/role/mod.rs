@@ -10,13 +10,15 @@
 //! ```
 //!
 //! * [`follower`]: promise, synchronise, accept, decide.
-//! * [`leader`]: the leader's state and its accept phase; [`prepare`]: its prepare phase.
+//! * [`leader`]: the leader's state and its accept phase; [`prepare`]: its prepare phase;
+//!   [`replicate`]: how it streams its log to the followers.
 //! * [`sync`]: log syncs, made and applied; [`progress`]: what the leader knows of each follower.
 
 pub(crate) mod follower;
 pub(crate) mod leader;
 mod prepare;
 mod progress;
+mod replicate;
 pub(crate) mod sync;
 
 use super::{core::Core, wire::role::RoleMsg};
