@@ -5,14 +5,16 @@
 //! its servers are copies of this program run with `--serve`), then runs the same closed-loop
 //! workload against both: 16 clients at read ratios 0, 0.5 and 0.95, and 1 client at read
 //! ratios 0 and 0.95, on 100 keys, with linearizable reads on both sides (etcd: `Range` with
-//! `serializable = false`; omnipaxos-kv: every `Get` goes through the log), clients spread over
-//! the servers (client *i* talks to server *i mod 3*). The order alternates: one workload runs
-//! omnipaxos-kv first, the next etcd first. It prints a table: ops/s, p50 and p99 per system
-//! and the ratios omnipaxos-kv / etcd.
+//! `serializable = false`, its read index; omnipaxos-kv: `Get` by read index, with its default
+//! settings), clients spread over the servers (client *i* talks to server *i mod 3*). The order
+//! alternates: one workload runs omnipaxos-kv first, the next etcd first. It prints a table:
+//! ops/s, p50 and p99 per system and the ratios omnipaxos-kv / etcd.
 //!
 //! Options: `--duration SECS` per measured run (default 10), `--warmup SECS` before each
 //! (default 2), `--etcd PATH` (default: `etcd` on the `PATH`), `--out FILE` (the table as
-//! Markdown, default `target/etcd-compare.md`).
+//! Markdown, default `target/etcd-compare.md`), `--mix CLIENTS:READ_RATIO` (repeatable: run
+//! these workloads instead of the five above), `--only kv|etcd` (run one system, e.g. to
+//! profile it).
 
 #![warn(missing_docs)]
 
@@ -24,7 +26,6 @@ use omnipaxos_kv::kv::KVCommand;
 use omnipaxos_kv::stats::{ms, percentile};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One workload: clients and read ratio.
@@ -79,6 +80,8 @@ struct Options {
     warmup: Duration,
     etcd: Option<PathBuf>,
     out: PathBuf,
+    mixes: Vec<Mix>,
+    only: Option<System>,
 }
 
 fn splitmix(mut z: u64) -> u64 {
@@ -196,6 +199,8 @@ fn parse_args() -> Result<Options, String> {
         warmup: Duration::from_secs(2),
         etcd: None,
         out: omnipaxos_kv::experiment::default_out_dir("etcd-compare.md"),
+        mixes: Vec::new(),
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -216,14 +221,40 @@ fn parse_args() -> Result<Options, String> {
             }
             "--etcd" => o.etcd = Some(PathBuf::from(value()?)),
             "--out" => o.out = PathBuf::from(value()?),
+            "--mix" => o.mixes.push(parse_mix(&value()?)?),
+            "--only" => {
+                o.only = Some(match value()?.as_str() {
+                    "kv" => System::Kv,
+                    "etcd" => System::Etcd,
+                    other => return Err(format!("--only: {other:?} is neither kv nor etcd")),
+                })
+            }
             "--help" | "-h" => return Err(
-                "usage: etcd_compare [--duration SECS] [--warmup SECS] [--etcd PATH] [--out FILE]"
+                "usage: etcd_compare [--duration SECS] [--warmup SECS] [--etcd PATH] [--out FILE] [--mix CLIENTS:READ_RATIO]... [--only kv|etcd]"
                     .into(),
             ),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    if o.mixes.is_empty() {
+        o.mixes = MIXES.to_vec();
+    }
     Ok(o)
+}
+
+/// `CLIENTS:READ_RATIO`, e.g. `16:0.5`.
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    let bad = || format!("--mix: {s:?} is not CLIENTS:READ_RATIO (e.g. 16:0.5)");
+    let (c, r) = s.split_once(':').ok_or_else(bad)?;
+    let clients: usize = c.parse().map_err(|_| bad())?;
+    let read_ratio: f64 = r.parse().map_err(|_| bad())?;
+    if clients == 0 || !(0.0..=1.0).contains(&read_ratio) {
+        return Err(bad());
+    }
+    Ok(Mix {
+        clients,
+        read_ratio,
+    })
 }
 
 fn main() {
@@ -252,39 +283,73 @@ fn main() {
 }
 
 async fn run(opts: Options) -> Result<(), String> {
-    let etcd_bin = etcd::find_or_install(opts.etcd.as_deref())?;
-    let version = etcd::version(&etcd_bin);
+    let with_etcd = opts.only != Some(System::Kv);
+    let with_kv = opts.only != Some(System::Etcd);
+    let (etcd_bin, version) = if with_etcd {
+        let bin = etcd::find_or_install(opts.etcd.as_deref())?;
+        let version = etcd::version(&bin);
+        (Some(bin), version)
+    } else {
+        (None, "(not run)".to_string())
+    };
     let dir = tempfile::Builder::new()
         .prefix("etcd-compare-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     println!(
-        "starting etcd ({version}) and omnipaxos-kv, 3 members each, data in {}",
+        "starting {}, 3 members each, data in {}",
+        match (with_etcd, with_kv) {
+            (true, true) => format!("etcd ({version}) and omnipaxos-kv"),
+            (true, false) => format!("etcd ({version})"),
+            _ => "omnipaxos-kv".to_string(),
+        },
         dir.path().display()
     );
-    let etcd_cluster = etcd::EtcdCluster::start(&etcd_bin, &dir.path().join("etcd"), 3)?;
-    let endpoints = etcd_cluster.endpoints();
-    etcd_cluster.wait_ready(Duration::from_secs(30)).await?;
-    let me = std::env::current_exe().map_err(|e| format!("cannot locate this program: {e}"))?;
-    let kv_cluster = ProcessCluster::start(
-        &me,
-        &dir.path().join("omnipaxos-kv"),
-        ClusterOptions {
-            fsync: true,
-            server_args: vec![SERVE_ARG.to_string()],
-            ..Default::default()
-        },
-    )
-    .map_err(|e| format!("cannot start omnipaxos-kv: {e}"))?;
-    kv_cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .ok_or("omnipaxos-kv elected no leader within 20 s")?;
-    let addrs = kv_cluster.addrs();
-    let kv_cluster = Arc::new(kv_cluster);
+    let etcd_cluster = match &etcd_bin {
+        Some(bin) => {
+            let c = etcd::EtcdCluster::start(bin, &dir.path().join("etcd"), 3)?;
+            c.wait_ready(Duration::from_secs(30)).await?;
+            Some(c)
+        }
+        None => None,
+    };
+    let endpoints = etcd_cluster
+        .as_ref()
+        .map(|c| c.endpoints())
+        .unwrap_or_default();
+    let kv_cluster = if with_kv {
+        let me =
+            std::env::current_exe().map_err(|e| format!("cannot locate this program: {e}"))?;
+        let c = ProcessCluster::start(
+            &me,
+            &dir.path().join("omnipaxos-kv"),
+            ClusterOptions {
+                fsync: true,
+                server_args: vec![SERVE_ARG.to_string()],
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("cannot start omnipaxos-kv: {e}"))?;
+        c.wait_for_leader(Duration::from_secs(20))
+            .await
+            .ok_or("omnipaxos-kv elected no leader within 20 s")?;
+        let pids: Vec<String> = c
+            .ids()
+            .iter()
+            .filter_map(|&id| c.pid(id).map(|p| format!("{id}: pid {p}")))
+            .collect();
+        println!("omnipaxos-kv servers: {}", pids.join(", "));
+        Some(c)
+    } else {
+        None
+    };
+    let addrs = kv_cluster
+        .as_ref()
+        .map(|c| c.addrs())
+        .unwrap_or_default();
 
     let mut rows = Vec::new();
-    for (i, mix) in MIXES.iter().enumerate() {
+    for (i, mix) in opts.mixes.iter().enumerate() {
         let order = if i % 2 == 0 {
             [System::Kv, System::Etcd]
         } else {
@@ -293,6 +358,9 @@ async fn run(opts: Options) -> Result<(), String> {
         let mut kv = Outcome::default();
         let mut et = Outcome::default();
         for sys in order {
+            if opts.only.is_some_and(|o| o != sys) {
+                continue;
+            }
             let seed = 0x5eed ^ i as u64;
             if !opts.warmup.is_zero() {
                 match sys {
@@ -327,6 +395,8 @@ async fn run(opts: Options) -> Result<(), String> {
     }
     drop(kv_cluster);
     drop(etcd_cluster);
+    dir.close()
+        .map_err(|e| format!("cannot remove the temporary directory: {e}"))?;
 
     let table = render(&rows, &version, opts.duration);
     println!("\n{table}");

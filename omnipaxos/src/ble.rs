@@ -306,6 +306,7 @@ impl Ble {
             && self.leader != Ballot::default()
             && !self.replies.iter().any(|rep| rep.from == self.leader.pid);
         self.announce_unhappy = was_happy && !self.happy && leader_silent;
+        report_election_round!(self, was_happy, leader_silent);
         // A follower that just lost its leader confirms with a short round (see the module
         // docs), unless this round already was one.
         self.confirm_next =
@@ -439,11 +440,17 @@ impl Ble {
                     && (r.leader == Ballot::default()
                         || self.peers.contains(&r.leader.pid)
                         || r.leader.pid == self.pid);
+                if !well_formed {
+                    report!(TRACE, messages::ignored; pid = self.pid, config_id = self.config_id,
+                        from, kind = "HeartbeatReply",
+                        "a heartbeat reply of another round, or with impossible ballots, is \
+                         ignored");
+                }
                 if well_formed {
                     // A later reply of the same round is the peer's fresher view.
                     match self.replies.iter_mut().find(|rep| rep.from == from) {
                         Some(rep) => rep.r = r,
-                        None => self.replies.push(Reply { from: from, r }),
+                        None => self.replies.push(Reply { from, r }),
                     }
                 }
             }

@@ -59,7 +59,9 @@
 //!   to send messages over a network or persist entries.
 //! * `toml_config`: `OmniPaxosConfig::with_toml` to load a configuration from a TOML file;
 //!   turns on `serde`, as in omnipaxos 0.2.4.
-//! * `tracing`: what the library does, reported as [`tracing`](https://docs.rs/tracing) events.
+//! * `tracing` (default): what the library does (leader changes, stop signs, migration,
+//!   compaction, storage failures, ...), reported as [`tracing`](https://docs.rs/tracing)
+//!   events under the targets `omnipaxos::*`; the guide's "Feature flags" chapter lists them.
 //! * `logging`: omnipaxos 0.2.4's `slog` interface (`ServerConfig::custom_logger`,
 //!   `logger_file_path`, `utils::logger`) on top of `tracing`, which it turns on.
 //! * `unicache`, `async_runtime`: accepted for 0.2.4 manifests; they add nothing (see
@@ -71,6 +73,10 @@
 // (`doc_cfg` includes what was `doc_auto_cfg` before that feature was merged into it).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
+
+// First: its macros are used by the modules below.
+#[macro_use]
+mod trace;
 
 pub mod ballot_leader_election;
 mod ble;

@@ -14,6 +14,7 @@ use crate::{
     },
     quorum::Quorum,
     storage::{Entry, StopSign, Storage},
+    trace::NodeDispatch,
     util::{LogEntry, NodeId, NodeStats},
 };
 use std::ops::RangeBounds;
@@ -91,11 +92,15 @@ pub struct OmniPaxos<T: Entry, B: Storage<T>> {
     election_clock: Clock,
     resend_clock: Clock,
     flush_clock: Clock,
+    /// The dispatcher every call runs under (the custom logger's, feature `logging`).
+    dispatch: NodeDispatch,
 }
 
 impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Builds a node from a validated configuration.
     pub(crate) fn new(cfg: OmniPaxosConfig, storage: B) -> Result<Self, ConfigError> {
+        let dispatch = NodeDispatch::for_server(&cfg.server_config);
+        let _log = dispatch.enter();
         let (node, recovered_promise) = Node::new(&cfg, storage)?;
         let pid = cfg.server_config.pid;
         let peers: Vec<NodeId> = cfg
@@ -124,6 +129,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             election_clock: Clock::new(cfg.server_config.election_tick_timeout),
             resend_clock: Clock::new(cfg.server_config.resend_message_tick_timeout),
             flush_clock: Clock::new(cfg.server_config.flush_batch_tick_timeout),
+            dispatch,
         })
     }
 
@@ -146,6 +152,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     // `ProposeErr` hands the proposal back, as in omnipaxos 0.2; boxing it would break users.
     #[allow(clippy::result_large_err)]
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
+        let _log = self.dispatch.enter();
         self.node
             .append(entry)
             .map_err(ProposeErr::PendingReconfigEntry)
@@ -178,6 +185,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Closes the current batch now: the leader puts its partial batch in the log, a follower
     /// forwards what waits (see the type's docs on batching).
     pub fn flush_batch(&mut self) {
+        let _log = self.dispatch.enter();
         self.node.flush_batch();
     }
 
@@ -190,6 +198,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// A read is retried with each new leader until it is answered; there is no timeout here:
     /// give up on your side if you must. After a reconfiguration, ask on the next node.
     pub fn request_read(&mut self) -> ReadId {
+        let _log = self.dispatch.enter();
         self.node.request_read()
     }
 
@@ -216,6 +225,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         new_configuration: ClusterConfig,
         metadata: Option<Vec<u8>>,
     ) -> Result<(), ProposeErr<T>> {
+        let _log = self.dispatch.enter();
         let current = self.get_configuration_id();
         let valid = new_configuration.validate().and_then(|_| {
             if new_configuration.configuration_id > current {
@@ -269,6 +279,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         mut self,
         server_config: ServerConfig,
     ) -> Result<OmniPaxos<T, B>, (ConfigError, Self)> {
+        let _log = self.dispatch.enter();
         let Some(ss) = self.node.decided_stopsign() else {
             let e = ConfigError::InvalidConfig(
                 "start_next_config: this configuration has not decided a stop sign".into(),
@@ -303,6 +314,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
 
     /// Consumes the node and returns its storage (with everything staged written).
     pub fn into_storage(self) -> B {
+        let _log = self.dispatch.enter();
         self.node.into_storage()
     }
 
@@ -320,6 +332,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Handles a message received from another server. Messages for another pid, from a pid
     /// outside the configurations this node knows, or malformed ones are ignored.
     pub fn handle_incoming(&mut self, m: Message<T>) {
+        let _log = self.dispatch.enter();
+        report!(TRACE, messages::received; pid = self.node.pid(),
+            config_id = self.get_configuration_id(), from = m.get_sender(), to = m.get_receiver(),
+            kind = m.kind(), "a message is handled (ignored if `to` is not this node)");
         if m.get_receiver() != self.node.pid() {
             return;
         }
@@ -353,6 +369,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Advances the node's clock by one tick: ends election rounds, resends what may have been
     /// lost, and flushes a partial batch, each at its configured period.
     pub fn tick(&mut self) {
+        let _log = self.dispatch.enter();
         self.node.tick();
         if self.node.is_sealed() {
             // A stopped configuration elects nobody; it only serves its log.
@@ -388,6 +405,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Moves the messages to send into `buffer` (appending; reuse the buffer between calls),
     /// after writing to storage everything they depend on.
     pub fn take_outgoing_messages(&mut self, buffer: &mut Vec<Message<T>>) {
+        let _log = self.dispatch.enter();
         let from = self.node.pid();
         self.node.take_outgoing(|to, msg| {
             buffer.push(Message::SequencePaxos(PaxosMessage { from, to, msg }))
@@ -397,6 +415,24 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
                 .take_outgoing()
                 .map(|(to, msg)| Message::BLE(BLEMessage { from, to, msg })),
         );
+    }
+
+    /// Moves into `buffer` the messages that may be sent *before* this node writes what it
+    /// staged: a leader's accepts of entries it appended but has not written yet. Send them, then
+    /// call [`take_outgoing_messages`](Self::take_outgoing_messages), which writes and hands out
+    /// the rest: the followers' writes then overlap the leader's own, as in etcd's raft.
+    ///
+    /// Optional: without it, the accepts leave with the other messages, after the leader's
+    /// write. It is safe because an accept acknowledges nothing: the leader counts itself
+    /// towards a quorum only once its own write is done, decided indices in these messages are
+    /// written ones, and a node never promises or acknowledges what it has not written. If the
+    /// leader crashes before its write, its followers may hold entries it lost; they are
+    /// decided only if a quorum holds them, and the next leader adopts them then.
+    pub fn take_messages_ahead_of_write(&mut self, buffer: &mut Vec<Message<T>>) {
+        let from = self.node.pid();
+        self.node.take_ahead(|to, msg| {
+            buffer.push(Message::SequencePaxos(PaxosMessage { from, to, msg }))
+        });
     }
 
     /// The messages to send, in a new vector.
@@ -410,6 +446,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// The entry at `idx`, or `None` beyond the end of the log or in a prefix still being
     /// pulled. A compacted index gives the `Trimmed`/`Snapshotted` element.
     pub fn read(&self, idx: usize) -> Option<LogEntry<T>> {
+        let _log = self.dispatch.enter();
         self.node.read(idx..=idx).and_then(|mut v| v.pop())
     }
 
@@ -417,12 +454,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// of the log, or starts in a prefix still being pulled. A compacted prefix is one
     /// `Trimmed`/`Snapshotted` element.
     pub fn read_entries<R: RangeBounds<usize>>(&self, r: R) -> Option<Vec<LogEntry<T>>> {
+        let _log = self.dispatch.enter();
         self.node.read(r)
     }
 
     /// The decided entries from `from_idx` on, or `None` when `from_idx >= get_decided_idx()`
     /// (or `from_idx` is in a prefix still being pulled).
     pub fn read_decided_suffix(&self, from_idx: usize) -> Option<Vec<LogEntry<T>>> {
+        let _log = self.dispatch.enter();
         self.node.read_decided_suffix(from_idx)
     }
 
@@ -459,7 +498,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             return None;
         }
         if prom.pid == self.node.pid() {
-            let leading = self.node.is_leader() && !self.node.is_sealed();
+            let sealed = self.node.is_sealed();
+            if !self.node.is_leader() && !sealed {
+                // Our own ballot, of an incarnation before a restart (or one we stepped down
+                // from): nobody leads it. (A stopped configuration keeps naming its last
+                // leader, never as serving.)
+                return None;
+            }
+            let leading = self.node.is_leader() && !sealed;
             if leading && !self.ble.is_happy() {
                 return None;
             }
@@ -493,6 +539,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Takes over leadership at once with a ballot higher than any this node has seen. Another
     /// node may still win with a higher ballot.
     pub fn try_become_leader(&mut self) {
+        let _log = self.dispatch.enter();
         if self.node.is_sealed() {
             // A stopped configuration elects nobody.
             return;
@@ -519,6 +566,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// [`CompactionErr::TrimmedIndex`] below what is already compacted,
     /// [`CompactionErr::PendingPrefix`] while this server still pulls its prefix.
     pub fn trim(&mut self, trim_idx: Option<usize>) -> Result<(), CompactionErr> {
+        let _log = self.dispatch.enter();
         self.node.trim(trim_idx)
     }
 
@@ -536,12 +584,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         compact_idx: Option<usize>,
         local_only: bool,
     ) -> Result<(), CompactionErr> {
+        let _log = self.dispatch.enter();
         self.node.snapshot(compact_idx, local_only)
     }
 
     /// The transport reconnected to `pid`: the node resynchronises with it at once instead of
     /// waiting for a resend timeout.
     pub fn reconnected(&mut self, pid: NodeId) {
+        let _log = self.dispatch.enter();
         self.node.reconnected(pid);
     }
 
@@ -549,6 +599,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// already recovers it; calling this (again) only asks the leader to resynchronise this
     /// node, which is harmless at any time.
     pub fn fail_recovery(&mut self) {
+        let _log = self.dispatch.enter();
         self.node.fail_recovery();
     }
 

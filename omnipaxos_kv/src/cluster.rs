@@ -33,6 +33,10 @@ pub struct ClusterOptions {
     pub server_toml_extra: Vec<String>,
     /// How this program talks to the servers (status requests) when they require TLS.
     pub client_tls: Option<ClientTls>,
+    /// Servers reach each other through relays that [`ProcessCluster::isolate`] can cut (see
+    /// [`crate::partition`]); each server then gets a cluster file of its own, naming the
+    /// relays as its peers' addresses.
+    pub partitionable: bool,
 }
 
 /// The argument with which `local_cluster` and `bench` run as a server: they start copies of
@@ -51,6 +55,7 @@ impl Default for ClusterOptions {
             metrics: false,
             server_toml_extra: Vec::new(),
             client_tls: None,
+            partitionable: false,
         }
     }
 }
@@ -70,6 +75,9 @@ pub struct ProcessCluster {
     addrs: Vec<String>,
     metrics_addrs: Vec<Option<String>>,
     children: HashMap<NodeId, Child>,
+    /// With [`ClusterOptions::partitionable`]: the relay through which server `a` connects to
+    /// server `b`, keyed `(a, b)` with `b < a` (servers connect to lower ids only).
+    links: HashMap<(NodeId, NodeId), crate::partition::Link>,
 }
 
 impl ProcessCluster {
@@ -86,6 +94,22 @@ impl ProcessCluster {
             ids, addrs
         );
         std::fs::write(dir.join("cluster.toml"), cluster)?;
+        let mut links = HashMap::new();
+        if opts.partitionable {
+            for &a in &ids {
+                let mut peer_addrs = addrs.clone();
+                for &b in ids.iter().filter(|&&b| b < a) {
+                    let link = crate::partition::Link::start(addrs[(b - 1) as usize].clone())?;
+                    peer_addrs[(b - 1) as usize] = link.addr().to_string();
+                    links.insert((a, b), link);
+                }
+                let cluster = format!(
+                    "nodes = {:?}\nnode_addrs = {:?}\ninitial_leader = 1\n",
+                    ids, peer_addrs
+                );
+                std::fs::write(dir.join(format!("cluster-{a}.toml")), cluster)?;
+            }
+        }
         let mut metrics_addrs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let port = addrs[i].rsplit(':').next().unwrap_or("0");
@@ -117,6 +141,7 @@ impl ProcessCluster {
             addrs,
             metrics_addrs,
             children: HashMap::new(),
+            links,
         };
         for id in ids {
             c.spawn(id, &[])?;
@@ -130,9 +155,14 @@ impl ProcessCluster {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("server-{id}.log")))?;
+        let cluster_file = if self.opts.partitionable {
+            self.dir.join(format!("cluster-{id}.toml"))
+        } else {
+            self.dir.join("cluster.toml")
+        };
         let mut cmd = Command::new(&self.server_bin);
         cmd.args(&self.opts.server_args)
-            .env("CLUSTER_CONFIG_FILE", self.dir.join("cluster.toml"))
+            .env("CLUSTER_CONFIG_FILE", cluster_file)
             .env(
                 "SERVER_CONFIG_FILE",
                 self.dir.join(format!("server-{id}.toml")),
@@ -208,6 +238,24 @@ impl ProcessCluster {
         match self.children.get_mut(&id) {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
+        }
+    }
+
+    /// Cuts every link between server `id` and the others (it keeps running, and its clients
+    /// can still reach it). Needs [`ClusterOptions::partitionable`]; returns whether it has it.
+    pub fn isolate(&self, id: NodeId) -> bool {
+        for ((a, b), link) in &self.links {
+            if *a == id || *b == id {
+                link.set_cut(true);
+            }
+        }
+        self.opts.partitionable
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&self) {
+        for link in self.links.values() {
+            link.set_cut(false);
         }
     }
 

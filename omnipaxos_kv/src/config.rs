@@ -130,7 +130,7 @@ fn default_election_ticks() -> u64 {
     10
 }
 fn default_batch_size() -> usize {
-    8
+    1024
 }
 fn default_snapshot_interval() -> usize {
     10_000
@@ -163,10 +163,17 @@ pub struct ServerFile {
     /// Ticks between two leader-election rounds (default 10).
     #[serde(default = "default_election_ticks")]
     pub election_ticks: u64,
-    /// Entries the leader batches before flushing (default 8; a partial batch is flushed at the
-    /// next tick).
+    /// Entries put into the log together at most (default 1024): a full batch goes out at
+    /// once. See `flush_batch_ticks` for a batch that is not full.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// When a batch that is not full goes out. Unset (the default): at the end of each pass of
+    /// the event loop, so batching follows the load: whatever arrived while the last write was
+    /// on its way goes out together, and a lone request goes out at once, with no timer in its
+    /// way. `N`: a partial batch waits up to `N` ticks for more entries (fewer, larger writes
+    /// at low load, at the price of up to `N` ticks of latency per request).
+    #[serde(default)]
+    pub flush_batch_ticks: Option<u64>,
     /// Applied entries between two compactions of the log into a snapshot of the map (default
     /// 10,000; 0: never compact).
     #[serde(default = "default_snapshot_interval")]
@@ -197,8 +204,9 @@ pub struct ServerFile {
     /// Clients must present a certificate of the cluster's CA (needs `tls_clients`).
     #[serde(default)]
     pub tls_client_auth: bool,
-    /// FOR TESTS ONLY: answer `Get`s from the local map without the log. This breaks
-    /// linearizability on purpose, so the test suite can check that its checker notices.
+    /// FOR TESTS ONLY: answer `Get`s from the local map at once, without asking the leader for
+    /// a read index. This breaks linearizability on purpose, so the test suite can check that
+    /// its checker notices.
     #[doc(hidden)]
     #[serde(default)]
     pub unsafe_local_reads: bool,
@@ -215,6 +223,7 @@ impl ConfigFile for ServerFile {
         "tick_ms",
         "election_ticks",
         "batch_size",
+        "flush_batch_ticks",
         "snapshot_interval",
         "metrics_port",
         "metrics_address",
@@ -276,6 +285,12 @@ impl ServerSettings {
         if server.tick_ms == 0 || server.election_ticks == 0 || server.batch_size == 0 {
             return Err(ConfigError(
                 "tick_ms, election_ticks and batch_size must be positive".into(),
+            ));
+        }
+        if server.flush_batch_ticks == Some(0) {
+            return Err(ConfigError(
+                "flush_batch_ticks: must be positive (leave it unset to flush at the end of each pass)"
+                    .into(),
             ));
         }
         if server.tls_client_auth && !server.tls_clients {
@@ -508,6 +523,11 @@ mod tests {
         assert_eq!(s.listen_address, "0.0.0.0");
         assert!(!s.fsync);
         assert_eq!(s.tick_ms, 10);
+        assert_eq!(s.batch_size, 1024);
+        assert_eq!(
+            s.flush_batch_ticks, None,
+            "flush at the end of each pass by default"
+        );
         let c: ClusterFile = parse_with_env(CLUSTER, "cluster.toml", &HashMap::new()).unwrap();
         let settings = ServerSettings::new(c, s).unwrap();
         assert_eq!(settings.addr_of(3), Some("127.0.0.1:8003"));
@@ -533,8 +553,16 @@ mod tests {
         let c: ClusterFile = parse_with_env(CLUSTER, "c", &HashMap::new()).unwrap();
         let s: ServerFile =
             parse_with_env("server_id = 9\nlisten_port = 1\n", "s", &HashMap::new()).unwrap();
-        let e = ServerSettings::new(c, s).unwrap_err();
+        let e = ServerSettings::new(c.clone(), s).unwrap_err();
         assert!(e.0.contains("server_id"), "{e}");
+        let s: ServerFile = parse_with_env(
+            "server_id = 1\nlisten_port = 1\nflush_batch_ticks = 0\n",
+            "s",
+            &HashMap::new(),
+        )
+        .unwrap();
+        let e = ServerSettings::new(c, s).unwrap_err();
+        assert!(e.0.contains("flush_batch_ticks"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub enum KVCommand {
     Put(String, String),
     /// Removes `key`.
     Delete(String),
-    /// Reads `key`. Goes through the log like a write, so it is linearizable.
+    /// Reads `key`, linearizably. Servers answer it by read index, without a log entry (see
+    /// [`crate::server`]); a `Get` found in a log (written by an older server) is applied as a
+    /// read of the map at its place.
     Get(String),
 }
 

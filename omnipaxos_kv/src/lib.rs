@@ -3,9 +3,10 @@
 //! Servers run one OmniPaxos node each, on [`omnipaxos_storage::PersistentStorage`], talk to
 //! each other and to clients over TCP (length-delimited bincode frames, see [`net`]) and apply
 //! the decided log to a key-value map ([`kv`]). Clients send `Put`, `Delete` and `Get`
-//! to any server; the server appends the command to the log and answers once it is decided and
-//! applied, so every operation, reads included, is linearizable. Retries carry the same
-//! `(client_id, command_id)` and are applied once.
+//! to any server. The server appends a write to the log and answers once it is decided and
+//! applied; a `Get` writes nothing: the server asks the leader for a read index and answers
+//! from its map once it applied the log that far (see [`server`]). Every operation is
+//! linearizable. Retries carry the same `(client_id, command_id)` and are applied once.
 //!
 //! Binaries: `server` (configured by `CLUSTER_CONFIG_FILE` and `SERVER_CONFIG_FILE`, see
 //! [`config`]), `client` (the benchmark client, `CONFIG_FILE`; or one-shot
@@ -23,6 +24,7 @@ pub mod logging;
 pub mod metered_storage;
 pub mod metrics;
 pub mod net;
+pub mod partition;
 pub mod server;
 pub mod stats;
 pub mod tls;

@@ -11,9 +11,24 @@
 //!    [`PEER_BATCH`] peer events;
 //! 3. handles the client events (cheap: appends), then peer events until the pass has spent
 //!    [`PEER_PASS_BUDGET`] (the rest waits for the next pass, in order);
-//! 4. ends the pass (`State::end_pass`): hands the node's outgoing messages to the
-//!    connections, applies what was decided (answering the clients this server coordinates),
-//!    and publishes a snapshot of its state for status requests and metrics.
+//! 4. ends the pass (`State::end_pass`): closes the node's batch (what arrived during the
+//!    pass goes into one write), hands the node's outgoing messages to the connections (the
+//!    node writes what they depend on first: one write per pass), applies what was decided
+//!    (answering the clients this server coordinates), answers the reads that are ready, and
+//!    publishes a snapshot of its state for status requests and metrics.
+//!
+//! So batching follows the load, with no timer in a request's way: a lone request goes out in
+//! the pass it arrives in, and whatever arrives while a pass is busy writing goes out together
+//! in the next one (unless `flush_batch_ticks` asks for a timer, see [`ServerFile`]).
+//!
+//! # Reads
+//!
+//! A `Get` is not written to the log. Its server asks the node for a *read index*
+//! ([`OmniPaxos::request_read`]): the leader confirms with one round of messages to a quorum
+//! that it still leads, and names an index that covers every entry decided before the read
+//! arrived. Once this server applied its decided log that far, it answers from its map. So a
+//! `Get` is linearizable without a disk write, at any server; a leader cut off from a quorum
+//! cannot confirm, and its reads wait for the next leader instead of answering a stale value.
 //!
 //! So a follower that resumes with a long backlog of peer messages keeps answering: status
 //! requests are answered by the connection tasks from the last snapshot, and client requests
@@ -26,12 +41,13 @@ use crate::metered_storage::MeteredStorage;
 use crate::metrics::{Metrics, RequestKind, RequestResult, Role};
 use crate::net::{ClientRequest, PeerMessage, ServerReply, StatusInfo, MAX_PEER_FRAME_LEN};
 use omnipaxos::{
-    messages::Message, util::FlexibleQuorum, util::LogEntry, ClusterConfig, OmniPaxos,
-    OmniPaxosConfig, ServerConfig,
+    messages::Message,
+    util::{AppendOutcome, FlexibleQuorum, LogEntry, ReadId, ReadIndex},
+    ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
 };
 use omnipaxos_storage::persistent_storage::Durability;
 use omnipaxos_storage::{PersistentStorage, PersistentStorageConfig};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,7 +151,9 @@ fn node_config(settings: &ServerSettings) -> OmniPaxosConfig {
             pid: settings.server.server_id,
             election_tick_timeout: settings.server.election_ticks,
             batch_size: settings.server.batch_size,
-            flush_batch_tick_timeout: 1,
+            // Unset: the event loop closes the batch at the end of each pass (and the node's
+            // own timer, at every tick, finds it empty).
+            flush_batch_tick_timeout: settings.server.flush_batch_ticks.unwrap_or(1),
             ..Default::default()
         },
     }
@@ -163,6 +181,7 @@ async fn run(settings: ServerSettings) -> Result<(), ServerError> {
         tick_ms = s.tick_ms,
         election_ticks = s.election_ticks,
         batch_size = s.batch_size,
+        flush_batch_ticks = ?s.flush_batch_ticks,
         snapshot_interval = s.snapshot_interval,
         tls_peers = s.tls_peers,
         tls_clients = s.tls_clients,
@@ -193,6 +212,9 @@ async fn run(settings: ServerSettings) -> Result<(), ServerError> {
         clients: HashMap::new(),
         routes: HashMap::new(),
         pending: HashMap::new(),
+        reads: HashMap::new(),
+        client_reads: HashMap::new(),
+        ready_reads: Vec::new(),
         outgoing: Vec::new(),
         cfg: settings.server.clone(),
         initial_leader_pending: fresh && settings.cluster.initial_leader == Some(me),
@@ -315,6 +337,13 @@ struct Pending {
     kind: RequestKind,
 }
 
+/// A `Get` waiting for its read index.
+struct WaitingRead {
+    client_id: ClientId,
+    id: CommandId,
+    key: String,
+}
+
 struct State {
     me: NodeId,
     node: Node,
@@ -326,6 +355,12 @@ struct State {
     routes: HashMap<ClientId, ConnId>,
     /// Commands received here and not answered yet, for the latency metrics.
     pending: HashMap<(ClientId, CommandId), Pending>,
+    /// `Get`s asked of the node and not answered yet.
+    reads: HashMap<ReadId, WaitingRead>,
+    /// The same, per client and command (a retried `Get` waits for the read already asked).
+    client_reads: HashMap<ClientId, BTreeMap<CommandId, ReadId>>,
+    /// Reads the node declared ready whose index this server has not applied yet.
+    ready_reads: Vec<ReadIndex>,
     outgoing: Vec<Message<Command>>,
     cfg: ServerFile,
     initial_leader_pending: bool,
@@ -407,6 +442,7 @@ impl State {
                             }
                             *c != client_id
                         });
+                        self.forget_reads(client_id, CommandId::MAX);
                     }
                 }
             }
@@ -420,6 +456,9 @@ impl State {
                 },
             ) => {
                 self.routes.insert(client_id, conn);
+                // The client has the answers below `acked_below`: reads of those that still
+                // wait here have nobody to go to.
+                self.forget_reads(client_id, acked_below.min(id));
                 self.pending.entry((client_id, id)).or_insert(Pending {
                     since: Instant::now(),
                     kind: kind_of(&cmd),
@@ -444,21 +483,73 @@ impl State {
         }
     }
 
-    /// Where every `Get` goes. Today a `Get` is a log entry like a write, so it is
-    /// linearizable: it is answered once decided and applied (see [`Self::apply_decided`]).
+    /// Where every `Get` goes: the node is asked for a read index (no log entry); the read is
+    /// answered from the map once it is ready and applied (see [`Self::answer_reads`]).
     fn submit_get(&mut self, command: Command) {
+        let KVCommand::Get(key) = command.kv_cmd else {
+            return self.submit(command);
+        };
+        let (client_id, id) = (command.client_id, command.id);
         if self.cfg.unsafe_local_reads {
-            if let KVCommand::Get(k) = &command.kv_cmd {
-                let v = self.db.local_get(k);
-                self.answer(
-                    command.client_id,
-                    command.id,
-                    ServerReply::Done(command.id, KVResult::Read(v)),
-                );
-                return;
-            }
+            let v = self.db.local_get(&key);
+            self.answer(client_id, id, ServerReply::Done(id, KVResult::Read(v)));
+            return;
         }
-        self.submit(command);
+        let mine = self.client_reads.entry(client_id).or_default();
+        if mine.contains_key(&id) {
+            // A retry of a read that waits here: it is answered when that one is.
+            return;
+        }
+        let read = self.node.request_read();
+        mine.insert(id, read);
+        self.reads.insert(read, WaitingRead { client_id, id, key });
+    }
+
+    /// Drops the reads of `client_id` waiting here with ids below `below` (nobody waits for
+    /// their answers). The node still completes them; their answers are then ignored.
+    fn forget_reads(&mut self, client_id: ClientId, below: CommandId) {
+        let Some(mine) = self.client_reads.get_mut(&client_id) else {
+            return;
+        };
+        let keep = mine.split_off(&below);
+        for read in std::mem::replace(mine, keep).into_values() {
+            self.reads.remove(&read);
+        }
+        if mine.is_empty() {
+            self.client_reads.remove(&client_id);
+        }
+    }
+
+    /// Answers the reads the node declared ready whose index the map has reached (after
+    /// [`Self::apply_decided`], that is all of them unless the decided log could not be read).
+    fn answer_reads(&mut self) {
+        self.ready_reads.extend(self.node.take_ready_reads());
+        if self.ready_reads.is_empty() {
+            return;
+        }
+        let applied = self.db.applied_len();
+        let ready = std::mem::take(&mut self.ready_reads);
+        for r in ready {
+            if r.index > applied {
+                self.ready_reads.push(r);
+                continue;
+            }
+            let Some(w) = self.reads.remove(&r.id) else {
+                continue; // forgotten: its client moved on
+            };
+            if let Some(mine) = self.client_reads.get_mut(&w.client_id) {
+                mine.remove(&w.id);
+                if mine.is_empty() {
+                    self.client_reads.remove(&w.client_id);
+                }
+            }
+            let v = self.db.local_get(&w.key);
+            self.answer(
+                w.client_id,
+                w.id,
+                ServerReply::Done(w.id, KVResult::Read(v)),
+            );
+        }
     }
 
     /// Appends a command to the log; answers the client with `Refused` if the node refuses it.
@@ -501,27 +592,57 @@ impl State {
     /// Ends a pass of the event loop: everything that must follow the events of the pass.
     ///
     /// The order matters: commands handed back are appended again first, so that they travel
-    /// with this pass's messages; the outgoing messages are sent (the node wrote what they
-    /// depend on to storage before handing them out); what is decided is applied and its
-    /// clients answered; and the state seen by status requests and metrics is published.
+    /// with this pass's messages; the batch is closed (unless a batch timer was configured),
+    /// so that everything appended during the pass goes out now, in one write; the outgoing
+    /// messages are sent (the node wrote what they depend on to storage before handing them
+    /// out); what is decided is applied and its clients answered; ready reads are answered
+    /// from the map; and the state seen by status requests and metrics is published.
     fn end_pass(&mut self) -> Result<(), ServerError> {
-        self.retry_uncertain();
+        self.retry_returned();
+        if self.cfg.flush_batch_ticks.is_none() {
+            self.node.flush_batch();
+        }
         self.flush();
         self.apply_decided()?;
+        self.answer_reads();
         self.publish();
         Ok(())
     }
 
-    /// Commands the node handed back as of unknown outcome (their forward was given up) are
-    /// appended again: the map applies a command once however often it is decided.
-    fn retry_uncertain(&mut self) {
-        for cmd in self.node.take_uncertain_appends() {
-            debug!(
-                command = cmd.id,
-                client = cmd.client_id,
-                "command came back uncertain, appended again"
-            );
-            self.submit(cmd);
+    /// Commands the node handed back: appended again while their client waits for them here.
+    ///
+    /// Both outcomes keep exactly-once semantics: one that is certainly not decided can only
+    /// take effect through the new append, and one of unknown outcome is applied at most once
+    /// however often it is decided, because the map deduplicates by `(client_id, id)` and
+    /// ignores a command below its client's `acked_below` (see [`Database::apply`]). A command
+    /// whose client left or was answered is dropped: the client retries it elsewhere with the
+    /// same id if it still needs it.
+    fn retry_returned(&mut self) {
+        for r in self.node.take_returned_appends() {
+            let cmd = r.entry;
+            let waiting = self.pending.contains_key(&(cmd.client_id, cmd.id));
+            let outcome = match r.outcome {
+                AppendOutcome::NotDecided => "not decided",
+                AppendOutcome::Unknown => "of unknown outcome",
+                // Whatever a later core may say: appending again is safe (see above).
+                _ => "handed back",
+            };
+            if waiting {
+                debug!(
+                    command = cmd.id,
+                    client = cmd.client_id,
+                    outcome,
+                    "command handed back, appended again"
+                );
+                self.submit(cmd);
+            } else {
+                debug!(
+                    command = cmd.id,
+                    client = cmd.client_id,
+                    outcome,
+                    "command handed back, nobody waits for it here"
+                );
+            }
         }
     }
 

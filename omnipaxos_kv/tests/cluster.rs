@@ -1,6 +1,7 @@
 //! Real server processes on loopback: load with leader and follower SIGKILLs and restarts,
 //! deduplicated retries, linearizability of the recorded history (and a deliberately broken
-//! server variant the checker must catch), and bad input.
+//! server variant the checker must catch), reads by read index after a restart and at a deposed
+//! leader cut off by a partition, and bad input.
 
 use omnipaxos_kv::checker::check_history;
 use omnipaxos_kv::client::KvClient;
@@ -259,14 +260,182 @@ async fn checker_catches_a_server_that_reads_its_local_map() {
     assert!(err.to_string().contains("\"k\""), "{err}");
 }
 
+/// A restarted follower that missed v2 answers a `Get` only once the leader gave it a read
+/// index and it applied the log that far: with the others paused it waits, then reads v2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_through_the_log_are_not_stale_after_a_restart() {
+async fn reads_by_read_index_are_not_stale_after_a_restart() {
     let records = stale_read_scenario(false).await;
     assert_eq!(
         records.last().unwrap().result,
         Some(KVResult::Read(Some("v2".into())))
     );
     check_history(&records).expect("linearizable");
+}
+
+/// What a `Get` sent to a deposed leader gave: the answer within `quiet` while the leader is
+/// still cut off, and the answer after the partition healed (`None`: none in time).
+struct DeposedRead {
+    while_isolated: Option<ServerReply>,
+    after_heal: Option<ServerReply>,
+    records: Vec<Record>,
+}
+
+/// Writes v1 through leader L; cuts L off from the others and pauses it; the others elect a
+/// new leader and v2 is written there; a `Get` is sent to L (queued while it is paused); L is
+/// resumed, still cut off and still believing it leads until it notices; then the partition
+/// heals.
+async fn deposed_leader_read(unsafe_local_reads: bool) -> DeposedRead {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = vec![(
+        "RUST_LOG".to_string(),
+        "info,omnipaxos_kv=debug".to_string(),
+    )];
+    if unsafe_local_reads {
+        env.push((
+            "OMNIPAXOS_UNSAFE_LOCAL_READS".to_string(),
+            "true".to_string(),
+        ));
+    }
+    let opts = ClusterOptions {
+        env,
+        partitionable: true,
+        ..Default::default()
+    };
+    let cluster = ProcessCluster::start(server_bin(), dir.path(), opts).expect("start");
+    let _logs = LogsOnFailure(dir.path().to_path_buf());
+    let l = leader(&cluster).await;
+    let others: Vec<NodeId> = cluster.ids().iter().copied().filter(|&i| i != l).collect();
+    let t0 = Instant::now();
+    let mut records = Vec::new();
+    let mut at_l = client(vec![cluster.addr(l)]);
+    records.push(recorded(&mut at_l, t0, KVCommand::Put("k".into(), "v1".into())).await);
+    // A client connection to L opened now, used after the partition (clients are not cut off).
+    let mut raw = raw_client(&cluster.addr(l), 4242).await;
+
+    assert!(cluster.isolate(l), "the cluster has relays");
+    cluster.signal(l, Signal::Stop);
+    // The others elect a new leader among themselves.
+    let start = Instant::now();
+    let l2 = loop {
+        let mut seen = Vec::new();
+        for &i in &others {
+            if let Ok(s) =
+                omnipaxos_kv::client::status(&cluster.addr(i), Duration::from_millis(300)).await
+            {
+                seen.push(s.leader);
+            }
+        }
+        if seen.len() == 2 && seen[0].is_some() && seen[0] == seen[1] && seen[0] != Some(l) {
+            break seen[0].unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no new leader among {others:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut at_l2 = client(vec![cluster.addr(l2)]);
+    records.push(recorded(&mut at_l2, t0, KVCommand::Put("k".into(), "v2".into())).await);
+    assert!(
+        records.iter().all(|r| r.end.is_some()),
+        "writes acknowledged"
+    );
+
+    // The read starts after v2 was acknowledged: only v2 is a linearizable answer. (The
+    // checker counts in microseconds: operations within the same one count as concurrent.)
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let get = KVCommand::Get("k".into());
+    let read_start = t0.elapsed();
+    write_frame(
+        &mut raw,
+        &ClientRequest::Append {
+            id: 1,
+            acked_below: 1,
+            cmd: get.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    cluster.signal(l, Signal::Cont);
+    let quiet = Duration::from_millis(1500);
+    let while_isolated = tokio::time::timeout(quiet, read_frame::<ServerReply, _>(&mut raw))
+        .await
+        .ok()
+        .map(|r| r.expect("a reply frame"));
+    // Check-quorum: the cut-off server no longer calls itself leader.
+    if while_isolated.is_none() {
+        let st = omnipaxos_kv::client::status(&cluster.addr(l), Duration::from_secs(2))
+            .await
+            .expect("the isolated server answers status requests");
+        assert_ne!(
+            st.leader,
+            Some(l),
+            "a leader cut off for {quiet:?} still names itself"
+        );
+    }
+    cluster.heal();
+    let after_heal = if while_isolated.is_some() {
+        None
+    } else {
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            read_frame::<ServerReply, _>(&mut raw),
+        )
+        .await
+        .ok()
+        .map(|r| r.expect("a reply frame"))
+    };
+    let answer = while_isolated.as_ref().or(after_heal.as_ref());
+    let end = t0.elapsed();
+    records.push(Record {
+        client_id: 4242,
+        cmd: get,
+        start: read_start,
+        end: answer.map(|_| end),
+        result: match answer {
+            Some(ServerReply::Done(1, r)) => Some(r.clone()),
+            _ => None,
+        },
+    });
+    DeposedRead {
+        while_isolated,
+        after_heal,
+        records,
+    }
+}
+
+/// A `Get` at a leader that was deposed behind a partition does not return the value it last
+/// knew: it cannot confirm its leadership, so the read waits, and once the partition heals it
+/// is answered with the new leader's read index: the value written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_at_a_deposed_leader_is_not_stale() {
+    let r = deposed_leader_read(false).await;
+    assert!(
+        r.while_isolated.is_none(),
+        "the deposed leader answered while cut off: {:?}",
+        r.while_isolated
+    );
+    match &r.after_heal {
+        Some(ServerReply::Done(1, KVResult::Read(v))) => assert_eq!(v.as_deref(), Some("v2")),
+        other => panic!("no read answer after the partition healed: {other:?}"),
+    }
+    check_history(&r.records).expect("linearizable");
+}
+
+/// The same scenario with a server that answers from its map at once: the deposed leader
+/// returns the stale v1, and the checker flags it (so the test above can fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_reading_its_map_answers_stale_at_a_deposed_leader() {
+    let r = deposed_leader_read(true).await;
+    match &r.while_isolated {
+        Some(ServerReply::Done(1, KVResult::Read(v))) => assert_eq!(v.as_deref(), Some("v1")),
+        other => panic!("expected the stale v1 at once: {other:?}"),
+    }
+    assert!(
+        check_history(&r.records).is_err(),
+        "the checker must flag the stale read: {:?}",
+        r.records
+    );
 }
 
 async fn raw_client(addr: &str, client_id: u64) -> TcpStream {

@@ -105,13 +105,13 @@ async fn metrics_endpoint_reports_a_real_cluster() {
         c.put(&format!("k{i}"), "v").await.unwrap();
         assert_eq!(c.get(&format!("k{i}")).await.unwrap().as_deref(), Some("v"));
     }
-    // Every server applies the 80 commands.
+    // Every server applies the 40 writes (the 40 reads write nothing to the log).
     let start = Instant::now();
     let after = loop {
         let after = futures_scrape(&cluster).await;
         if after
             .iter()
-            .all(|m| get(m, "omnipaxos_kv_applied_index") >= 80.0)
+            .all(|m| get(m, "omnipaxos_kv_applied_index") >= 40.0)
         {
             break after;
         }
@@ -123,19 +123,31 @@ async fn metrics_endpoint_reports_a_real_cluster() {
         .filter(|m| get(m, "omnipaxos_kv_role{role=\"leader\"}") == 1.0)
         .map(|m| get(m, "omnipaxos_kv_server_id") as NodeId)
         .collect();
-    assert_eq!(leaders, vec![leader], "exactly one leader");
+    let roles: Vec<String> = after
+        .iter()
+        .map(|m| {
+            let mut r: Vec<_> = m
+                .iter()
+                .filter(|(k, _)| k.starts_with("omnipaxos_kv_role") || k.contains("leader"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            r.sort();
+            r.join(" ")
+        })
+        .collect();
+    assert_eq!(leaders, vec![leader], "exactly one leader: {roles:#?}");
     let mut puts = 0.0;
     let mut gets = 0.0;
     for (b, a) in before.iter().zip(&after) {
-        assert!(
-            get(a, "omnipaxos_kv_decided_index") >= get(b, "omnipaxos_kv_decided_index") + 80.0
-        );
+        let grew = get(a, "omnipaxos_kv_decided_index") - get(b, "omnipaxos_kv_decided_index");
+        // 40 writes (a hedged retry may add a duplicate entry); the reads add none.
+        assert!((40.0..80.0).contains(&grew), "the log grew by {grew}");
         assert_eq!(get(a, "omnipaxos_kv_leader_id"), leader as f64);
         assert_eq!(get(a, "omnipaxos_kv_ballot_leader"), leader as f64);
         assert_eq!(get(a, "omnipaxos_kv_peers_connected"), 2.0);
         assert!(get(a, "omnipaxos_kv_storage_writes_total") > 0.0);
         assert!(get(a, "omnipaxos_kv_storage_synced_writes_total") > 0.0);
-        assert!(get(a, "omnipaxos_kv_storage_entries_written_total") >= 80.0);
+        assert!(get(a, "omnipaxos_kv_storage_entries_written_total") >= 40.0);
         assert!(get(a, "omnipaxos_kv_leader_changes_total") >= 1.0);
         assert_eq!(get(a, "omnipaxos_kv_migration_active"), 0.0);
         puts += get(a, "omnipaxos_kv_requests_total{kind=\"put\",result=\"ok\"}");
@@ -164,7 +176,7 @@ async fn metrics_endpoint_reports_a_real_cluster() {
     assert_eq!(code, 400);
     drop(TcpStream::connect(&addr).await.unwrap());
     let m = scrape(&addr).await;
-    assert!(get(&m, "omnipaxos_kv_decided_index") >= 80.0);
+    assert!(get(&m, "omnipaxos_kv_decided_index") >= 40.0);
 }
 
 async fn futures_scrape(c: &ProcessCluster) -> Vec<HashMap<String, f64>> {

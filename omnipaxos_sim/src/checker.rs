@@ -46,6 +46,9 @@ struct NodeView {
     config: ConfigurationId,
     decided: usize,
     promise: Ballot,
+    /// The highest count of decided entries of the shared log it showed (its decided stop sign
+    /// not counted), even while unreadable.
+    entries_decided: usize,
 }
 
 /// The decided log of one configuration.
@@ -120,7 +123,23 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
     /// The highest decided index any node showed so far (the length of its decided prefix of
     /// the shared log).
     pub fn highest_decided(&self) -> usize {
-        self.nodes.values().map(|v| v.decided).max().unwrap_or(0)
+        self.nodes
+            .values()
+            .map(|v| v.entries_decided)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Of what `op` decided, the decided entries of the shared log: its configuration's decided
+    /// stop sign has an index in its log, but the next configuration's log continues at that
+    /// index (a decided stop sign is the last slot of its configuration's log).
+    pub fn entries_decided<B: Storage<T>>(op: &OmniPaxos<T, B>) -> usize {
+        let decided = op.get_decided_idx();
+        if op.is_reconfigured().is_some() {
+            decided.saturating_sub(1)
+        } else {
+            decided
+        }
     }
 
     /// Whether `tag` was decided (somewhere).
@@ -616,6 +635,7 @@ impl<T: Entry + Tagged + PartialEq> Checker<T> {
         // While the old log is pulled, re-read from the start once it is readable.
         v.decided = if unreadable { 0 } else { decided };
         v.promise = promise;
+        v.entries_decided = v.entries_decided.max(Self::entries_decided(op));
         Ok(())
     }
 }

@@ -233,6 +233,9 @@ pub struct SimStats {
     pub app_snapshot_installs: u64,
     /// Entries the simulated applications applied one by one.
     pub app_entries_applied: u64,
+    /// Crashes of a leader after its accepts left and before its own write (see
+    /// [`Sim::set_ahead_of_write`]).
+    pub crashes_before_write: u64,
     /// Linearizable reads asked ([`Sim::request_read`]).
     pub reads_requested: u64,
     /// Of those, answered (every one checked against what was decided when it was asked).
@@ -318,6 +321,9 @@ pub struct Sim<T: Entry + Tagged + PartialEq, B: Backend<T>> {
     /// members; any other server (one that joins later, one removed before) may find the
     /// entries gone.
     app_trims: Vec<(Vec<NodeId>, usize)>,
+    /// Whether nodes hand out messages ahead of their write, and the chance that a node
+    /// crashes right after sending them (see [`Sim::set_ahead_of_write`]).
+    ahead: Option<f64>,
 }
 
 /// More deliveries than this in one tick means the nodes answer each other without end.
@@ -353,6 +359,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             stats: SimStats::default(),
             verbose: std::env::var_os("OMNIPAXOS_SIM_VERBOSE").is_some(),
             app_trims: Vec::new(),
+            ahead: None,
             appends: Vec::new(),
             handed_back: HashSet::new(),
             replay: None,
@@ -572,6 +579,14 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         Ok(())
     }
 
+    /// Records an append a test makes directly on a node (through [`Sim::node_mut`], to drive
+    /// the node by hand): deciding `tag` is then valid, and the append is accounted for.
+    pub fn note_direct_append(&mut self, pid: NodeId, tag: u64) {
+        self.checker.appended(tag);
+        self.stats.appends += 1;
+        self.record_append(pid, tag);
+    }
+
     /// Appends all `entries` at node `pid` before its outgoing messages are taken (so they
     /// travel together).
     pub fn append_batch(&mut self, pid: NodeId, entries: Vec<T>) -> Result<(), String> {
@@ -761,6 +776,15 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         }
     }
 
+    /// Makes every node hand out its messages the way a latency-minded application does:
+    /// first those that may leave before its write
+    /// ([`OmniPaxos::take_messages_ahead_of_write`]), then the rest. Each time some left
+    /// ahead, the node crashes before its write with probability `p_crash` (`None`: off, the
+    /// default).
+    pub fn set_ahead_of_write(&mut self, p_crash: Option<f64>) {
+        self.ahead = p_crash;
+    }
+
     /// Asks node `pid` for a linearizable read ([`OmniPaxos::request_read`]). When the node
     /// answers it, the simulator checks that its index covers every entry any node had decided
     /// when the read was asked, and that the application applied that far.
@@ -769,14 +793,23 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .nodes
             .iter()
             .filter_map(|n| n.op.as_ref())
-            .map(|o| o.get_decided_idx())
+            .map(Checker::entries_decided)
             .fold(self.checker.highest_decided(), usize::max);
+        if self.verbose {
+            eprintln!(
+                "t={} read at node {pid}: must see {floor} entries",
+                self.now
+            );
+        }
         let idx = pid as usize - 1;
         let node = self
             .nodes
             .get_mut(idx)
             .ok_or_else(|| format!("no node {pid}"))?;
-        let op = node.op.as_mut().ok_or_else(|| format!("node {pid} is down"))?;
+        let op = node
+            .op
+            .as_mut()
+            .ok_or_else(|| format!("node {pid} is down"))?;
         let id = op.request_read();
         if node.reads.insert(id.0, floor).is_some() {
             self.fail(&format!("node {pid} gave read id {} twice", id.0));
@@ -805,11 +838,19 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             return;
         }
         let decided = op.get_decided_idx();
-        let applied = node.app.as_ref().map(|a| a.applied());
+        // What the application applied, in the node's index space (a decided stop sign it
+        // applied has an index there).
+        let applied = node
+            .app
+            .as_ref()
+            .map(|a| a.applied() + usize::from(a.stopped().is_some()));
         let mut errors = Vec::new();
         for r in ready {
             let Some(floor) = node.reads.remove(&r.id.0) else {
-                errors.push(format!("node {pid} answered read {} it was not asked (or twice)", r.id.0));
+                errors.push(format!(
+                    "node {pid} answered read {} it was not asked (or twice)",
+                    r.id.0
+                ));
                 continue;
             };
             if r.index < floor {
@@ -1016,6 +1057,27 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.app_read(pid);
         self.serve_reads(pid);
         let idx = pid as usize - 1;
+        let Some(op) = self.nodes[idx].op.as_mut() else {
+            return;
+        };
+        if let Some(p_crash) = self.ahead {
+            // The leader's accepts leave before its own write; sometimes it crashes right
+            // then, losing what it had staged.
+            op.take_messages_ahead_of_write(&mut self.buf);
+            if !self.buf.is_empty() {
+                let now = self.now;
+                for m in self.buf.drain(..) {
+                    self.net.send(now, m, &mut self.rng);
+                }
+                if self.rng.chance(p_crash) {
+                    // It restarts at once, on what it had written.
+                    self.stats.crashes_before_write += 1;
+                    self.crash(pid);
+                    self.restart(pid);
+                    return;
+                }
+            }
+        }
         let Some(op) = self.nodes[idx].op.as_mut() else {
             return;
         };

@@ -405,6 +405,11 @@ where
     // were before reads existed): per tick, at a random member.
     let mut read_rng = Rng::new(seed ^ 0x0000_5EAD_0F5E);
     let p_read = [0.0, 0.01, 0.05, 0.2][read_rng.index(4)];
+    // Half the seeds send a leader's accepts ahead of its write, some crashing right then.
+    let ahead_of_write = read_rng.chance(0.5);
+    if ahead_of_write {
+        sim.set_ahead_of_write(Some([0.0, 0.01, 0.05][read_rng.index(3)]));
+    }
     let mut down: Vec<(NodeId, u64)> = Vec::new();
     let mut next_topology = rng.range(50, 400);
     let mut next_tag: u64 = 1;
@@ -592,6 +597,10 @@ where
 
         // Heal: all links up, no loss, every node running.
         sim.heal();
+        // Recovery is measured without faults: no more crashes before a write either.
+        if ahead_of_write {
+            sim.set_ahead_of_write(Some(0.0));
+        }
         sim.net().set_faults(Faults {
             drop: 0.0,
             duplicate: 0.0,

@@ -425,12 +425,11 @@ impl<T: Entry> Forwarding<T> {
             return;
         }
         let skip = (s.received - p.first_seq) as usize;
-        let mut seq = s.received;
+        let first = s.received;
         let take: Vec<T> = p.entries.into_iter().skip(skip).collect();
         s.received += take.len() as u64;
-        for e in take {
+        for (seq, e) in (first..).zip(take) {
             l.propose(core, e, origin, seq);
-            seq += 1;
         }
     }
 
@@ -599,6 +598,22 @@ impl<T: Entry> Forwarding<T> {
     fn log_replaced(&mut self, round: Ballot, prev_round: Ballot, from: usize) {
         let mut kept = VecDeque::with_capacity(self.placed.len());
         for mut p in std::mem::take(&mut self.placed) {
+            if p.round == prev_round && p.idx < from && from < p.idx + p.len {
+                // The sync point falls inside the run: what lies below it is kept, the rest
+                // replaced.
+                let below = from - p.idx;
+                let rest = PlacedOwn {
+                    round: p.round,
+                    first_seq: p.first_seq + below as u64,
+                    idx: from,
+                    len: p.len - below,
+                    entries: p.entries.as_mut().map(|e| e.split_off(below.min(e.len()))),
+                };
+                p.len = below;
+                p.round = round;
+                kept.push_back(p);
+                p = rest;
+            }
             if p.round == round {
                 kept.push_back(p);
             } else if p.round == prev_round && p.idx + p.len <= from {

@@ -32,7 +32,11 @@ use std::ops::{Bound, RangeBounds};
 fn expect_storage<R>(r: crate::storage::StorageResult<R>, operation: &str) -> R {
     match r {
         Ok(v) => v,
-        Err(e) => panic!("OmniPaxos: storage operation `{operation}` failed: {e}"),
+        Err(e) => {
+            report!(ERROR, storage::failed; operation, error = %e,
+                "a storage operation failed: the node stops (rebuild it on its storage)");
+            panic!("OmniPaxos: storage operation `{operation}` failed: {e}")
+        }
     }
 }
 
@@ -149,7 +153,11 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
         match log.backend.write_atomically_with_record(Vec::new(), bytes) {
             Ok(()) => log.durable_record = log.record.clone(),
             Err(e) if e.is::<NodeRecordUnsupported>() => log.legacy = true,
-            Err(e) => panic!("OmniPaxos: storage operation `write_node_record` failed: {e}"),
+            Err(e) => {
+                report!(ERROR, storage::failed; operation = "write_node_record", error = %e,
+                    "a storage operation failed: the node stops (rebuild it on its storage)");
+                panic!("OmniPaxos: storage operation `write_node_record` failed: {e}")
+            }
         }
         Ok(log)
     }

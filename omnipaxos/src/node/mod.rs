@@ -41,6 +41,7 @@ mod compaction;
 pub(crate) mod core;
 pub(crate) mod forwarding;
 pub(crate) mod log;
+mod observe;
 pub(crate) mod reads;
 pub(crate) mod record;
 pub(crate) mod role;
@@ -70,6 +71,8 @@ pub(crate) struct Node<T: Entry, B: Storage<T>> {
     fwd: Forwarding<T>,
     succ: Succession<T>,
     reads: Reads,
+    /// What the observer reported last (feature `tracing`; see `observe`).
+    seen: observe::Seen,
 }
 
 impl<T: Entry, B: Storage<T>> Node<T, B> {
@@ -145,7 +148,8 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             role: Role::new(recovered.is_some()),
             fwd: Forwarding::new(inc, fence),
             succ,
-            reads: Reads::default(),
+            reads: Reads::new(inc, fence),
+            seen: observe::Seen::default(),
             core,
         };
         if recovered.is_some() {
@@ -233,6 +237,9 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         if self.is_stopping() {
             return Err(ss);
         }
+        report!(INFO, reconfig::stopsign_proposed; core = self.core,
+            next_config_id = ss.next_config.configuration_id, next_nodes = ?ss.next_config.nodes,
+            "a stop sign is proposed: this configuration will end");
         self.fwd.reconfigure(&mut self.core, &mut self.role, ss);
         self.settle();
         Ok(())
@@ -259,6 +266,13 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// takes its messages (a single server has none to send) still shows its state.
     pub(crate) fn end_tick(&mut self) {
         self.core.log.flush();
+        self.after_write();
+    }
+
+    /// What becomes true once the staged writes are done: reads whose index is now written
+    /// as decided are ready (they look at the durable decided index, which only a write moves).
+    fn after_write(&mut self) {
+        self.reads.settle(&mut self.core, &self.role);
     }
 
     /// Every resend timeout: resend what may have been lost.
@@ -351,6 +365,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         for n in notes {
             self.fwd.note(&mut self.core, &mut self.role, n);
         }
+        self.observe();
     }
 
     fn stop_role(&mut self) {
@@ -360,6 +375,17 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             self.fwd.note(&mut self.core, &mut self.role, n);
         }
         self.fwd.stopped(&self.core);
+    }
+
+    /// Hands out the messages that may leave before what is staged is written (see
+    /// `OmniPaxos::take_messages_ahead_of_write`); writes nothing.
+    pub(crate) fn take_ahead(&mut self, mut f: impl FnMut(NodeId, PaxosMsg<T>)) {
+        // Only what `build_ahead` adds: messages queued before may depend on the write.
+        let queued = self.core.out.len();
+        self.role.build_ahead(&mut self.core);
+        for (to, m) in self.core.out.drain(queued..) {
+            f(to, m);
+        }
     }
 
     /// Writes what is staged, then hands out every message to send (`to`, message).
@@ -374,6 +400,8 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             self.stop_role();
             self.core.log.flush();
         }
+        self.after_write();
+        self.observe();
         for (to, m) in self.core.out.drain(..) {
             f(to, m);
         }

@@ -35,7 +35,9 @@ use crate::{
 pub struct ReadId(pub u64);
 
 /// A read that can be answered: this node decided up to `index`, which covers every entry
-/// decided before the read was asked. Apply the decided log at least up to `index`, then read.
+/// decided before the read was asked, and holds that decided log (a server that joined holds
+/// the log before its configuration once it pulled it). Apply the decided log at least up to
+/// `index`, then read.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ReadIndex {
     /// The read.
@@ -61,23 +63,45 @@ struct Round {
     number: u64,
     started: u64,
     index: usize,
-    /// Reads it answers: the node that asked (ours: our pid) and its read id.
-    reads: Vec<(NodeId, u64)>,
+    /// Reads it answers.
+    reads: Vec<Asker>,
     confirmed: Vec<NodeId>,
 }
 
-#[derive(Default)]
+/// A read waiting at the leader: the node that asked (ours: our pid), its incarnation and its
+/// read id.
+type Asker = (NodeId, u64, u64);
+
+/// Read ids are numbered per incarnation (see the forwarding room's numbering): an answer
+/// meant for a read of a crashed incarnation, still in flight, is never taken for a new one's.
 pub(crate) struct Reads {
+    inc: u64,
+    /// Legacy backends (no node record, every incarnation numbered alike): ask only leaders
+    /// above this ballot (the promise the node was built with).
+    fence: Option<Ballot>,
     next_id: u64,
     mine: Vec<Mine>,
     ready: Vec<ReadIndex>,
     /// Leader: reads for the next round.
-    waiting: Vec<(NodeId, u64)>,
+    waiting: Vec<Asker>,
     round: Option<Round>,
     next_round: u64,
 }
 
 impl Reads {
+    pub(crate) fn new(inc: u64, fence: Option<Ballot>) -> Self {
+        Reads {
+            inc,
+            fence,
+            next_id: 0,
+            mine: Vec::new(),
+            ready: Vec::new(),
+            waiting: Vec::new(),
+            round: None,
+            next_round: 0,
+        }
+    }
+
     /// A new read asked here.
     pub(crate) fn request<T: Entry, B: Storage<T>>(
         &mut self,
@@ -119,14 +143,23 @@ impl Reads {
             if !due {
                 continue;
             }
+            let asker = (core.pid, self.inc, m.id);
+            let fenced = self.fence.is_some_and(|f| prom <= f);
             if leading {
                 m.asked = Some((prom, now));
-                if !self.waiting.contains(&(core.pid, m.id)) {
-                    self.waiting.push((core.pid, m.id));
+                if !self.waiting.contains(&asker) {
+                    self.waiting.push(asker);
                 }
-            } else if prom.pid != 0 && prom.pid != core.pid && core.is_peer(prom.pid) {
+            } else if prom.pid != 0 && prom.pid != core.pid && core.is_peer(prom.pid) && !fenced {
                 m.asked = Some((prom, now));
-                core.send(prom.pid, ReadMsg::ReadReq { n: prom, id: m.id });
+                core.send(
+                    prom.pid,
+                    ReadMsg::ReadReq {
+                        n: prom,
+                        inc: self.inc,
+                        id: m.id,
+                    },
+                );
             }
         }
         self.start_round(core, role);
@@ -170,9 +203,9 @@ impl Reads {
         let Some(r) = self.round.take() else {
             return;
         };
-        for (origin, id) in r.reads {
+        for (origin, inc, id) in r.reads {
             if origin == core.pid {
-                if let Some(m) = self.mine.iter_mut().find(|m| m.id == id) {
+                if let Some(m) = self.mine.iter_mut().find(|m| m.id == id && inc == self.inc) {
                     m.index = Some(r.index);
                 }
             } else {
@@ -180,6 +213,7 @@ impl Reads {
                     origin,
                     ReadMsg::ReadIndex {
                         n: r.n,
+                        inc,
                         id,
                         idx: r.index,
                     },
@@ -196,12 +230,12 @@ impl Reads {
         m: ReadMsg,
     ) {
         match m {
-            ReadMsg::ReadReq { n, id } => {
+            ReadMsg::ReadReq { n, inc, id } => {
                 let ours = role
                     .leader()
                     .is_some_and(|l| l.ballot() == n && l.is_accepting());
-                if ours && !self.waiting.contains(&(from, id)) {
-                    self.waiting.push((from, id));
+                if ours && from != core.pid && !self.waiting.contains(&(from, inc, id)) {
+                    self.waiting.push((from, inc, id));
                     self.start_round(core, role);
                 }
             }
@@ -219,8 +253,8 @@ impl Reads {
                 self.check_round(core);
                 self.start_round(core, role);
             }
-            ReadMsg::ReadIndex { n, id, idx } => {
-                if n.pid != from {
+            ReadMsg::ReadIndex { n, inc, id, idx } => {
+                if n.pid != from || inc != self.inc {
                     return;
                 }
                 if let Some(m) = self.mine.iter_mut().find(|m| m.id == id) {
@@ -268,7 +302,15 @@ impl Reads {
             // Ours are asked again from the next leader; others' ask it themselves.
             self.waiting.clear();
         }
-        let decided = core.log.durable_decided_idx();
+        // Ready once decided that far, and readable: a server that joined and still pulls the
+        // log before its configuration cannot apply it yet.
+        let record = core.log.durable_record();
+        let readable = record.pending_below == 0 && record.start.index().is_some();
+        let decided = if readable {
+            core.log.durable_decided_idx()
+        } else {
+            0
+        };
         let ready = &mut self.ready;
         self.mine.retain(|m| match m.index {
             Some(index) if decided >= index => {

@@ -6,16 +6,19 @@
 //! `ServerConfig::custom_logger`, else a logger on `logger_file_path`, else one on
 //! `logs/paxos_<pid>.log`. Here:
 //!
-//! * [`SlogSubscriber`] is a `tracing` subscriber that hands every event to an `slog::Logger`:
-//!   the event's level, its message, and its fields as key-values (span fields are not
-//!   forwarded).
+//! * [`SlogSubscriber`] is a `tracing` subscriber that hands every event the logger is enabled
+//!   for to an `slog::Logger`: the event's level, its message, and its fields as key-values
+//!   (span fields are not forwarded).
 //! * [`dispatch_for`] gives the dispatcher a node built from a `ServerConfig` reports to: one on
 //!   its `custom_logger`, else one on [`create_logger`]`(logger_file_path)`, else `None` (the
 //!   events go to your own `tracing` subscriber, if any; no file is written by default).
 //! * [`create_logger`] is 0.2.4's helper: a logger writing each record to standard error and to
 //!   a file.
 //!
-//! To route events yourself, run calls into a node under the dispatcher:
+//! A node built from a `ServerConfig` with a logger runs every call into it (`tick`,
+//! `handle_incoming`, `append`, ...) under that dispatcher, so its events reach its logger and
+//! no other subscriber. To send events of your own code to the same logger, run it under the
+//! dispatcher too:
 //!
 //! ```
 //! use omnipaxos::utils::logger::SlogSubscriber;
@@ -73,6 +76,11 @@ pub fn dispatch_for(config: &ServerConfig) -> Option<Dispatch> {
 /// message is the event's message, its tag the event's target, its location the event's file
 /// and line, and the event's other fields are the record's key-values. Spans are accepted and
 /// ignored.
+///
+/// An event is built only if the logger is enabled for its level (`Drain::is_enabled`): by
+/// slog's compile-time maximum level (by default `Debug` in debug builds, `Info` in release
+/// builds, as in 0.2.4), or the level your drain filters at. So the library's per-message
+/// `TRACE` events cost nothing with a 0.2.4-style logger.
 pub struct SlogSubscriber {
     logger: Logger,
     next_span: AtomicU64,
@@ -171,9 +179,8 @@ impl KV for Fields {
 }
 
 impl Subscriber for SlogSubscriber {
-    fn enabled(&self, _metadata: &Metadata<'_>) -> bool {
-        // The logger's drain filters by level.
-        true
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.logger.is_enabled(slog_level(metadata.level()))
     }
 
     fn new_span(&self, _span: &span::Attributes<'_>) -> span::Id {
@@ -351,6 +358,10 @@ mod tests {
     impl Drain for Capture {
         type Ok = ();
         type Err = slog::Never;
+        // Every level, whatever slog's compile-time maximum.
+        fn is_enabled(&self, _level: Level) -> bool {
+            true
+        }
         fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
             let mut kv = String::new();
             let _ = record.kv().serialize(record, &mut LineSerializer(&mut kv));
@@ -401,6 +412,52 @@ mod tests {
                 ),
                 (Level::Debug, "debug".to_string(), ", node: 7".to_string()),
                 (Level::Trace, "trace".to_string(), ", node: 7".to_string()),
+            ]
+        );
+    }
+
+    /// A drain enabled from `min` up (as `slog::LevelFilter` is).
+    struct AtLeast(Capture, Level);
+
+    impl Drain for AtLeast {
+        type Ok = ();
+        type Err = slog::Never;
+        fn is_enabled(&self, level: Level) -> bool {
+            level.is_at_least(self.1)
+        }
+        fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
+            assert!(
+                self.is_enabled(record.level()),
+                "{:?} was built",
+                record.level()
+            );
+            self.0.log(record, values)
+        }
+    }
+
+    #[test]
+    fn events_below_the_loggers_level_are_not_built() {
+        let seen = Capture::default();
+        let logger = Logger::root(AtLeast(seen.clone(), Level::Info), slog::o!());
+        let dispatch = Dispatch::new(SlogSubscriber::new(logger));
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::trace!("trace");
+            tracing::debug!("debug");
+            tracing::info!("info");
+            tracing::warn!("warn");
+        });
+        let levels: Vec<(Level, String)> = seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(l, m, _)| (*l, m.clone()))
+            .collect();
+        assert_eq!(
+            levels,
+            vec![
+                (Level::Info, "info".to_string()),
+                (Level::Warning, "warn".to_string())
             ]
         );
     }

@@ -34,9 +34,20 @@ impl SledFiles {
             match fs::read_dir(&dir) {
                 Ok(listing) => {
                     for e in listing {
+                        // sled's threads remove the blobs of overwritten values while we list
+                        // them: a blob gone since the listing needs no sync.
+                        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
                         let e = e?;
-                        if e.file_type()?.is_file() {
-                            fs::File::open(e.path())?.sync_data()?;
+                        match e.file_type() {
+                            Ok(t) if t.is_file() => {}
+                            Ok(_) => continue,
+                            Err(err) if gone(&err) => continue,
+                            Err(err) => return Err(err),
+                        }
+                        match fs::File::open(e.path()) {
+                            Ok(f) => f.sync_data()?,
+                            Err(err) if gone(&err) => {}
+                            Err(err) => return Err(err),
                         }
                     }
                     sync_dir(&dir)?;

@@ -329,8 +329,10 @@ impl Follower {
     /// The leader election chose `b`, another node: make sure it prepares us.
     pub(crate) fn follow<T: Entry, B: Storage<T>>(&mut self, core: &mut Core<T, B>, b: Ballot) {
         let prom = core.log.promise();
-        if self.recovering || (b > prom && !Self::is_accepting(core)) {
-            // Ask the new leader to prepare us, in case its Prepare was lost.
+        if self.recovering || b > prom {
+            // Ask the new leader to prepare us, in case its Prepare was lost (also while we
+            // still accept in an older ballot: its leader is gone). Every election round until
+            // we promised it.
             core.send(
                 b.pid,
                 RoleMsg::PrepareReq(PrepareReq { n: b, n_prom: prom }),

@@ -298,6 +298,8 @@ impl<T: Entry> Leader<T> {
         }
         if a.accepted_idx > accepted_idx || a.decided_idx > a.accepted_idx {
             // Nobody can have accepted more than we sent: malformed.
+            report!(DEBUG, messages::malformed; core = core, from, kind = "Accepted",
+                "an Accepted beyond what was sent is dropped");
             return;
         }
         let Some(s) = self.progress_mut(from).and_then(Progress::stream_mut) else {
@@ -323,11 +325,10 @@ impl<T: Entry> Leader<T> {
         let log_end = core.log.log_end();
         let decided_idx = core.log.decided_idx();
         let compacted = core.log.compacted_idx();
-        let window = core.timing.buffer_size;
         let mut behind_compaction = Vec::new();
         for i in 0..self.progress.len() {
             let to = self.progress[i].0;
-            let Progress::Streaming(s) = &mut self.progress[i].1 else {
+            let Progress::Streaming(s) = &self.progress[i].1 else {
                 continue;
             };
             if s.next_idx < compacted {
@@ -335,34 +336,10 @@ impl<T: Entry> Leader<T> {
                 behind_compaction.push((to, s.accepted.unwrap_or(s.sync_idx), s.decided_known));
                 continue;
             }
-            let confirmed = s.accepted.unwrap_or(s.sync_idx);
-            let window_end = confirmed.saturating_add(window).min(log_end);
-            let mut carried_decided = false;
-            if s.next_idx < window_end {
-                let from = s.next_idx;
-                let end = window_end.min(from.saturating_add(window));
-                let entries = if from >= self.tail_start && end <= self.tail_start + self.tail.len()
-                {
-                    self.tail
-                        .range(from - self.tail_start..end - self.tail_start)
-                        .cloned()
-                        .collect()
-                } else {
-                    core.log.entries(from, end)
-                };
-                core.out.push((
-                    to,
-                    RoleMsg::AcceptDecide(AcceptDecide {
-                        n,
-                        decided_idx,
-                        start_idx: from,
-                        entries,
-                    })
-                    .into(),
-                ));
-                s.next_idx = end;
-                carried_decided = true;
-            }
+            let carried_decided = self.push_entries(core, i, decided_idx, false);
+            let Progress::Streaming(s) = &mut self.progress[i].1 else {
+                continue;
+            };
             if !s.stopsign_sent && s.next_idx == log_end {
                 if let Some(ss) = core.log.stopsign() {
                     let msg = RoleMsg::AcceptStopSign(AcceptStopSign {
@@ -380,10 +357,87 @@ impl<T: Entry> Leader<T> {
             }
             s.decided_sent = decided_idx;
         }
-        self.trim_tail(window.saturating_mul(2));
+        self.trim_tail(core.timing.buffer_size.saturating_mul(2));
         for (pid, from, decided) in behind_compaction {
             self.start_stream(core, pid, from, decided);
         }
+    }
+
+    /// Builds, before our own write, the `AcceptDecide`s of entries our log holds staged (see
+    /// [`crate::OmniPaxos::take_messages_ahead_of_write`]). They carry the *written* decided
+    /// index: the staged one may count our own staged entries, which must not be announced
+    /// before they are written. Accepting them promises nothing for us: we count ourselves
+    /// towards a quorum only once the write is done (`try_decide` runs again after it, and the
+    /// decided index it raises is written before any message carries it).
+    pub(crate) fn build_ahead<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if !self.is_accepting() {
+            return;
+        }
+        let decided = core.log.durable_decided_idx();
+        let compacted = core.log.compacted_idx();
+        for i in 0..self.progress.len() {
+            let Progress::Streaming(s) = &self.progress[i].1 else {
+                continue;
+            };
+            if s.next_idx < compacted {
+                continue;
+            }
+            if self.push_entries(core, i, decided, true) {
+                if let Progress::Streaming(s) = &mut self.progress[i].1 {
+                    s.decided_sent = s.decided_sent.max(decided);
+                }
+            }
+        }
+    }
+
+    /// Queues to the streaming follower at `i` one `AcceptDecide` with the entries it was not
+    /// sent yet within its flow-control window, carrying `decided_idx`. Whether one was queued.
+    /// `tail_only`: only if our tail (in memory) holds them (a read of the storage would write
+    /// what is staged first).
+    fn push_entries<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        i: usize,
+        decided_idx: usize,
+        tail_only: bool,
+    ) -> bool {
+        let log_end = core.log.log_end();
+        let window = core.timing.buffer_size;
+        let to = self.progress[i].0;
+        let Progress::Streaming(s) = &mut self.progress[i].1 else {
+            return false;
+        };
+        let confirmed = s.accepted.unwrap_or(s.sync_idx);
+        let window_end = confirmed.saturating_add(window).min(log_end);
+        if s.next_idx >= window_end {
+            return false;
+        }
+        let from = s.next_idx;
+        let end = window_end.min(from.saturating_add(window));
+        let in_tail = from >= self.tail_start && end <= self.tail_start + self.tail.len();
+        if tail_only && !in_tail {
+            return false;
+        }
+        let entries = if in_tail {
+            self.tail
+                .range(from - self.tail_start..end - self.tail_start)
+                .cloned()
+                .collect()
+        } else {
+            core.log.entries(from, end)
+        };
+        core.out.push((
+            to,
+            RoleMsg::AcceptDecide(AcceptDecide {
+                n: self.n,
+                decided_idx,
+                start_idx: from,
+                entries,
+            })
+            .into(),
+        ));
+        s.next_idx = end;
+        true
     }
 
     /// Drops tail entries that every streaming follower was sent, and keeps the tail within

@@ -115,8 +115,15 @@ impl<T: Entry> Role<T> {
                 self.step_down(core);
                 *self = Role::Leader(Box::new(Leader::start(core, b)));
             }
-        } else if let Role::Follower(f) = self {
-            f.follow(core, b);
+        } else {
+            if self.leader().is_some_and(|l| b > l.ballot()) {
+                // A leader of a higher ballot serves: we were deposed (our followers may
+                // not have told us yet). Stop calling ourselves leader, and ask to follow.
+                self.step_down(core);
+            }
+            if let Role::Follower(f) = self {
+                f.follow(core, b);
+            }
         }
     }
 
@@ -203,6 +210,14 @@ impl<T: Entry> Role<T> {
             if core.log.promise() != Ballot::default() {
                 f.start_recovery(core);
             }
+        }
+    }
+
+    /// Builds the messages that may leave before the staged writes are done (a leader's
+    /// accepts of its staged entries).
+    pub(crate) fn build_ahead<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if let Role::Leader(l) = self {
+            l.build_ahead(core);
         }
     }
 

@@ -93,6 +93,8 @@ impl<T: Entry> Leader<T> {
             };
         }
         if !valid {
+            report!(DEBUG, messages::malformed; core = core, from, kind = "Promise",
+                "a promise that does not fit our Prepare is dropped");
             return;
         }
         let info = PromiseInfo {
@@ -190,6 +192,10 @@ impl<T: Entry> Leader<T> {
             adopted_round,
             adopted_end: core.log.log_end(),
         };
+        report!(INFO, election::prepare_done; core = core, ballot = self.n.n,
+            adopted_from = best.unwrap_or(core.pid), adopted_round = adopted_round.n,
+            adopted_end = core.log.log_end(), decided_idx = core.log.decided_idx(),
+            "the leader adopted the most up-to-date log of a read quorum: it accepts from now on");
         self.tail.clear();
         self.tail_start = core.log.log_end();
         let promised: Vec<(NodeId, PromiseInfo)> = self

@@ -452,6 +452,8 @@ impl<T: Entry> Succession<T> {
             && o.chain.iter().all(|s| s.end <= o.held_to)
             && o.held_from <= o.held_to;
         if !consistent {
+            report!(DEBUG, messages::malformed; core = core, from, kind = "Offer",
+                "an offer whose stops are out of order or beyond what it holds is dropped");
             return;
         }
         if core.log.record().start == Start::Unknown {
@@ -534,6 +536,9 @@ impl<T: Entry> Succession<T> {
             && stop.next_id() > core.config_id()
             && stop.config.configuration_id == core.config_id();
         if !valid {
+            report!(DEBUG, messages::malformed; core = core, end = stop.end, decided = decided,
+                "a stop of our configuration that cannot be (invalid, or before what we decided) \
+                 is ignored");
             return;
         }
         let mut pull = Pull::new(decided, stop.end, Self::timeout(core));
