@@ -160,12 +160,13 @@ fn reads_do_not_survive_the_node() {
     let node: KvNode = node_config(&cluster_config, follower)
         .build(storage)
         .unwrap();
-    // The new node knows nothing of the read: the application asks again (read ids start over
-    // with each node, so forget the old ones).
+    // The new node knows nothing of the read: the application asks again. Read ids start
+    // over with each node, so forget the old ones: the first new id is the old first id.
     assert_eq!(node.pending_reads(), 0);
     cluster.nodes.insert(follower, node);
-    server.gets.clear();
+    let old_ids: Vec<ReadId> = server.gets.drain().map(|(id, _)| id).collect();
     server.get(cluster.node(follower), "x");
+    assert!(server.gets.keys().all(|id| old_ids.contains(id)));
     // ANCHOR_END: lost
     let mut answers = Vec::new();
     for _ in 0..100 {
