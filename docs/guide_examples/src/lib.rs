@@ -7,7 +7,7 @@
 use omnipaxos::{
     macros::Entry,
     messages::Message,
-    storage::{Entry, Snapshot, Storage},
+    storage::{Entry, Snapshot, StopSign, Storage},
     util::{LogEntry, NodeId},
     ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
 };
@@ -62,6 +62,60 @@ pub fn kv(key: &str, value: u64) -> KeyValue {
         value,
     }
 }
+
+// ANCHOR: state_machine
+/// The application's state: the key-value map the decided log builds, and how far into the
+/// log it got.
+#[derive(Debug, Default)]
+pub struct KvStore {
+    /// Key to value, as the applied entries left it.
+    pub map: HashMap<String, u64>,
+    /// The log index applied up to (exclusive): the next read starts here.
+    pub applied: usize,
+    /// The stop sign, once the configuration ended: move the node on to the next
+    /// configuration and keep reading from `applied` (the stop sign's index) there.
+    pub stopped: Option<StopSign>,
+}
+
+impl KvStore {
+    /// Applies what `node` decided since the last call, in log order, each entry once. Errors
+    /// if the log it needs next was trimmed away without a snapshot.
+    pub fn catch_up<B: Storage<KeyValue>>(
+        &mut self,
+        node: &OmniPaxos<KeyValue, B>,
+    ) -> Result<(), String> {
+        let Some(entries) = node.read_decided_suffix(self.applied) else {
+            return Ok(()); // nothing new is decided (or the old log is still being pulled)
+        };
+        for entry in entries {
+            match entry {
+                LogEntry::Decided(KeyValue { key, value }) => {
+                    self.map.insert(key, value);
+                    self.applied += 1;
+                }
+                // A compacted prefix (always the first element): its snapshot is the state
+                // up to its end.
+                LogEntry::Snapshotted(s) => {
+                    self.map = s.snapshot.map;
+                    self.applied = s.trimmed_idx;
+                }
+                // Discarded without a snapshot before we applied it (see "Compaction").
+                LogEntry::Trimmed(idx) => {
+                    return Err(format!("entries {}..{idx} were trimmed", self.applied));
+                }
+                // The configuration ends here; the next one continues the log at this same
+                // index, so `applied` stays where it is.
+                LogEntry::StopSign(ss, _decided) => {
+                    self.stopped = Some(ss);
+                    return Ok(());
+                }
+                LogEntry::Undecided(_) => unreachable!("a decided suffix is decided"),
+            }
+        }
+        Ok(())
+    }
+}
+// ANCHOR_END: state_machine
 
 /// The node type most chapters use.
 pub type KvNode = OmniPaxos<KeyValue, MemoryStorage<KeyValue>>;

@@ -157,3 +157,29 @@ fn server_config_defaults_are_one_tick_rounds() {
     assert_eq!(s.batch_size, 1);
     assert_eq!(s.buffer_size, 100_000);
 }
+
+#[test]
+fn check_quorum() {
+    // ANCHOR: check_quorum
+    let mut local = LocalCluster::with_pids(&[1, 2, 3]);
+    let old = local.elect(100);
+    assert_eq!(local.node(old).get_current_leader(), Some((old, true)));
+    // The leader is cut off from both followers (it keeps running).
+    for p in [1, 2, 3] {
+        if p != old {
+            local.set_link(old, p, false);
+        }
+    }
+    // Within two election timeouts (5 ticks each here) it no longer names itself leader:
+    // an application that routes requests by `get_current_leader` stops sending them there.
+    let mut ticks = 0;
+    while local.node(old).get_current_leader().is_some() {
+        local.run(1);
+        ticks += 1;
+        assert!(ticks <= 2 * 5, "still leader after {ticks} ticks");
+    }
+    // Meanwhile the other two elect a leader of their own.
+    assert!(local.run_until(100, |c| c.leader().is_some_and(|l| l != old)));
+    // ANCHOR_END: check_quorum
+    println!("the cut-off leader stepped down after {ticks} ticks");
+}

@@ -1,7 +1,7 @@
 //! Chapters "Flexible quorums" and "Batching and performance tuning".
 
 use omnipaxos::{errors::ConfigError, util::FlexibleQuorum, ClusterConfig};
-use omnipaxos_guide::{kv, node_config, KvNode, LocalCluster};
+use omnipaxos_guide::{kv, node_config, KeyValue, KvNode, LocalCluster};
 use omnipaxos_storage::MemoryStorage;
 
 #[test]
@@ -85,4 +85,87 @@ fn batching() {
     local.deliver();
     assert_eq!(local.node(leader).get_decided_idx(), 17);
     // ANCHOR_END: batching
+}
+
+/// A three-server cluster whose batches close only when the application says so (the timer
+/// is set far beyond the tests' length).
+fn cluster_without_batch_timer() -> LocalCluster<KeyValue, MemoryStorage<KeyValue>> {
+    let cluster = ClusterConfig {
+        configuration_id: 1,
+        nodes: vec![1, 2, 3],
+        ..Default::default()
+    };
+    LocalCluster::new([1, 2, 3].map(|pid| -> KvNode {
+        let mut config = node_config(&cluster, pid);
+        config.server_config.batch_size = 100;
+        config.server_config.flush_batch_tick_timeout = 1_000_000;
+        config.build(MemoryStorage::default()).unwrap()
+    }))
+}
+
+#[test]
+fn flush_at_the_end_of_each_pass() {
+    let mut local = cluster_without_batch_timer();
+    let leader = local.elect(100);
+    let follower = if leader == 1 { 2 } else { 1 };
+    // ANCHOR: flush_batch
+    // One pass of the event loop on the leader: the requests that arrived since the last pass
+    // are appended (up to `batch_size`, they wait in the batch) ...
+    for i in 0..3 {
+        local.node(leader).append(kv("k", i)).unwrap();
+    }
+    assert_eq!(local.node(leader).get_batched_len(), 3);
+    // ... and at the end of the pass the batch is closed, then the messages are taken: the
+    // three entries go out in one write and one message per follower, with no tick.
+    local.node(leader).flush_batch();
+    local.deliver();
+    assert_eq!(local.node(leader).get_decided_idx(), 3);
+
+    // The same on a follower: its appends are forwarded together when its pass ends ...
+    local.node(follower).append(kv("k", 3)).unwrap();
+    local.node(follower).append(kv("k", 4)).unwrap();
+    local.node(follower).flush_batch();
+    local.deliver();
+    // ... and join the leader's batch, which goes out at the end of the leader's pass.
+    assert_eq!(local.node(leader).get_batched_len(), 2);
+    local.node(leader).flush_batch();
+    local.deliver();
+    assert_eq!(local.node(leader).get_decided_idx(), 5);
+    // ANCHOR_END: flush_batch
+}
+
+#[test]
+fn accepts_ahead_of_the_leaders_write() {
+    let mut local = cluster_without_batch_timer();
+    let leader = local.elect(100);
+    let f = if leader == 1 { 2 } else { 1 };
+    let g = 6 - leader - f;
+    // Only the leader and f are connected: the leader needs f's write *and* its own.
+    local.set_link(leader, g, false);
+    // ANCHOR: ahead_of_write
+    local.node(leader).append(kv("x", 1)).unwrap();
+    local.node(leader).flush_batch();
+    // The accepts may leave before the leader writes the entry ...
+    let mut ahead = Vec::new();
+    local.node(leader).take_messages_ahead_of_write(&mut ahead);
+    assert!(ahead.iter().any(|m| m.get_receiver() == f));
+    assert_eq!(local.node(leader).get_accepted_idx(), 0, "not written yet");
+    // ... so f writes it while the leader does.
+    let mut replies = Vec::new();
+    for m in ahead.into_iter().filter(|m| m.get_receiver() == f) {
+        local.node(f).handle_incoming(m);
+    }
+    local.node(f).take_outgoing_messages(&mut replies); // f writes, then acknowledges
+    for m in replies {
+        local.node(leader).handle_incoming(m);
+    }
+    // f's acknowledgement alone is not a quorum: the leader counts itself only once its own
+    // write is done ...
+    assert_eq!(local.node(leader).get_decided_idx(), 0);
+    // ... which happens when the rest of its messages are taken.
+    let mut rest = Vec::new();
+    local.node(leader).take_outgoing_messages(&mut rest);
+    assert_eq!(local.node(leader).get_accepted_idx(), 1);
+    assert_eq!(local.node(leader).get_decided_idx(), 1);
+    // ANCHOR_END: ahead_of_write
 }

@@ -1,6 +1,6 @@
 //! Chapter "Reading and writing": append anywhere, read what is decided, the `LogEntry` variants.
 
-use omnipaxos::util::LogEntry;
+use omnipaxos::util::{AppendOutcome, LogEntry};
 use omnipaxos_guide::{kv, KeyValue, LocalCluster};
 use std::collections::HashMap;
 
@@ -24,10 +24,19 @@ fn append_and_read() {
     // ANCHOR_END: append
 
     // ANCHOR: uncertain
-    // Each tick (or after handling messages): appends whose fate is unknown come back.
-    for entry in cluster.node(follower).take_uncertain_appends() {
-        // A put: deciding it twice does no harm, so it is appended again.
-        cluster.node(follower).append(entry).expect("not stopped");
+    // In every pass of the event loop: the appends the node hands back.
+    for returned in cluster.node(follower).take_returned_appends() {
+        if returned.outcome == AppendOutcome::NotDecided {
+            // Certainly not decided: appending it again cannot apply it twice.
+            cluster
+                .node(follower)
+                .append(returned.entry)
+                .expect("not stopped");
+        } else {
+            // Perhaps decided: append it again only if the state machine deduplicates (see
+            // "Appends handed back"); here, the client is told the outcome is unknown.
+            println!("outcome unknown: {:?}", returned.entry);
+        }
     }
     // ANCHOR_END: uncertain
     assert_eq!(cluster.node(follower).get_stats().returned_appends, 0);
