@@ -102,6 +102,9 @@ pub(crate) struct Log<T: Entry, B: Storage<T>> {
     staged_entries: usize,
     record: NodeRecord,
     durable_record: NodeRecord,
+    /// `record` may differ from `durable_record` (it was handed out for a change since the
+    /// last flush): saves comparing the two on every flush.
+    record_touched: bool,
     /// The backend does not store the node record (its trait methods are the defaults): the
     /// record lives in memory only.
     legacy: bool,
@@ -146,6 +149,7 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
             staged_entries: 0,
             durable_record: record.clone(),
             record,
+            record_touched: true,
             legacy: false,
         };
         log.record.incarnation = log.record.incarnation.wrapping_add(1);
@@ -264,6 +268,12 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
                     Some(StorageOp::AppendEntries(v)) | Some(StorageOp::AppendOnPrefix(_, v)) => {
                         v.push(e)
                     }
+                    Some(StorageOp::AppendEntry(_)) => {
+                        let Some(StorageOp::AppendEntry(first)) = self.ops.pop() else {
+                            unreachable!("the last operation is an AppendEntry");
+                        };
+                        self.ops.push(StorageOp::AppendEntries(vec![first, e]));
+                    }
                     _ => self.ops.push(StorageOp::AppendEntry(e)),
                 }
             }
@@ -306,12 +316,14 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
     /// Changes the node record (written with the next flush).
     pub(crate) fn set_record(&mut self, f: impl FnOnce(&mut NodeRecord)) {
         f(&mut self.record);
+        self.record_touched = true;
         self.record.check();
     }
 
     /// Writes everything staged in one `write_atomically`.
     pub(crate) fn flush(&mut self) {
-        let record_changed = self.record != self.durable_record;
+        let record_changed = self.record_touched && self.record != self.durable_record;
+        self.record_touched = record_changed;
         if self.ops.is_empty() && !record_changed {
             return;
         }
@@ -325,7 +337,10 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
         };
         expect_storage(r, "write_atomically");
         self.durable = self.staged.clone();
-        self.durable_record = self.record.clone();
+        if record_changed {
+            self.durable_record = self.record.clone();
+            self.record_touched = false;
+        }
     }
 
     // ----- reads the protocol makes (of the staged log: they flush first) -----

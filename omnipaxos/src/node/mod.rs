@@ -341,10 +341,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             self.stop_role();
         }
         loop {
-            let notes: Vec<Note<T>> = std::mem::take(&mut self.core.notes);
-            for n in notes {
-                self.fwd.note(&mut self.core, &mut self.role, n);
-            }
+            self.route_notes();
             // Appends that waited for a leader, if we are it now.
             self.fwd.propose_queued(&mut self.core, &mut self.role);
             if self.core.notes.is_empty() {
@@ -361,19 +358,28 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             self.stop_role();
         }
         // Notes left by the last rooms (a pull that completed).
-        let notes: Vec<Note<T>> = std::mem::take(&mut self.core.notes);
-        for n in notes {
+        self.route_notes();
+        self.observe();
+    }
+
+    /// Hands the notes the rooms left to the forwarding room (which may leave more: they wait
+    /// for the next call). The list's memory is kept for the next notes.
+    fn route_notes(&mut self) {
+        if self.core.notes.is_empty() {
+            return;
+        }
+        let mut notes: Vec<Note<T>> = std::mem::take(&mut self.core.notes);
+        for n in notes.drain(..) {
             self.fwd.note(&mut self.core, &mut self.role, n);
         }
-        self.observe();
+        if self.core.notes.is_empty() {
+            self.core.notes = notes;
+        }
     }
 
     fn stop_role(&mut self) {
         self.role.stop(&mut self.core);
-        let notes: Vec<Note<T>> = std::mem::take(&mut self.core.notes);
-        for n in notes {
-            self.fwd.note(&mut self.core, &mut self.role, n);
-        }
+        self.route_notes();
         self.fwd.stopped(&self.core);
     }
 

@@ -227,8 +227,9 @@ impl<T: Entry> Leader<T> {
         let grew = self.batch.len() > 0;
         if grew {
             let mut idx = core.log.log_end();
-            let batch = std::mem::take(&mut self.batch);
-            for r in batch.runs {
+            // Drained, not taken: the batch keeps its memory for the next proposals.
+            let batch = &mut self.batch;
+            for r in batch.runs.drain(..) {
                 core.notes.push(Note::Placed {
                     n: self.n,
                     origin: r.origin,
@@ -248,7 +249,7 @@ impl<T: Entry> Leader<T> {
                 core.log
                     .stage(StorageOp::AppendEntries(batch.entries.clone()));
             }
-            self.tail.extend(batch.entries);
+            self.tail.extend(batch.entries.drain(..));
             debug_assert_eq!(
                 self.tail_start + self.tail.len(),
                 core.log.log_end(),
