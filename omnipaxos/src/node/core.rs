@@ -60,6 +60,38 @@ pub(crate) enum Note<T> {
     },
 }
 
+impl<T> Note<T> {
+    pub(crate) fn is_placed(&self) -> bool {
+        matches!(self, Note::Placed { .. })
+    }
+}
+
+/// Notes `Placed` of one leader for consecutive proposals of one origin placed consecutively
+/// are merged into one (a leader taking many appends of one node between two routings).
+pub(crate) fn push_placed_note<T>(
+    notes: &mut Vec<Note<T>>,
+    n: Ballot,
+    origin: Origin,
+    run: PlacedRun,
+) {
+    if let Some(Note::Placed {
+        n: last_n,
+        origin: last_origin,
+        run: last,
+    }) = notes.last_mut()
+    {
+        if *last_n == n
+            && *last_origin == origin
+            && last.first_seq.wrapping_add(last.len) == run.first_seq
+            && last.idx + last.len as usize == run.idx
+        {
+            last.len += run.len;
+            return;
+        }
+    }
+    notes.push(Note::Placed { n, origin, run });
+}
+
 pub(crate) struct Core<T: Entry, B: Storage<T>> {
     pub(crate) pid: NodeId,
     pub(crate) config: ClusterConfig,

@@ -7,7 +7,7 @@
 
 use super::{
     super::{
-        core::{Core, Note, Origin},
+        core::{push_placed_note, Core, Note, Origin},
         wire::{
             forward::PlacedRun,
             role::{Accepted, LogSync, NotAccepted, PrepareReq, ResyncReq, RoleMsg},
@@ -230,15 +230,16 @@ impl<T: Entry> Leader<T> {
             // Drained, not taken: the batch keeps its memory for the next proposals.
             let batch = &mut self.batch;
             for r in batch.runs.drain(..) {
-                core.notes.push(Note::Placed {
-                    n: self.n,
-                    origin: r.origin,
-                    run: PlacedRun {
+                push_placed_note(
+                    &mut core.notes,
+                    self.n,
+                    r.origin,
+                    PlacedRun {
                         first_seq: r.first_seq,
                         len: r.len,
                         idx,
                     },
-                });
+                );
                 idx += r.len as usize;
             }
             // One clone of each entry for the storage; the originals move into the tail.
