@@ -146,6 +146,9 @@ pub(crate) struct Ble {
     expected: Vec<NodeId>,
     /// Whether the round that is starting may be a confirmation round (see `confirming`).
     confirm_next: bool,
+    /// Whether the fast-failover rules (fresh replies and the confirmation round) are on
+    /// (`ServerConfig::fast_failover`). Off, `announce_unhappy` and `confirm_next` stay false.
+    fast_failover: bool,
 }
 
 impl Ble {
@@ -183,6 +186,7 @@ impl Ble {
             announce_unhappy: false,
             expected: Vec::new(),
             confirm_next: false,
+            fast_failover: true,
         }
     }
 
@@ -258,6 +262,11 @@ impl Ble {
         self.can_lead = can_lead;
     }
 
+    /// Turns the fast-failover rules on or off (see the module docs).
+    pub(crate) fn set_fast_failover(&mut self, on: bool) {
+        self.fast_failover = on;
+    }
+
     /// Takes over at once with a ballot above `promise` (`try_become_leader`).
     pub(crate) fn force_takeover(&mut self, promise: Ballot) -> Option<Ballot> {
         if !self.can_lead {
@@ -312,7 +321,7 @@ impl Ble {
         let leader_silent = !self.is_leader()
             && self.leader != Ballot::default()
             && !self.replies.iter().any(|rep| rep.from == self.leader.pid);
-        self.announce_unhappy = was_happy && !self.happy && leader_silent;
+        self.announce_unhappy = self.fast_failover && was_happy && !self.happy && leader_silent;
         report_election_round!(self, was_happy, leader_silent);
         // A follower that just lost its leader confirms with a short round (see the module
         // docs), unless this round already was one.
