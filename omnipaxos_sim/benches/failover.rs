@@ -236,7 +236,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(SEEDS);
     println!("## Leader crash ({seeds} seeds per row; ticks after the crash, p50 / p90 / max)\n");
-    println!("| nodes | network | fast failover | new leader serves | new entry decided | gave up |");
+    println!(
+        "| nodes | network | fast failover | new leader serves | new entry decided | gave up |"
+    );
     println!("|---|---|---|---|---|---|");
     for nodes in [3, 5] {
         for p in profiles() {
