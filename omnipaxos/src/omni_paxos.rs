@@ -123,6 +123,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             recovered_promise,
         );
         ble.set_can_lead(node.can_lead());
+        ble.set_fast_failover(cfg.server_config.fast_failover);
         Ok(OmniPaxos {
             ble,
             node,

@@ -64,6 +64,7 @@ macro_rules! scripts {
 
 scripts! {
     election,
+    fast_failover,
     election_priority,
     prepare_promise,
     accept_sync,

@@ -8,7 +8,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `cluster n=3 [election=10] [resend=100] [flush=200] [batch=1] [buffer=100000] [quorum=R/W] [priorities=1:0,2:5]` | builds nodes `1..=n` of configuration 1 (ticks; the defaults shown) |
+//! | `cluster n=3 [election=10] [resend=100] [flush=200] [batch=1] [buffer=100000] [quorum=R/W] [priorities=1:0,2:5] [fast_failover=on\|off]` | builds nodes `1..=n` of configuration 1 (ticks; the defaults shown) |
 //! | `tick <who> [k] [quiet]` | ticks the nodes `k` times (pid order within a tick); prints what they send, as `t<i>: msg` when `k > 1` |
 //! | `deliver [filter] [skip=j] [limit=k] [quiet]` | delivers the pending messages that match (after the first `j`, at most `k`), oldest first; prints each, and under it (indented) what the receiver sends. Messages sent meanwhile wait for the next command |
 //! | `stabilize [filter] [quiet]` | delivers until nothing that matches is pending |
@@ -249,6 +249,7 @@ impl Cluster {
                 "buffer",
                 "quorum",
                 "priorities",
+                "fast_failover",
             ];
             if !known.contains(k) {
                 return Err(format!("unknown argument `{k}`"));
@@ -262,6 +263,11 @@ impl Cluster {
             flush_batch_tick_timeout: get("flush", 200)?,
             batch_size: get("batch", 1)? as usize,
             buffer_size: get("buffer", 100_000)? as usize,
+            fast_failover: match a.get("fast_failover").copied() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(v) => return Err(format!("fast_failover is on or off, got `{v}`")),
+            },
             ..Default::default()
         };
         let mut priorities = BTreeMap::new();
