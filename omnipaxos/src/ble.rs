@@ -30,7 +30,7 @@
 //!   rounds in a row), and a round with a happy reply runs its full length, so a node cut off
 //!   from a leader that others still reach (the chained scenario) does not flood them.
 //!
-//! `ServerConfig::fast_failover` (on by default) turns both rules off: a follower then waits
+//! `OmniPaxos::set_fast_failover(false)` (on by default) turns both rules off: a follower then waits
 //! for the next full round. Measured by `cargo bench -p omnipaxos_sim --bench failover` (200
 //! seeds, 3 and 5 nodes, election timeout 10 ticks): after a leader crash the survivors decide
 //! a new entry one election timeout sooner at the median (17 against 27 ticks on a perfect
@@ -155,7 +155,7 @@ pub(crate) struct Ble {
     /// Whether the round that is starting may be a confirmation round (see `confirming`).
     confirm_next: bool,
     /// Whether the fast-failover rules (fresh replies and the confirmation round) are on
-    /// (`ServerConfig::fast_failover`). Off, `announce_unhappy` and `confirm_next` stay false.
+    /// (`OmniPaxos::set_fast_failover`). Off, `announce_unhappy` and `confirm_next` stay false.
     fast_failover: bool,
 }
 

@@ -135,8 +135,7 @@ impl ClusterConfig {
 /// Settings of one server. All durations are in ticks: calls to [`OmniPaxos::tick`].
 ///
 /// The fields are omnipaxos 0.2.4's, the two logging fields with the feature `logging` only (as
-/// there), plus [`fast_failover`](Self::fast_failover): struct literals written for 0.2.4
-/// compile when they end in `..Default::default()`, as its examples do. With the feature `serde` (which
+/// there), so struct literals written for 0.2.4 compile. With the feature `serde` (which
 /// `toml_config` turns on) it implements `Deserialize` as in 0.2.4: every key optional, unknown
 /// keys ignored, `custom_logger` never read.
 #[derive(Clone, Debug)]
@@ -158,13 +157,6 @@ pub struct ServerConfig {
     pub flush_batch_tick_timeout: u64,
     /// Among servers competing for leadership in the same round, the higher priority wins.
     pub leader_priority: u32,
-    /// Fast failover of the leader election (default `true`). When on, a follower whose leader
-    /// did not answer a whole heartbeat round tells its peers at once and runs a short
-    /// confirmation round, so the survivors take over about one election timeout sooner after
-    /// a leader crash; when off, they take over at the end of the next full round. Either way
-    /// the takeover rule and safety are the same; all servers of a cluster should agree on it.
-    /// See the guide's chapter on leader election for the measured gain and cost.
-    pub fast_failover: bool,
     /// When set and `custom_logger` is not, this node's events are written to this file (and
     /// to standard error) by [`crate::utils::logger::create_logger`]. When neither is set they
     /// go to your `tracing` subscriber only (omnipaxos 0.2.4 wrote `logs/paxos_<pid>.log`).
@@ -186,8 +178,7 @@ impl PartialEq for ServerConfig {
             && self.buffer_size == other.buffer_size
             && self.batch_size == other.batch_size
             && self.flush_batch_tick_timeout == other.flush_batch_tick_timeout
-            && self.leader_priority == other.leader_priority
-            && self.fast_failover == other.fast_failover;
+            && self.leader_priority == other.leader_priority;
         #[cfg(feature = "logging")]
         let same = same && self.logger_file_path == other.logger_file_path;
         same
@@ -234,7 +225,6 @@ impl Default for ServerConfig {
             batch_size: defaults::BATCH_SIZE,
             flush_batch_tick_timeout: defaults::FLUSH_BATCH_TIMEOUT,
             leader_priority: 0,
-            fast_failover: true,
             #[cfg(feature = "logging")]
             logger_file_path: None,
             #[cfg(feature = "logging")]

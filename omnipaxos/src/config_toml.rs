@@ -80,7 +80,6 @@ const SERVER_KEYS: &[&str] = &[
     "batch_size",
     "flush_batch_tick_timeout",
     "leader_priority",
-    "fast_failover",
     "logger_file_path",
 ];
 
@@ -171,11 +170,6 @@ fn server_config(t: &Table, on_unknown: Unknown) -> Result<ServerConfig, ConfigE
             "batch_size" => s.batch_size = int(&key, v)?,
             "flush_batch_tick_timeout" => s.flush_batch_tick_timeout = int(&key, v)?,
             "leader_priority" => s.leader_priority = int(&key, v)?,
-            "fast_failover" => {
-                s.fast_failover = v.as_bool().ok_or_else(|| {
-                    err(&key, format!("expected a boolean, found {}", describe(v)))
-                })?
-            }
             "logger_file_path" => {
                 let path = v.as_str().ok_or_else(|| {
                     err(&key, format!("expected a string, found {}", describe(v)))

@@ -123,7 +123,6 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             recovered_promise,
         );
         ble.set_can_lead(node.can_lead());
-        ble.set_fast_failover(cfg.server_config.fast_failover);
         Ok(OmniPaxos {
             ble,
             node,
@@ -486,6 +485,17 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// forwarded).
     pub fn get_batched_len(&self) -> usize {
         self.node.batched_len()
+    }
+
+    /// Turns the leader election's *fast failover* on or off (on when built). On, a follower
+    /// whose leader did not answer a whole heartbeat round tells its peers at once and runs a
+    /// short confirmation round, so the survivors take over about one election timeout sooner
+    /// after a leader crash; off, they take over at the end of the next full round. The takeover
+    /// rule and safety are the same either way. On networks that lose many messages it costs
+    /// extra leader changes (measured in the guide's *Leader election* chapter); all servers of
+    /// a cluster should use the same setting. Not stored: set it again after a restart.
+    pub fn set_fast_failover(&mut self, on: bool) {
+        self.ble.set_fast_failover(on);
     }
 
     /// The leader this node follows, and whether this node is that leader in its accept phase

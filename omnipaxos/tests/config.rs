@@ -168,7 +168,6 @@ fn one_is_enough_for_every_timeout_and_size() {
         batch_size: 1,
         buffer_size: 1,
         leader_priority: 0,
-        fast_failover: true,
         #[cfg(feature = "logging")]
         logger_file_path: None,
         #[cfg(feature = "logging")]

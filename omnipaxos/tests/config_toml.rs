@@ -27,7 +27,6 @@ flush_batch_tick_timeout = 7
 batch_size = 10
 buffer_size = 1000
 leader_priority = 9
-fast_failover = false
 logger_file_path = "/var/log/omnipaxos/2.log"
 "#;
 
@@ -49,7 +48,6 @@ fn full_expected() -> OmniPaxosConfig {
             batch_size: 10,
             buffer_size: 1000,
             leader_priority: 9,
-            fast_failover: false,
             #[cfg(feature = "logging")]
             logger_file_path: Some("/var/log/omnipaxos/2.log".to_string()),
             #[cfg(feature = "logging")]
@@ -219,20 +217,6 @@ fn each_server_key_is_read_on_its_own() {
                 ..defaults.clone()
             },
         ),
-        (
-            "fast_failover = false",
-            ServerConfig {
-                fast_failover: false,
-                ..defaults.clone()
-            },
-        ),
-        (
-            "fast_failover = true",
-            ServerConfig {
-                fast_failover: true,
-                ..defaults.clone()
-            },
-        ),
         // Read with the feature `logging`; accepted and without effect without it, as in 0.2.4.
         (
             "logger_file_path = \"x.log\"",
@@ -394,16 +378,6 @@ fn boolean_and_table_are_named() {
         &server_with("buffer_size = true"),
         "server_config.buffer_size",
         &["boolean"],
-    );
-    assert_bad_key(
-        &server_with("fast_failover = 1"),
-        "server_config.fast_failover",
-        &["boolean", "integer 1"],
-    );
-    assert_bad_key(
-        &server_with("fast_failover = \"no\""),
-        "server_config.fast_failover",
-        &["boolean", "string \"no\""],
     );
     assert_bad_key(
         &server_with("logger_file_path = 3"),

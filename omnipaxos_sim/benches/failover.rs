@@ -1,4 +1,4 @@
-//! Fast failover of the leader election (`ServerConfig::fast_failover`): what it buys after a
+//! Fast failover of the leader election (`OmniPaxos::set_fast_failover`): what it buys after a
 //! leader crash, and what it costs on lossy networks without crashes.
 //!
 //! Run with `cargo bench -p omnipaxos_sim --bench failover` (`FAILOVER_SEEDS=20` for a quick
@@ -79,7 +79,7 @@ fn profiles() -> Vec<Profile> {
 fn sim(nodes: usize, seed: u64, faults: Faults, fast_failover: bool) -> S {
     let mut cfg = SimConfig::new(nodes, seed);
     cfg.faults = faults;
-    cfg.server.fast_failover = fast_failover;
+    cfg.fast_failover = fast_failover;
     let mut s = Sim::new(cfg);
     s.set_replay(format!(
         "cargo bench -p omnipaxos_sim --bench failover (nodes {nodes}, seed {seed}, \

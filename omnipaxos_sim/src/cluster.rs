@@ -162,6 +162,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Leader priority per node (pid `i` gets entry `i - 1`); missing entries mean 0.
     pub priorities: Vec<u32>,
+    /// The election's fast failover (`OmniPaxos::set_fast_failover`), set on every node built
+    /// or restarted.
+    pub fast_failover: bool,
 }
 
 impl SimConfig {
@@ -181,6 +184,7 @@ impl SimConfig {
             flexible_quorum: None,
             faults: Faults::NONE,
             priorities: Vec::new(),
+            fast_failover: true,
         }
     }
 
@@ -405,12 +409,14 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
 
     fn build(&mut self, pid: NodeId, cluster: ClusterConfig) -> OmniPaxos<T, B::S> {
         let storage = self.backend.open(pid);
-        OmniPaxosConfig {
+        let mut op = OmniPaxosConfig {
             cluster_config: cluster,
             server_config: self.server_config(pid),
         }
         .build(storage)
-        .expect("simulator configuration is valid")
+        .expect("simulator configuration is valid");
+        op.set_fast_failover(self.cfg.fast_failover);
+        op
     }
 
     /// Fails the run: panics with the tick, the seed and the command that replays it.

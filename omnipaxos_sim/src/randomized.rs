@@ -352,6 +352,7 @@ where
         flexible_quorum,
         faults,
         priorities,
+        fast_failover: true,
     };
     let mut sim: MemSim<T> = Sim::new(cfg);
     // Sweeps that look for the protocol's own failures behind the applications' may turn the

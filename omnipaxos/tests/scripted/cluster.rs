@@ -222,6 +222,8 @@ fn cluster_config(args: &BTreeMap<&str, &str>) -> Result<ClusterConfig, String> 
 pub(crate) struct Cluster {
     /// Every server's settings but its pid and priority.
     server: ServerConfig,
+    /// `OmniPaxos::set_fast_failover` of every node built.
+    fast_failover: bool,
     priorities: BTreeMap<NodeId, u32>,
     slots: BTreeMap<NodeId, Slot>,
     /// Messages sent and not delivered yet, oldest first.
@@ -263,12 +265,12 @@ impl Cluster {
             flush_batch_tick_timeout: get("flush", 200)?,
             batch_size: get("batch", 1)? as usize,
             buffer_size: get("buffer", 100_000)? as usize,
-            fast_failover: match a.get("fast_failover").copied() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(v) => return Err(format!("fast_failover is on or off, got `{v}`")),
-            },
             ..Default::default()
+        };
+        let fast_failover = match a.get("fast_failover").copied() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => return Err(format!("fast_failover is on or off, got `{v}`")),
         };
         let mut priorities = BTreeMap::new();
         if let Some(p) = a.get("priorities") {
@@ -286,6 +288,7 @@ impl Cluster {
         };
         let mut c = Cluster {
             server,
+            fast_failover,
             priorities,
             slots: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -325,12 +328,14 @@ impl Cluster {
         cluster: ClusterConfig,
         storage: MemoryStorage<V>,
     ) -> Result<Node, String> {
-        OmniPaxosConfig {
+        let mut node = OmniPaxosConfig {
             cluster_config: cluster,
             server_config: self.server_config(pid),
         }
         .build(storage)
-        .map_err(|e| format!("error: {e}"))
+        .map_err(|e| format!("error: {e}"))?;
+        node.set_fast_failover(self.fast_failover);
+        Ok(node)
     }
 
     fn node(&mut self, pid: NodeId) -> Result<&mut Node, String> {
