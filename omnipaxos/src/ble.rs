@@ -128,12 +128,8 @@ pub(crate) struct Ble {
     leader: Ballot,
     happy: bool,
     quorum_connected: bool,
-    round: u32,
-    /// Replies of the current round, at most one per peer.
-    replies: Vec<Reply>,
-    /// The leader was adopted during the current round (from a promise): the round's replies
-    /// say nothing about it yet, so the round cannot justify a takeover.
-    leader_is_new: bool,
+    /// The heartbeat round in progress.
+    rnd: Round,
     /// A ballot above ours that a peer promised (reported by Sequence Paxos); a happy leader
     /// takes a ballot above it at the end of the round unless somebody happily follows it.
     higher_promise: Option<Ballot>,
@@ -141,6 +137,27 @@ pub(crate) struct Ble {
     /// Whether this node may take over. A server that joined a configuration does not until it
     /// knows where the log it continues ends: leading with an empty log would lose it.
     can_lead: bool,
+    /// The fast-failover rules' state (see the module docs).
+    ff: FastFailover,
+}
+
+/// The heartbeat round in progress.
+struct Round {
+    /// Its number (requests and replies carry it).
+    n: u32,
+    /// Replies of this round, at most one per peer.
+    replies: Vec<Reply>,
+    /// The leader was adopted during this round (from a promise): the round's replies say
+    /// nothing about it yet, so the round cannot justify a takeover.
+    leader_is_new: bool,
+}
+
+/// The state of the fast-failover rules: fresh replies when this node loses its leader, and the
+/// confirmation round that follows.
+struct FastFailover {
+    /// Whether the rules are on (`OmniPaxos::set_fast_failover`). Off, `announce_unhappy` and
+    /// `confirm_next` stay false.
+    on: bool,
     /// The current round is a confirmation round: it ends as soon as every node in `expected`
     /// replied and every reply is unhappy. Set only by a round whose evaluation lost the leader,
     /// and cleared by the next round's start, so two short rounds never follow each other.
@@ -154,9 +171,6 @@ pub(crate) struct Ble {
     expected: Vec<NodeId>,
     /// Whether the round that is starting may be a confirmation round (see `confirming`).
     confirm_next: bool,
-    /// Whether the fast-failover rules (fresh replies and the confirmation round) are on
-    /// (`OmniPaxos::set_fast_failover`). Off, `announce_unhappy` and `confirm_next` stay false.
-    fast_failover: bool,
 }
 
 impl Ble {
@@ -183,18 +197,22 @@ impl Ble {
             // Optimistic until the first round is evaluated: at a cold start, peers then defer to
             // the best candidate instead of all taking over at once.
             quorum_connected: true,
-            round: 0,
-            replies: Vec::new(),
-            leader_is_new: false,
+            rnd: Round {
+                n: 0,
+                replies: Vec::new(),
+                leader_is_new: false,
+            },
             higher_promise: None,
             outgoing: Vec::new(),
             can_lead: true,
-            confirming: false,
-            answered: Vec::new(),
-            announce_unhappy: false,
-            expected: Vec::new(),
-            confirm_next: false,
-            fast_failover: true,
+            ff: FastFailover {
+                on: true,
+                confirming: false,
+                answered: Vec::new(),
+                announce_unhappy: false,
+                expected: Vec::new(),
+                confirm_next: false,
+            },
         }
     }
 
@@ -231,7 +249,7 @@ impl Ble {
             // We follow someone else now; a leader we were is no more. The replies of this round
             // predate the new leader, so it gets a round to show it is happy.
             self.happy = false;
-            self.leader_is_new = true;
+            self.rnd.leader_is_new = true;
         }
     }
 
@@ -245,7 +263,7 @@ impl Ble {
     /// A ballot above everything this node has seen, or `None` if `n` is exhausted.
     fn next_ballot(&self, at_least_above: Ballot) -> Option<Ballot> {
         let mut n = self.current.n.max(self.leader.n).max(at_least_above.n);
-        for rep in &self.replies {
+        for rep in &self.rnd.replies {
             n = n.max(rep.r.ballot.n).max(rep.r.leader.n);
         }
         let n = n.checked_add(1)?;
@@ -272,7 +290,7 @@ impl Ble {
 
     /// Turns the fast-failover rules on or off (see the module docs).
     pub(crate) fn set_fast_failover(&mut self, on: bool) {
-        self.fast_failover = on;
+        self.ff.on = on;
     }
 
     /// Takes over at once with a ballot above `promise` (`try_become_leader`).
@@ -293,15 +311,15 @@ impl Ble {
         }
         self.observe_promise(promise);
         // Before the first round there were no requests, so there is nothing to evaluate.
-        let result = if self.round > 0 {
+        let result = if self.rnd.n > 0 {
             self.evaluate(promise)
         } else {
             None
         };
         self.start_round();
-        if std::mem::take(&mut self.announce_unhappy) {
-            for i in 0..self.answered.len() {
-                let (to, round) = self.answered[i];
+        if std::mem::take(&mut self.ff.announce_unhappy) {
+            for i in 0..self.ff.answered.len() {
+                let (to, round) = self.ff.answered[i];
                 self.reply(to, round);
             }
         }
@@ -309,11 +327,11 @@ impl Ble {
     }
 
     fn evaluate(&mut self, promise: Ballot) -> Option<Ballot> {
-        self.quorum_connected = self.quorum.is_connected_quorum(self.replies.len() + 1);
+        self.quorum_connected = self.quorum.is_connected_quorum(self.rnd.replies.len() + 1);
         let old_leader = self.leader;
         // Follow the highest leader that somebody is happy with. A ballot of our own is not
         // adopted: it is from before a crash (we lead only after a takeover of our own).
-        for rep in &self.replies {
+        for rep in &self.rnd.replies {
             if rep.r.happy && rep.r.leader > self.leader && rep.r.leader.pid != self.pid {
                 self.leader = rep.r.leader;
             }
@@ -328,13 +346,19 @@ impl Ble {
         // lost its quorum for a round (which late replies can cause; it may recover by itself).
         let leader_silent = !self.is_leader()
             && self.leader != Ballot::default()
-            && !self.replies.iter().any(|rep| rep.from == self.leader.pid);
-        self.announce_unhappy = self.fast_failover && was_happy && !self.happy && leader_silent;
+            && !self
+                .rnd
+                .replies
+                .iter()
+                .any(|rep| rep.from == self.leader.pid);
+        self.ff.announce_unhappy = self.ff.on && was_happy && !self.happy && leader_silent;
         report_election_round!(self, was_happy, leader_silent);
         // A follower that just lost its leader confirms with a short round (see the module
         // docs), unless this round already was one.
-        self.confirm_next =
-            self.announce_unhappy && !self.confirming && self.can_lead && !self.replies.is_empty();
+        self.ff.confirm_next = self.ff.announce_unhappy
+            && !self.ff.confirming
+            && self.can_lead
+            && !self.rnd.replies.is_empty();
 
         if self.is_leader() && self.happy {
             // A peer is stuck on a promise above our ballot (e.g. it crashed while taking over):
@@ -342,6 +366,7 @@ impl Ble {
             // rejoin.
             if let Some(h) = self.higher_promise.take() {
                 let followed = self
+                    .rnd
                     .replies
                     .iter()
                     .any(|rep| rep.r.happy && rep.r.leader >= h);
@@ -355,15 +380,16 @@ impl Ble {
         }
         self.higher_promise = None;
 
-        let all_unhappy = self.replies.iter().all(|rep| !rep.r.happy);
+        let all_unhappy = self.rnd.replies.iter().all(|rep| !rep.r.happy);
         if !self.happy
             && self.can_lead
             && self.quorum_connected
             && all_unhappy
-            && !self.leader_is_new
+            && !self.rnd.leader_is_new
         {
             let me = (self.priority, self.pid);
             let better_candidate = self
+                .rnd
                 .replies
                 .iter()
                 .any(|rep| rep.r.quorum_connected && (rep.r.ballot.priority, rep.from) > me);
@@ -379,28 +405,30 @@ impl Ble {
     /// Whether this round's replies include our leader saying it is happy.
     fn hears_happy_leader(&self) -> bool {
         let leader = self.leader;
-        self.replies
+        self.rnd
+            .replies
             .iter()
             .any(|rep| rep.from == leader.pid && rep.r.leader == leader && rep.r.happy)
     }
 
     fn start_round(&mut self) {
-        self.leader_is_new = false;
-        self.confirming = std::mem::take(&mut self.confirm_next);
-        self.expected.clear();
-        if self.confirming {
-            self.expected
-                .extend(self.replies.iter().map(|rep| rep.from));
+        self.rnd.leader_is_new = false;
+        self.ff.confirming = std::mem::take(&mut self.ff.confirm_next);
+        self.ff.expected.clear();
+        if self.ff.confirming {
+            self.ff
+                .expected
+                .extend(self.rnd.replies.iter().map(|rep| rep.from));
         }
         if !self.is_leader() {
             // A former leader's ballot takes the priority set while it led.
             self.current.priority = self.priority;
         }
-        self.round = self.round.wrapping_add(1);
-        self.replies.clear();
+        self.rnd.n = self.rnd.n.wrapping_add(1);
+        self.rnd.replies.clear();
         let req = HeartbeatRequest {
             config_id: self.config_id,
-            round: self.round,
+            round: self.rnd.n,
         };
         for &to in &self.peers {
             self.outgoing.push((to, HeartbeatMsg::Request(req)));
@@ -414,19 +442,20 @@ impl Ble {
     /// Whether the current round is a confirmation round that has all the replies it waits for:
     /// the caller then ends the round now ([`Ble::round_end`]) instead of at the timeout.
     pub(crate) fn round_complete_early(&self) -> bool {
-        self.confirming
-            && self.replies.iter().all(|rep| !rep.r.happy)
+        self.ff.confirming
+            && self.rnd.replies.iter().all(|rep| !rep.r.happy)
             && self
+                .ff
                 .expected
                 .iter()
-                .all(|p| self.replies.iter().any(|rep| rep.from == *p))
+                .all(|p| self.rnd.replies.iter().any(|rep| rep.from == *p))
     }
 
     /// Answers `to`'s heartbeat request of `round` with this node's freshest view: happy or
     /// connected at the end of the last round, or already in this round's replies (a healed
     /// leader need not wait a round).
     fn reply(&mut self, to: NodeId, round: u32) {
-        let connected_now = self.quorum.is_connected_quorum(self.replies.len() + 1);
+        let connected_now = self.quorum.is_connected_quorum(self.rnd.replies.len() + 1);
         let happy_now = if self.is_leader() {
             connected_now
         } else {
@@ -450,14 +479,14 @@ impl Ble {
                 if req.config_id != self.config_id {
                     return;
                 }
-                match self.answered.iter_mut().find(|(p, _)| *p == from) {
+                match self.ff.answered.iter_mut().find(|(p, _)| *p == from) {
                     Some(a) => a.1 = req.round,
-                    None => self.answered.push((from, req.round)),
+                    None => self.ff.answered.push((from, req.round)),
                 }
                 self.reply(from, req.round);
             }
             HeartbeatMsg::Reply(r) => {
-                let well_formed = r.round == self.round
+                let well_formed = r.round == self.rnd.n
                     && r.ballot.pid == from
                     && self.valid_ballot(&r.ballot)
                     && self.valid_ballot(&r.leader)
@@ -472,9 +501,9 @@ impl Ble {
                 }
                 if well_formed {
                     // A later reply of the same round is the peer's fresher view.
-                    match self.replies.iter_mut().find(|rep| rep.from == from) {
+                    match self.rnd.replies.iter_mut().find(|rep| rep.from == from) {
                         Some(rep) => rep.r = r,
-                        None => self.replies.push(Reply { from, r }),
+                        None => self.rnd.replies.push(Reply { from, r }),
                     }
                 }
             }

@@ -46,7 +46,7 @@ macro_rules! report_election_round {
             let b = &$ble;
             let (pid, config_id, leader) = (b.pid, b.config_id, b.leader);
             // Servers heard in the round, this one included.
-            let heard = b.replies.len() + 1;
+            let heard = b.rnd.replies.len() + 1;
             if b.is_leader() && $was_happy && !b.happy {
                 report!(WARN, election::quorum_lost; pid, config_id, ballot = leader.n, heard,
                     "this leader did not hear from a quorum in the last election round: it does \
