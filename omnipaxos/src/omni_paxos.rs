@@ -301,6 +301,9 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             ));
             return Err((e, self));
         }
+        // Stopped first (if the decision showed before the role stopped): the appends still
+        // held here come back and are carried over.
+        self.node.hand_over();
         let returned = self.node.take_returned();
         let storage = self.node.into_storage();
         match OmniPaxos::new(cfg, storage) {

@@ -719,14 +719,14 @@ where
         }
         // No append lost silently: each one a node accepted and still holds (it did not crash
         // since) is decided or was handed back. Appends still on their way get a few more resend
-        // timeouts.
+        // timeouts. (The report walks every append: it is looked at every 8 ticks only.)
         let drain_bound = 4 * resend + 2 * election_timeout;
         let _ = sim.run_until_with(
             drain_bound,
             |s| {
                 let _ = s.take_uncertain_appends();
             },
-            |s| s.now() % 8 != 0 || s.append_report().lost.is_empty(),
+            |s| s.now() % 8 == 0 && s.append_report().lost.is_empty(),
         );
         let _ = sim.take_uncertain_appends();
         let appends = sim.append_report();

@@ -404,6 +404,16 @@ fn seeds_that_once_failed() {
     ] {
         run_seed_profile(seed, nodes, TICKS, Profile::Stable);
     }
+    // Seeds of the full profile.
+    for (seed, nodes) in [
+        // The lost-appends check ran before its drain wait (the wait's condition stopped at
+        // once on any tick not a multiple of 8): appends a resync was about to hand back were
+        // reported lost.
+        (217_566, 3),
+        (270_643, 3),
+    ] {
+        run_seed_profile(seed, nodes, TICKS, Profile::Full);
+    }
 }
 
 #[test]

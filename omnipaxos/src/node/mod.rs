@@ -496,6 +496,15 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     pub(crate) fn take_returned(&mut self) -> Vec<ReturnedAppend<T>> {
         self.fwd.take_returned()
     }
+    /// The application moves on to the next configuration (`start_next_config`): our role
+    /// stops now if it has not yet. The stop sign's decision shows once written (a tick writes
+    /// it), but the role stops at the next take of the outgoing messages; moving on before
+    /// that must not lose the appends this node still holds: stopping hands them back.
+    pub(crate) fn hand_over(&mut self) {
+        if self.core.log.stopsign_decided() && !self.role.is_stopped() {
+            self.stop_role();
+        }
+    }
     pub(crate) fn keep_returned(&mut self, r: Vec<ReturnedAppend<T>>) {
         self.fwd.keep_returned(r);
     }
