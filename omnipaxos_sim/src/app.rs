@@ -16,7 +16,11 @@
 //!   a..k"): the entries are gone and the application cannot rebuild its state. The one
 //!   exception is a prefix the application itself let trim: a trim that reached the node when
 //!   its application had applied that far (an application that trims keeps the state of what it
-//!   trimmed, so after a restart it restores it from its own storage).
+//!   trimmed, so after a restart it restores it from its own storage). A server that joined
+//!   after the application trimmed part of the old log may find that part gone, and, when no
+//!   server still holds it, the whole old log it was pulling (its storage starts after it):
+//!   its application restores that state from outside, as the simulator counts it
+//!   ([`crate::Sim`] grants these prefixes).
 //!
 //! `read_decided_suffix` may return `None` while the node reports a migration in progress (the
 //! old log is being pulled); without one, an application behind the decided index must be able

@@ -266,6 +266,9 @@ struct SimNode<T: Entry, S: Storage<T>> {
     incarnation: u64,
     /// The server joined a later configuration on empty storage.
     joined: bool,
+    /// The end of the old log this server (a joiner) pulled, as its migration status told it
+    /// (0: none); kept across crashes.
+    old_log_end: usize,
     /// Reads asked at the node and not answered: read id -> the decided index the read must
     /// see (the highest any node had decided when it was asked). Dropped with the node's
     /// `OmniPaxos` (a crash, the next configuration): the application asks again.
@@ -388,6 +391,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
                 restorable: 0,
                 incarnation: 0,
                 joined: false,
+                old_log_end: 0,
                 reads: BTreeMap::new(),
             });
         }
@@ -774,6 +778,24 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
             .unwrap_or(0);
         let node = &mut self.nodes[idx];
         node.restorable = node.restorable.max(trimmed_without_us);
+        if let Some(m) = node.op.as_ref().and_then(|op| op.get_migration_status()) {
+            node.old_log_end = node.old_log_end.max(m.prefix_end);
+        }
+        // A joiner pulls the old log folded into one snapshot. If the application trimmed part
+        // of that old log before the joiner came (a trim keeps no snapshot) and no server still
+        // holds what it removed, the joiner gives up the whole old log it was pulling: its
+        // storage already starts after it, and a snapshot of the part still held would pass
+        // for the whole log. Its application restores that state from outside, as it must for
+        // the trimmed part anyway (see the reconfiguration chapter of the guide).
+        let old_log_end = node.old_log_end;
+        let old_log_trimmed = self
+            .app_trims
+            .iter()
+            .any(|(members, k)| !members.contains(&pid) && *k > 0 && *k <= old_log_end);
+        let node = &mut self.nodes[idx];
+        if old_log_trimmed {
+            node.restorable = node.restorable.max(old_log_end);
+        }
         let (Some(op), Some(app)) = (node.op.as_ref(), node.app.as_mut()) else {
             return;
         };
@@ -978,6 +1000,7 @@ impl<T: Entry + Tagged + PartialEq, B: Backend<T>> Sim<T, B> {
         self.retire_app(idx);
         self.nodes[idx].app = Some(App::new(cluster.configuration_id, Origin::Joined));
         self.nodes[idx].restorable = 0;
+        self.nodes[idx].old_log_end = 0;
         self.nodes[idx].joined = true;
         self.nodes[idx].cluster = Some(cluster);
         self.nodes[idx].op = Some(op);

@@ -618,27 +618,49 @@ where
         // settled, not just passed by).
         let settle = 2 * election_timeout;
         let mut since: Option<u64> = None;
+        // A reconfiguration the application asked for and that is not decided yet goes on
+        // while healing (the node that holds the proposal forwards it once it has a leader):
+        // the application proposes it again now and then, as it did before, and recovery
+        // includes it. Otherwise it could stop the configuration under the appends below.
+        let asked = pending_config.clone();
         let heal_ticks = sim
             .run_until_with(
                 bound + settle,
                 |s| {
                     s.advance_configurations();
                     let _ = s.take_uncertain_appends();
+                    if let Some((next, metadata)) = &asked {
+                        let done = s.newest_config().configuration_id >= next.configuration_id
+                            || s.pids().any(|p| {
+                                s.node(p)
+                                    .and_then(|o| o.is_reconfigured())
+                                    .is_some_and(|ss| ss.next_config == *next)
+                            });
+                        if !done && s.now() % resend == 0 {
+                            if let Some(l) = s.leader() {
+                                let _ = s.reconfigure_with(l, next.clone(), metadata.clone());
+                            }
+                        }
+                    }
                 },
                 |s| {
                     let members = s.members();
-                    let agreed = s.leader().is_some_and(|l| {
-                        members.iter().all(|&p| {
-                            s.node(p).is_some_and(|o| {
-                                o.get_current_leader().map(|x| x.0) == Some(l)
-                                    && o.get_configuration_id()
-                                        == s.newest_config().configuration_id
-                                    && o.get_migration_status().is_none()
-                            }) && s.decided(p) >= target
-                                && (!s.checks_applications()
-                                    || s.app(p).is_some_and(|a| a.applied() >= target))
-                        })
+                    let reconfigured = asked.as_ref().map_or(true, |(next, _)| {
+                        s.newest_config().configuration_id >= next.configuration_id
                     });
+                    let agreed = reconfigured
+                        && s.leader().is_some_and(|l| {
+                            members.iter().all(|&p| {
+                                s.node(p).is_some_and(|o| {
+                                    o.get_current_leader().map(|x| x.0) == Some(l)
+                                        && o.get_configuration_id()
+                                            == s.newest_config().configuration_id
+                                        && o.get_migration_status().is_none()
+                                }) && s.decided(p) >= target
+                                    && (!s.checks_applications()
+                                        || s.app(p).is_some_and(|a| a.applied() >= target))
+                            })
+                        });
                     match (agreed, since) {
                         (false, _) => {
                             since = None;

@@ -274,7 +274,9 @@ impl<T: Entry> Succession<T> {
             if *trimmed_below > pull.first_missing() && pull.give_ups() >= 3 {
                 // The application trimmed the old log (a trim discards snapshots too) and
                 // nobody, asked again and again, holds what it removed: no snapshot of the
-                // prefix can be made. It stays compacted, as on the servers that trimmed it.
+                // prefix can be made. It stays compacted, as on the servers that trimmed it:
+                // all of it, the part others still hold included (our storage starts at its
+                // end, and a snapshot of that part would pass for the whole log).
                 self.pulling = None;
                 core.log.set_record(|r| r.pending_below = 0);
             }
