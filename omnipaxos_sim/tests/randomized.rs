@@ -404,6 +404,15 @@ fn seeds_that_once_failed() {
     ] {
         run_seed_profile(seed, nodes, TICKS, Profile::Stable);
     }
+    // Found by sweeps of the full profile.
+    for (seed, nodes) in [
+        // Stale reads: a leader of a configuration whose stop sign was already decided (it
+        // restarted on its old storage) answered reads from the stopped log.
+        (254_606, 3),
+        (272_644, 3),
+    ] {
+        run_seed_profile(seed, nodes, TICKS, Profile::Full);
+    }
 }
 
 #[test]
