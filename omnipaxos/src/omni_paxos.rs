@@ -196,7 +196,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// waiting), then tells the index.
     ///
     /// A read is retried with each new leader until it is answered; there is no timeout here:
-    /// give up on your side if you must. After a reconfiguration, ask on the next node.
+    /// give up on your side if you must. After a reconfiguration, ask on the next node: once
+    /// the leader of this configuration holds its stop sign, reads asked here are not answered
+    /// any more (they stay in [`pending_reads`](Self::pending_reads)), since the next
+    /// configuration may already decide entries this log never holds.
     pub fn request_read(&mut self) -> ReadId {
         let _log = self.dispatch.enter();
         self.node.request_read()

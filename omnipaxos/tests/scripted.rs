@@ -80,6 +80,7 @@ scripts! {
     straggler,
     read_index,
     read_ready,
+    read_stopped_config,
     check_quorum,
     crash_restart,
     outsiders,

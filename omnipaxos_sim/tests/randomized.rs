@@ -404,7 +404,7 @@ fn seeds_that_once_failed() {
     ] {
         run_seed_profile(seed, nodes, TICKS, Profile::Stable);
     }
-    // Seeds of the full profile.
+    // Seeds of the full profile (found by sweeps).
     for (seed, nodes) in [
         // The lost-appends check ran before its drain wait (the wait's condition stopped at
         // once on any tick not a multiple of 8): appends a resync was about to hand back were
@@ -418,6 +418,10 @@ fn seeds_that_once_failed() {
         // stopping the configuration under the fresh appends: recovery now includes it.
         (202_634, 3),
         (224_174, 3),
+        // Stale reads: a leader of a configuration whose stop sign was already decided (it
+        // restarted on its old storage) answered reads from the stopped log.
+        (254_606, 3),
+        (272_644, 3),
     ] {
         run_seed_profile(seed, nodes, TICKS, Profile::Full);
     }

@@ -22,6 +22,11 @@
 //!
 //! A read whose leader changes before it answered is asked again from the next leader. The
 //! application decides how long it waits (there is no timeout here).
+//!
+//! **Reconfiguration.** A leader whose log holds a stop sign starts no round: once the stop
+//! sign is decided the next configuration decides entries beyond this log, so no index here
+//! is linearizable any more. Such reads stay pending; the application asks them again on the
+//! node of the next configuration.
 
 use super::{core::Core, role::Role, wire::reads::ReadMsg};
 use crate::{
@@ -173,6 +178,17 @@ impl Reads {
         let Some(l) = role.leader().filter(|l| l.is_accepting()) else {
             return;
         };
+        if core.log.stopsign().is_some() {
+            // The configuration is stopping: once its stop sign is decided (perhaps already,
+            // by an earlier leader), the next configuration decides entries that no index of
+            // this log covers, and no confirmation here can rule them out. The reads stay
+            // pending; the application asks them again on the next configuration's node.
+            // Reads answered by rounds that started before the stop sign reached our log are
+            // sound: it was then not decided in any ballot up to ours (it would be in the log
+            // we adopted or our own), nor in a newer one (see the module docs), so the next
+            // configuration had decided nothing when they were asked.
+            return;
+        }
         let n = l.ballot();
         let number = self.next_round;
         self.next_round += 1;
