@@ -307,6 +307,10 @@ impl Reads {
         core: &mut Core<T, B>,
         role: &Role<T>,
     ) {
+        if self.mine.is_empty() && self.waiting.is_empty() && self.round.is_none() {
+            // No read here or asked of us: nothing to settle (the common case on a write path).
+            return;
+        }
         let leading = role
             .leader()
             .filter(|l| l.is_accepting())
