@@ -205,6 +205,31 @@ impl<T: Entry> Leader<T> {
         origin: Origin,
         seq: u64,
     ) {
+        let straight = core.timing.batch_size <= 1
+            && self.batch.len() == 0
+            && self.pending_stopsign.is_none()
+            && self.is_accepting()
+            && core.log.stopsign().is_none();
+        if straight {
+            // A batch of one, flushed at once (what `flush_batch` would do, without the batch).
+            let idx = core.log.log_end();
+            push_placed_note(
+                &mut core.notes,
+                self.n,
+                origin,
+                PlacedRun {
+                    first_seq: seq,
+                    len: 1,
+                    idx,
+                },
+            );
+            core.log.stage(StorageOp::AppendEntry(entry.clone()));
+            self.tail.push_back(entry);
+            if core.quorum.write_size() <= 1 {
+                self.try_decide(core);
+            }
+            return;
+        }
         self.batch.push(entry, origin, seq);
         if self.batch.len() >= core.timing.batch_size {
             self.flush_batch(core);
