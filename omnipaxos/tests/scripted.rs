@@ -70,6 +70,7 @@ scripts! {
     accept_sync,
     accept_batching,
     forwarding,
+    forwarding_lost_placed,
     returned_appends,
     deposed_leader,
     returned_appends_kept,

@@ -422,6 +422,12 @@ fn seeds_that_once_failed() {
         // restarted on its old storage) answered reads from the stopped log.
         (254_606, 3),
         (272_644, 3),
+        // A follower whose forwarded appends all reached the leader never asked again where
+        // they were placed when the leader's word (a later Placed) was lost: they filled its
+        // buffer and its later appends stayed queued for good.
+        (262_752, 3),
+        (1_205_182, 5),
+        (1_245_851, 5),
     ] {
         run_seed_profile(seed, nodes, TICKS, Profile::Full);
     }

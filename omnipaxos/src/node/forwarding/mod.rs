@@ -334,12 +334,21 @@ impl<T: Entry> Forwarding<T> {
                     .map(|(_, e)| e.clone())
                     .collect();
                 let first = s.entries.iter().find(|(seq, _)| *seq >= s.received);
-                if let Some((first_seq, _)) = first {
+                // All of them reached the leader but some are not known placed: the `Placed`
+                // that said where may have been lost, and the leader sends its placements only
+                // when asked. An empty proposal asks (it is taken as a resend of nothing). Without
+                // it the sent entries would wait forever, and with them, once they fill the
+                // buffer, every later append.
+                let first_seq = match first {
+                    Some((seq, _)) => Some(*seq),
+                    None => (!s.entries.is_empty()).then_some(s.received),
+                };
+                if let Some(first_seq) = first_seq {
                     let msg = Proposals {
                         n: s.n,
                         inc: self.inc,
                         base: s.base,
-                        first_seq: *first_seq,
+                        first_seq,
                         entries: unconfirmed,
                         acked: self.acked,
                     };
