@@ -25,6 +25,11 @@
 //!        handed back as "not decided"
 //! ```
 //!
+//! At every resend timeout a follower sends again what the leader has not said it received,
+//! and, when the leader has everything but some of it is not known placed, an empty proposal
+//! that asks the leader to repeat where it placed them (a lost `Placed` must not leave sent
+//! appends, and the buffer they fill, waiting forever).
+//!
 //! A placed append is decided exactly when a node whose log was accepted in that append's round
 //! decides its index: in one round every log is a prefix of that round's leader's log, where the
 //! leader placed it. A sync of a newer round that keeps our log below the append's index keeps
