@@ -318,8 +318,7 @@ async fn run(opts: Options) -> Result<(), String> {
         .map(|c| c.endpoints())
         .unwrap_or_default();
     let kv_cluster = if with_kv {
-        let me =
-            std::env::current_exe().map_err(|e| format!("cannot locate this program: {e}"))?;
+        let me = std::env::current_exe().map_err(|e| format!("cannot locate this program: {e}"))?;
         let c = ProcessCluster::start(
             &me,
             &dir.path().join("omnipaxos-kv"),
@@ -343,10 +342,7 @@ async fn run(opts: Options) -> Result<(), String> {
     } else {
         None
     };
-    let addrs = kv_cluster
-        .as_ref()
-        .map(|c| c.addrs())
-        .unwrap_or_default();
+    let addrs = kv_cluster.as_ref().map(|c| c.addrs()).unwrap_or_default();
 
     let mut rows = Vec::new();
     for (i, mix) in opts.mixes.iter().enumerate() {
