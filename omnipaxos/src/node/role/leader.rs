@@ -211,23 +211,9 @@ impl<T: Entry> Leader<T> {
             && self.is_accepting()
             && core.log.stopsign().is_none();
         if straight {
-            // A batch of one, flushed at once (what `flush_batch` would do, without the batch).
-            let idx = core.log.log_end();
-            push_placed_note(
-                &mut core.notes,
-                self.n,
-                origin,
-                PlacedRun {
-                    first_seq: seq,
-                    len: 1,
-                    idx,
-                },
-            );
-            core.log.stage(StorageOp::AppendEntry(entry.clone()));
-            self.tail.push_back(entry);
-            if core.quorum.write_size() <= 1 {
-                self.try_decide(core);
-            }
+            // A batch of one, flushed at once: no batch to fill and drain.
+            self.place_one(core, entry, origin, seq);
+            self.decide_if_alone(core);
             return;
         }
         self.batch.push(entry, origin, seq);
@@ -251,6 +237,11 @@ impl<T: Entry> Leader<T> {
         }
         let grew = self.batch.len() > 0;
         if grew {
+            if self.batch.len() == 1 {
+                if let (Some(e), Some(r)) = (self.batch.entries.pop(), self.batch.runs.pop()) {
+                    self.place_one(core, e, r.origin, r.first_seq);
+                }
+            }
             let mut idx = core.log.log_end();
             // Drained, not taken: the batch keeps its memory for the next proposals.
             let batch = &mut self.batch;
@@ -268,14 +259,11 @@ impl<T: Entry> Leader<T> {
                 idx += r.len as usize;
             }
             // One clone of each entry for the storage; the originals move into the tail.
-            if batch.entries.len() == 1 {
-                core.log
-                    .stage(StorageOp::AppendEntry(batch.entries[0].clone()));
-            } else {
+            if !batch.entries.is_empty() {
                 core.log
                     .stage(StorageOp::AppendEntries(batch.entries.clone()));
+                self.tail.extend(batch.entries.drain(..));
             }
-            self.tail.extend(batch.entries.drain(..));
             debug_assert_eq!(
                 self.tail_start + self.tail.len(),
                 core.log.log_end(),
@@ -285,8 +273,34 @@ impl<T: Entry> Leader<T> {
         if let Some(ss) = self.pending_stopsign.take() {
             core.log.stage(StorageOp::SetStopsign(Some(ss)));
             self.try_decide(core);
-        } else if grew && core.quorum.write_size() <= 1 {
-            // Alone a write quorum: appending decides.
+        } else if grew {
+            self.decide_if_alone(core);
+        }
+    }
+
+    /// Puts `entry`, proposal `seq` of `origin`, at the end of our log (staged), and notes where.
+    fn place_one<B: Storage<T>>(
+        &mut self,
+        core: &mut Core<T, B>,
+        entry: T,
+        origin: Origin,
+        seq: u64,
+    ) {
+        let idx = core.log.log_end();
+        let run = PlacedRun {
+            first_seq: seq,
+            len: 1,
+            idx,
+        };
+        push_placed_note(&mut core.notes, self.n, origin, run);
+        // One clone for the storage; the original moves into the tail.
+        core.log.stage(StorageOp::AppendEntry(entry.clone()));
+        self.tail.push_back(entry);
+    }
+
+    /// Alone a write quorum, appending decides.
+    fn decide_if_alone<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if core.quorum.write_size() <= 1 {
             self.try_decide(core);
         }
     }
