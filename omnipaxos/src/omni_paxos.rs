@@ -69,13 +69,17 @@ impl Clock {
 /// messages (any number of messages handled and entries appended) is written to storage in one
 /// [`Storage::write_atomically`], when the messages are taken: handle a burst of messages, then
 /// take the output once, and a backlog costs a few large writes instead of one per message.
+/// A backend whose writes cost next to nothing (`MemoryStorage`) asks instead to be written
+/// after every message it handles ([`Storage::writes_at_once`]): then what a message changed
+/// shows as soon as it is handled (appends still wait for the take).
 ///
 /// **Storage before send, and before sight.** Everything a message depends on (a promise,
 /// accepted entries, a decided index) is written before the message is handed to you, so a
 /// message taken from the node may be sent at once. And everything the getters and reads show
 /// is written: after a crash, rebuilding the node on the same storage
-/// ([`OmniPaxosConfig::build`]) recovers at least what you saw. (So the state you see moves
-/// when you take the outgoing messages, not while you hand messages in.)
+/// ([`OmniPaxosConfig::build`]) recovers at least what you saw. (So with a backend written
+/// once per pass, the state you see moves when you take the outgoing messages, not while you
+/// hand messages in.)
 ///
 /// **Storage failures.** If the storage backend returns an error, the node panics with a message
 /// naming the failed operation: continuing with state that may not be on disk could break

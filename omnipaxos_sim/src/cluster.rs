@@ -47,6 +47,9 @@ impl<T: Entry, S: Storage<T>> Storage<T> for Shared<S> {
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
         self.0.borrow_mut().write_atomically(ops)
     }
+    fn writes_at_once(&self) -> bool {
+        self.0.borrow().writes_at_once()
+    }
     fn write_atomically_with_record(
         &mut self,
         ops: Vec<StorageOp<T>>,
@@ -121,12 +124,27 @@ impl<T: Entry, S: Storage<T>> Storage<T> for Shared<S> {
 /// In-memory storage that survives a simulated crash (every write counts as durable).
 pub struct MemoryBackend<T: Entry> {
     stores: BTreeMap<NodeId, Shared<MemoryStorage<T>>>,
+    /// What the stores answer to `Storage::writes_at_once`.
+    at_once: bool,
 }
 
 impl<T: Entry> Default for MemoryBackend<T> {
+    /// Stores written once per take of the outgoing messages (the timing of a durable backend).
     fn default() -> Self {
         MemoryBackend {
             stores: BTreeMap::new(),
+            at_once: false,
+        }
+    }
+}
+
+impl<T: Entry> MemoryBackend<T> {
+    /// Stores that ask to be written after every input (`true`, as `MemoryStorage` does by
+    /// default) or once per take (`false`).
+    pub fn with_writes_at_once(at_once: bool) -> Self {
+        MemoryBackend {
+            stores: BTreeMap::new(),
+            at_once,
         }
     }
 }
@@ -136,7 +154,10 @@ impl<T: Entry> Backend<T> for MemoryBackend<T> {
     fn open(&mut self, pid: NodeId) -> Self::S {
         self.stores
             .entry(pid)
-            .or_insert_with(|| Shared(Rc::new(RefCell::new(MemoryStorage::default()))))
+            .or_insert_with(|| {
+                let store = MemoryStorage::default().with_writes_at_once(self.at_once);
+                Shared(Rc::new(RefCell::new(store)))
+            })
             .clone()
     }
     fn fresh(&mut self, pid: NodeId) -> Self::S {
@@ -165,6 +186,9 @@ pub struct SimConfig {
     /// The election's fast failover (`OmniPaxos::set_fast_failover`), set on every node built
     /// or restarted.
     pub fast_failover: bool,
+    /// Whether the in-memory stores of [`Sim::new`] ask to be written after every input
+    /// (`Storage::writes_at_once`) rather than once per take of the outgoing messages.
+    pub writes_at_once: bool,
 }
 
 impl SimConfig {
@@ -185,6 +209,7 @@ impl SimConfig {
             faults: Faults::NONE,
             priorities: Vec::new(),
             fast_failover: true,
+            writes_at_once: false,
         }
     }
 
@@ -343,7 +368,8 @@ fn fnv(h: u64, x: u64) -> u64 {
 impl<T: Entry + Tagged + PartialEq> Sim<T, MemoryBackend<T>> {
     /// A cluster on in-memory storage.
     pub fn new(cfg: SimConfig) -> Self {
-        Sim::with_backend(cfg, MemoryBackend::default())
+        let backend = MemoryBackend::with_writes_at_once(cfg.writes_at_once);
+        Sim::with_backend(cfg, backend)
     }
 }
 

@@ -353,6 +353,9 @@ where
         faults,
         priorities,
         fast_failover: true,
+        // Half the seeds write after every input (MemoryStorage's default), half once per take
+        // (a durable backend's timing). A stream of its own: the other choices stay as they were.
+        writes_at_once: Rng::new(seed ^ 0x0A70_0CE5).chance(0.5),
     };
     let mut sim: MemSim<T> = Sim::new(cfg);
     // Sweeps that look for the protocol's own failures behind the applications' may turn the

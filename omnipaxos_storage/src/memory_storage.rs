@@ -23,6 +23,8 @@ pub struct MemoryStorage<T: Entry> {
     stopsign: Option<StopSign>,
     /// The node record (see [`Storage::write_atomically_with_record`]).
     node_record: Option<Vec<u8>>,
+    /// What [`Storage::writes_at_once`] answers.
+    at_once: bool,
 }
 
 impl<T: Entry> Default for MemoryStorage<T> {
@@ -37,7 +39,19 @@ impl<T: Entry> Default for MemoryStorage<T> {
             snapshot: None,
             stopsign: None,
             node_record: None,
+            at_once: true,
         }
+    }
+}
+
+impl<T: Entry> MemoryStorage<T> {
+    /// Sets whether the node writes to this storage after every input (`true`, the default:
+    /// a write to memory costs next to nothing, and what the node shows moves at once) or once
+    /// per take of its outgoing messages (`false`: the timing of a durable backend, e.g. to
+    /// test an application against it). See [`Storage::writes_at_once`].
+    pub fn with_writes_at_once(mut self, at_once: bool) -> Self {
+        self.at_once = at_once;
+        self
     }
 }
 
@@ -123,6 +137,9 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
     }
     fn get_node_record(&self) -> StorageResult<Option<Vec<u8>>> {
         Ok(self.node_record.clone())
+    }
+    fn writes_at_once(&self) -> bool {
+        self.at_once
     }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
         self.reserve(1);

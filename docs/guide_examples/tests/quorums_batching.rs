@@ -88,7 +88,9 @@ fn batching() {
 }
 
 /// A three-server cluster whose batches close only when the application says so (the timer
-/// is set far beyond the tests' length).
+/// is set far beyond the tests' length). Its storage is written once per take of the outgoing
+/// messages, as a durable backend is (`MemoryStorage` would otherwise write after every message
+/// handled), so the examples show the timing of a real deployment.
 fn cluster_without_batch_timer() -> LocalCluster<KeyValue, MemoryStorage<KeyValue>> {
     let cluster = ClusterConfig {
         configuration_id: 1,
@@ -99,7 +101,9 @@ fn cluster_without_batch_timer() -> LocalCluster<KeyValue, MemoryStorage<KeyValu
         let mut config = node_config(&cluster, pid);
         config.server_config.batch_size = 100;
         config.server_config.flush_batch_tick_timeout = 1_000_000;
-        config.build(MemoryStorage::default()).unwrap()
+        config
+            .build(MemoryStorage::default().with_writes_at_once(false))
+            .unwrap()
     }))
 }
 

@@ -108,6 +108,8 @@ pub(crate) struct Log<T: Entry, B: Storage<T>> {
     /// The backend does not store the node record (its trait methods are the defaults): the
     /// record lives in memory only.
     legacy: bool,
+    /// The backend asks for a write after every input (see [`Storage::writes_at_once`]).
+    at_once: bool,
 }
 
 impl<T: Entry, B: Storage<T>> Log<T, B> {
@@ -151,7 +153,9 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
             record,
             record_touched: true,
             legacy: false,
+            at_once: false,
         };
+        log.at_once = log.backend.writes_at_once();
         log.record.incarnation = log.record.incarnation.wrapping_add(1);
         let bytes = log.record.encode();
         match log.backend.write_atomically_with_record(Vec::new(), bytes) {
@@ -169,6 +173,12 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
     /// Whether the backend keeps the node record only in memory (see [`Storage`]).
     pub(crate) fn is_legacy(&self) -> bool {
         self.legacy
+    }
+
+    /// Whether the backend asks for a write after every input (see
+    /// [`Storage::writes_at_once`]).
+    pub(crate) fn writes_at_once(&self) -> bool {
+        self.at_once
     }
 
     // ----- the staged view (what the protocol works with) -----
@@ -321,13 +331,24 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
     }
 
     /// Writes everything staged in one `write_atomically`.
+    #[inline]
     pub(crate) fn flush(&mut self) {
+        // Called several times per input: the common case (nothing staged) stays out of line.
+        if self.ops.is_empty() && !self.record_touched {
+            return;
+        }
+        self.write_staged();
+    }
+
+    fn write_staged(&mut self) {
         let record_changed = self.record_touched && self.record != self.durable_record;
         self.record_touched = record_changed;
         if self.ops.is_empty() && !record_changed {
             return;
         }
-        let ops = std::mem::take(&mut self.ops);
+        // The backend takes the operations; a few slots are ready for the next ones (a write
+        // rarely has more than entries, a decided index and a promise).
+        let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(4));
         self.staged_entries = 0;
         let r = if record_changed && !self.legacy {
             self.backend

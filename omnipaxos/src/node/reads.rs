@@ -302,15 +302,19 @@ impl Reads {
 
     /// After every input: reads whose index this node decided are ready; a leader that stopped
     /// leading drops its rounds (the readers ask the next one).
+    #[inline]
     pub(crate) fn settle<T: Entry, B: Storage<T>>(
         &mut self,
         core: &mut Core<T, B>,
         role: &Role<T>,
     ) {
-        if self.mine.is_empty() && self.waiting.is_empty() && self.round.is_none() {
-            // No read here or asked of us: nothing to settle (the common case on a write path).
-            return;
+        // No read here or asked of us: nothing to settle (the common case on a write path).
+        if !(self.mine.is_empty() && self.waiting.is_empty() && self.round.is_none()) {
+            self.settle_now(core, role);
         }
+    }
+
+    fn settle_now<T: Entry, B: Storage<T>>(&mut self, core: &mut Core<T, B>, role: &Role<T>) {
         let leading = role
             .leader()
             .filter(|l| l.is_accepting())

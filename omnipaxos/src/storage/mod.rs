@@ -170,6 +170,20 @@ pub trait Storage<T: Entry> {
         Ok(None)
     }
 
+    /// Whether the node writes what it staged after every message it handles, instead of once
+    /// per take of its outgoing messages (a tick is written at its end either way).
+    ///
+    /// `false` (the default) suits a backend whose writes cost a sync: everything the node does
+    /// between two takes costs one write, and the state the application sees moves when it
+    /// takes the outgoing messages. `true` suits a backend whose writes cost next to nothing
+    /// (memory): what a message changed shows as soon as it is handled (on the leader, a
+    /// decision can be read right after the `Accepted` that made it), as in 0.2.4. The
+    /// application's own appends are still written with the next take, so a burst of them is
+    /// one write. Either way, nothing that is not written is ever sent or shown.
+    fn writes_at_once(&self) -> bool {
+        false
+    }
+
     /// Appends an entry at the end of the log.
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
         self.write_atomically(vec![StorageOp::AppendEntry(entry)])

@@ -358,7 +358,10 @@ impl<T: Entry> Leader<T> {
         );
         s.decided_known = s.decided_known.max(a.decided_idx);
         s.pending_below = a.pending_below;
-        self.try_decide(core);
+        if a.accepted_idx > core.log.decided_idx() {
+            // Only an accept beyond the decided index can decide more.
+            self.try_decide(core);
+        }
     }
 
     pub(crate) fn handle_resync_req<B: Storage<T>>(
