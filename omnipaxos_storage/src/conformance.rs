@@ -231,6 +231,13 @@ pub fn observe<S: Storage<TestEntry>>(s: &S, first: usize) -> Observed {
 }
 
 /// Whether `s` shows the same state as `model` (all getters, and the stored entries).
+///
+/// The getters show everything but one thing: where an *empty* log starts. After a `Trim`
+/// past the end, a log that is empty from absolute index 3 on and one that is empty from 5
+/// on read the same, yet only the second takes `AppendOnPrefix(5, ..)`. With entries stored,
+/// the first index is seen (by `get_suffix` and `get_entries`). To tell "before" from "after"
+/// a write that only moved the start of an empty log (a crash test deciding which writes a
+/// recovered storage holds), use [`same_state_probed`].
 pub fn same_state<S: Storage<TestEntry>>(s: &S, model: &MemoryStorage<TestEntry>) -> bool {
     let first = model.first_idx();
     observe(s, first) == observe(model, first)
@@ -238,6 +245,28 @@ pub fn same_state<S: Storage<TestEntry>>(s: &S, model: &MemoryStorage<TestEntry>
             || s.get_entries(first - 1, first)
                 .expect("get_entries")
                 .is_empty())
+}
+
+/// [`same_state`], and, when the model's log is empty, whether the log of `s` starts where
+/// the model's does, which the getters cannot show (see [`same_state`]). It finds out with a
+/// write: `AppendOnPrefix(first, [])`, where `first` is the model's first index, fits an
+/// empty log exactly when the log starts at `first`, and then changes nothing (it truncates
+/// nothing and appends nothing); when it does not fit, it is refused and nothing is written.
+/// So `s` ends in the state it had, with at most one more write on record.
+pub fn same_state_probed<S: Storage<TestEntry>>(
+    s: &mut S,
+    model: &MemoryStorage<TestEntry>,
+) -> bool {
+    if !same_state(s, model) {
+        return false;
+    }
+    if model.get_log_len().expect("get_log_len") > 0 {
+        return true;
+    }
+    let first = model.first_idx();
+    s.write_atomically(vec![StorageOp::AppendOnPrefix(first, Vec::new())])
+        .is_ok()
+        && same_state(s, model)
 }
 
 fn write<S: Storage<TestEntry>>(s: &mut S, ops: Vec<StorageOp<TestEntry>>) {

@@ -152,7 +152,12 @@
 //!   to an older state, without error: an empty database (no checkpoint) is refused
 //!   (`StateLost`); an older checkpoint is harmless (the log is rolled forward from it),
 //!   unless it names a generation that was since deleted (`LogTruncated`) or a snapshot it no
-//!   longer has (`Corrupt`).
+//!   longer has (`Corrupt`);
+//! * sled 0.34 refuses to open (corruption) after a crash while it wrote the snapshot of its
+//!   page table, which it does when it opens: it takes the torn, never published
+//!   `db/snap.<lsn>.generating` file for its newest snapshot. When sled reports corruption and
+//!   such files exist, `open` removes them (leaving sled's files as they were before that
+//!   write) and opens sled once more.
 //!
 //! One kind of damage cannot be told from a crash: the log cut back to a group boundary after
 //! the last checkpoint (a crash before those writes committed looks the same). A storage that

@@ -388,8 +388,11 @@ where
             sled::Error::Corruption { .. } => corrupt(&db_path, format!("sled: {e}")),
             e => PersistentStorageError::Database(e),
         };
-        let db = open_sled(&sled_config_for(&config.get_database_options(), &db_path))
-            .map_err(db_err)?;
+        let db = open_sled(
+            &sled_config_for(&config.get_database_options(), &db_path),
+            &db_path,
+        )
+        .map_err(db_err)?;
         let Some(sealed) = db.get(CHECKPOINT_KEY).map_err(db_err)? else {
             return Err(PersistentStorageError::StateLost { path: root });
         };
