@@ -151,7 +151,8 @@ pub struct ServerConfig {
     /// Maximum log entries in one message, and in flight to one follower before it answers.
     /// Not 0.
     pub buffer_size: usize,
-    /// Entries collected before they are replicated together (1: each at once). Not 0.
+    /// Entries collected before they are replicated together. With 1 nothing waits: what was
+    /// appended since the last take of the outgoing messages goes at that take. Not 0.
     pub batch_size: usize,
     /// Ticks after which a partial batch is replicated anyway. Not 0.
     pub flush_batch_tick_timeout: u64,

@@ -85,9 +85,11 @@ impl Clock {
 /// naming the failed operation: continuing with state that may not be on disk could break
 /// safety. Rebuild the node on its storage to recover.
 ///
-/// **Batching.** On the leader, appends are put in the log `batch_size` at a time (default 1:
-/// each at once); a partial batch goes after `flush_batch_tick_timeout` ticks, or at once with
-/// [`flush_batch`](Self::flush_batch). A service that calls `flush_batch` at the end of each
+/// **Batching.** On the leader, appends are put in the log `batch_size` at a time; a partial
+/// batch goes after `flush_batch_tick_timeout` ticks, or at once with
+/// [`flush_batch`](Self::flush_batch). With the default `batch_size` 1 nothing waits: whatever
+/// was appended since the last take goes into the log when the outgoing messages are taken (or
+/// at the end of a tick), in one placement and one write. A service that calls `flush_batch` at the end of each
 /// pass of its event loop batches by load: whatever arrived during one write goes out in the
 /// next, and a lone request goes out at once, with no timer in its way.
 pub struct OmniPaxos<T: Entry, B: Storage<T>> {
@@ -492,7 +494,8 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     }
 
     /// Entries appended here and not in the log yet (in the current batch, or waiting to be
-    /// forwarded).
+    /// forwarded). With `batch_size` 1, a leader's appends count here until the next take of
+    /// the outgoing messages (or the end of a tick) puts them in the log.
     pub fn get_batched_len(&self) -> usize {
         self.node.batched_len()
     }

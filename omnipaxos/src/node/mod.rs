@@ -293,6 +293,8 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// The end of a tick: what it staged is written, so that a node whose application rarely
     /// takes its messages (a single server has none to send) still shows its state.
     pub(crate) fn end_tick(&mut self) {
+        self.role.place_unbatched(&mut self.core);
+        self.route_notes();
         self.core.log.flush();
         self.after_write();
     }
@@ -418,6 +420,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// Hands out the messages that may leave before what is staged is written (see
     /// `OmniPaxos::take_messages_ahead_of_write`); writes nothing.
     pub(crate) fn take_ahead(&mut self, mut f: impl FnMut(NodeId, PaxosMsg<T>)) {
+        self.role.place_unbatched(&mut self.core);
         self.route_notes();
         // Only what `build_ahead` adds: messages queued before may depend on the write.
         let queued = self.core.out.len();
@@ -429,6 +432,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
 
     /// Writes what is staged, then hands out every message to send (`to`, message).
     pub(crate) fn take_outgoing(&mut self, mut f: impl FnMut(NodeId, PaxosMsg<T>)) {
+        self.role.place_unbatched(&mut self.core);
         self.route_notes();
         self.core.log.flush();
         self.role.build_outgoing(&mut self.core);

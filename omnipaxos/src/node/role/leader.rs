@@ -24,6 +24,10 @@ use crate::{
 };
 use std::collections::VecDeque;
 
+/// With `batch_size` 1, proposals beyond this many between two takes go into the log at once:
+/// a bound on the memory a burst can take (as the staged entries have).
+const UNBATCHED_MAX: usize = 1 << 16;
+
 /// Proposals of one origin, numbered `first_seq..first_seq + len`, in a batch.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct BatchRun {
@@ -198,6 +202,11 @@ impl<T: Entry> Leader<T> {
     }
 
     /// Takes a proposal of `origin` (numbered `seq`); a full batch goes into the log.
+    ///
+    /// With `batch_size` 1 (no batching asked for) the proposal goes into the log at the next
+    /// take of the outgoing messages ([`Self::place_unbatched`]), with whatever else was
+    /// proposed since the last one: nothing of it shows or leaves before that take anyway, and
+    /// a burst of proposals then costs one placement instead of one each.
     pub(crate) fn propose<B: Storage<T>>(
         &mut self,
         core: &mut Core<T, B>,
@@ -205,19 +214,21 @@ impl<T: Entry> Leader<T> {
         origin: Origin,
         seq: u64,
     ) {
-        let straight = core.timing.batch_size <= 1
-            && self.batch.len() == 0
-            && self.pending_stopsign.is_none()
-            && self.is_accepting()
-            && core.log.stopsign().is_none();
-        if straight {
-            // A batch of one, flushed at once: no batch to fill and drain.
-            self.place_one(core, entry, origin, seq);
-            self.decide_if_alone(core);
-            return;
-        }
         self.batch.push(entry, origin, seq);
-        if self.batch.len() >= core.timing.batch_size {
+        let full = if core.timing.batch_size <= 1 {
+            self.batch.len() >= UNBATCHED_MAX
+        } else {
+            self.batch.len() >= core.timing.batch_size
+        };
+        if full {
+            self.flush_batch(core);
+        }
+    }
+
+    /// With `batch_size` 1: puts what was proposed since the last take into the log (called
+    /// when the outgoing messages are taken, and at the end of a tick).
+    pub(crate) fn place_unbatched<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if core.timing.batch_size <= 1 && self.batch.len() > 0 {
             self.flush_batch(core);
         }
     }
@@ -231,6 +242,8 @@ impl<T: Entry> Leader<T> {
 
     /// Appends the batch (then a proposed stop sign) to our log. Nothing in the prepare phase:
     /// proposals wait for the adopted log.
+    // Out of line: `propose`, which calls it once per batch, stays small.
+    #[inline(never)]
     pub(crate) fn flush_batch<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
         if !self.is_accepting() || core.log.stopsign().is_some() {
             return;

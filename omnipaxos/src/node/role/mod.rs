@@ -198,6 +198,14 @@ impl<T: Entry> Role<T> {
         }
     }
 
+    /// With `batch_size` 1: a leader puts what was proposed since the last take into its log.
+    #[inline]
+    pub(crate) fn place_unbatched<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        if let Role::Leader(l) = self {
+            l.place_unbatched(core);
+        }
+    }
+
     pub(crate) fn reconnected<B: Storage<T>>(&mut self, core: &mut Core<T, B>, pid: NodeId) {
         match self {
             Role::Leader(l) => l.reconnected(core, pid),
