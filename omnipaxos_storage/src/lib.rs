@@ -72,6 +72,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+mod chunked_log;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod memory_storage;

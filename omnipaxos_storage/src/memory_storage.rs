@@ -1,5 +1,5 @@
 //! An in-memory storage backend.
-use crate::{check_ops, InvalidOpError};
+use crate::{check_ops, chunked_log::ChunkedLog, InvalidOpError};
 use omnipaxos::{
     ballot_leader_election::Ballot,
     storage::{Entry, StopSign, Storage, StorageOp, StorageResult},
@@ -11,8 +11,9 @@ use omnipaxos::{
 /// operation that does not fit the log returns an [`InvalidOpError`] and changes nothing.
 #[derive(Clone, Debug)]
 pub struct MemoryStorage<T: Entry> {
-    /// The stored entries; `log[i]` has absolute index `trimmed_idx + i`.
-    log: Vec<T>,
+    /// The stored entries; position `i` has absolute index `trimmed_idx + i`. In chunks:
+    /// appending never moves what is stored, and a trim drops whole chunks.
+    log: ChunkedLog<T>,
     promise: Option<Ballot>,
     accepted_round: Option<Ballot>,
     decided_idx: usize,
@@ -30,7 +31,7 @@ pub struct MemoryStorage<T: Entry> {
 impl<T: Entry> Default for MemoryStorage<T> {
     fn default() -> Self {
         MemoryStorage {
-            log: Vec::new(),
+            log: ChunkedLog::default(),
             promise: None,
             accepted_round: None,
             decided_idx: 0,
@@ -67,33 +68,14 @@ impl<T: Entry> MemoryStorage<T> {
         self.trimmed_idx + self.log.len()
     }
 
-    /// Makes room for `additional` more entries. The log grows by a quarter at a time rather
-    /// than doubling, so that spare capacity is at most a fifth of what it holds (a doubling
-    /// vector may hold twice the memory its entries need); still amortised O(1) per entry.
-    fn reserve(&mut self, additional: usize) {
-        let need = self.log.len() + additional;
-        let cap = self.log.capacity();
-        if need > cap {
-            let target = need.max(cap + cap / 4).max(16);
-            self.log.reserve_exact(target - self.log.len());
-        }
-    }
-
     /// Applies one operation that [`check_ops`] accepted.
     fn apply(&mut self, op: StorageOp<T>) {
         match op {
-            StorageOp::AppendEntry(e) => {
-                self.reserve(1);
-                self.log.push(e)
-            }
-            StorageOp::AppendEntries(mut v) => {
-                self.reserve(v.len());
-                self.log.append(&mut v)
-            }
-            StorageOp::AppendOnPrefix(from, mut v) => {
+            StorageOp::AppendEntry(e) => self.log.push(e),
+            StorageOp::AppendEntries(v) => self.log.append(v),
+            StorageOp::AppendOnPrefix(from, v) => {
                 self.log.truncate(from - self.trimmed_idx);
-                self.reserve(v.len());
-                self.log.append(&mut v);
+                self.log.append(v);
             }
             StorageOp::SetPromise(b) => self.promise = Some(b),
             StorageOp::SetDecidedIndex(i) => self.decided_idx = i,
@@ -101,8 +83,7 @@ impl<T: Entry> MemoryStorage<T> {
             StorageOp::SetCompactedIdx(i) => self.compacted_idx = i,
             StorageOp::Trim(idx) => {
                 if idx > self.trimmed_idx {
-                    let n = (idx - self.trimmed_idx).min(self.log.len());
-                    self.log.drain(..n);
+                    self.log.drop_front(idx - self.trimmed_idx);
                     self.trimmed_idx = idx;
                 }
             }
@@ -142,13 +123,11 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         self.at_once
     }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
-        self.reserve(1);
         self.log.push(entry);
         Ok(())
     }
-    fn append_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
-        self.reserve(entries.len());
-        self.log.append(&mut entries);
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        self.log.append(entries);
         Ok(())
     }
     fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
@@ -176,7 +155,9 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         if from < self.trimmed_idx || from >= to || to > self.end() {
             return Ok(Vec::new());
         }
-        Ok(self.log[from - self.trimmed_idx..to - self.trimmed_idx].to_vec())
+        Ok(self
+            .log
+            .range_to_vec(from - self.trimmed_idx, to - self.trimmed_idx))
     }
     fn get_log_len(&self) -> StorageResult<usize> {
         Ok(self.log.len())

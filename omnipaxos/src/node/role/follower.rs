@@ -63,6 +63,14 @@ pub(crate) fn standing<T: Entry, B: Storage<T>>(
     n: Ballot,
 ) -> Standing {
     let prom = core.log.promise();
+    if n == prom && n.pid == from {
+        // The common case first: a message of the leader we promised.
+        return if core.log.accepted_round() == n {
+            Standing::Synced
+        } else {
+            Standing::Promised
+        };
+    }
     if n.pid != from {
         Standing::Other
     } else if n < prom {
