@@ -73,6 +73,10 @@ pub(crate) struct Node<T: Entry, B: Storage<T>> {
     reads: Reads,
     /// What the observer reported last (feature `tracing`; see `observe`).
     seen: observe::Seen,
+    /// An input reached the node since its outgoing messages were last taken. Without one a
+    /// take has nothing to write or build (every room acts only on inputs), and returns at once.
+    /// Set by every entry point that settles, ticks or hands over.
+    touched: bool,
 }
 
 impl<T: Entry, B: Storage<T>> Node<T, B> {
@@ -150,6 +154,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
             succ,
             reads: Reads::new(inc, fence),
             seen: observe::Seen::default(),
+            touched: true,
             core,
         };
         if recovered.is_some() {
@@ -250,6 +255,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// next call that settles, or the next take of the outgoing messages (which routes them
     /// first).
     fn settle_append(&mut self, decided_before: usize) {
+        self.touched = true;
         let quiet = self.core.log.decided_idx() == decided_before
             && self.fwd.queued_len() < self.core.timing.batch_size
             && self.core.notes.iter().all(Note::is_placed);
@@ -281,6 +287,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
 
     /// The application asked to take over: the new promise is written (and shows) at once.
     pub(crate) fn take_over(&mut self, b: Ballot) {
+        self.touched = true;
         self.handle_leader(b);
         self.core.log.flush();
     }
@@ -288,11 +295,13 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// One tick.
     pub(crate) fn tick(&mut self) {
         self.core.now += 1;
+        self.touched = true;
     }
 
     /// The end of a tick: what it staged is written, so that a node whose application rarely
     /// takes its messages (a single server has none to send) still shows its state.
     pub(crate) fn end_tick(&mut self) {
+        self.touched = true;
         self.role.place_unbatched(&mut self.core);
         self.route_notes();
         self.core.log.flush();
@@ -364,6 +373,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// Routes the notes the rooms left, and moves the rooms on: appends decided, reads ready,
     /// a configuration that is over stops its role.
     fn settle(&mut self) {
+        self.touched = true;
         // Told by a server of ours that our configuration is over: stop at once, before any
         // room acts on it. (When we decided the stop sign ourselves, the role stops after the
         // messages that tell the others; see `take_outgoing`.)
@@ -420,6 +430,9 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// Hands out the messages that may leave before what is staged is written (see
     /// `OmniPaxos::take_messages_ahead_of_write`); writes nothing.
     pub(crate) fn take_ahead(&mut self, mut f: impl FnMut(NodeId, PaxosMsg<T>)) {
+        if !self.touched {
+            return;
+        }
         self.role.place_unbatched(&mut self.core);
         self.route_notes();
         // Only what `build_ahead` adds: messages queued before may depend on the write.
@@ -432,6 +445,13 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
 
     /// Writes what is staged, then hands out every message to send (`to`, message).
     pub(crate) fn take_outgoing(&mut self, mut f: impl FnMut(NodeId, PaxosMsg<T>)) {
+        if !std::mem::take(&mut self.touched) {
+            debug_assert!(
+                self.core.out.is_empty() && self.core.notes.is_empty(),
+                "output left since the last take without an input"
+            );
+            return;
+        }
         self.role.place_unbatched(&mut self.core);
         self.route_notes();
         self.core.log.flush();
@@ -516,6 +536,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// it), but the role stops at the next take of the outgoing messages; moving on before
     /// that must not lose the appends this node still holds: stopping hands them back.
     pub(crate) fn hand_over(&mut self) {
+        self.touched = true;
         if self.core.log.stopsign_decided() && !self.role.is_stopped() {
             self.stop_role();
         }
