@@ -80,6 +80,7 @@ mod trace;
 
 pub mod ballot_leader_election;
 mod ble;
+mod clock;
 mod config;
 #[cfg(feature = "toml_config")]
 mod config_toml;

@@ -3,6 +3,7 @@
 use crate::{
     ballot_leader_election::Ballot,
     ble::{Ble, HeartbeatMsg},
+    clock::Clock,
     errors::{CompactionErr, ConfigError, ProposeErr},
     messages::{ballot_leader_election::BLEMessage, sequence_paxos::PaxosMessage, Message},
     node::{
@@ -20,33 +21,6 @@ use crate::{
 use std::ops::RangeBounds;
 
 pub use crate::config::{ClusterConfig, OmniPaxosConfig, ServerConfig};
-
-/// Counts ticks and fires every `period` of them.
-struct Clock {
-    period: u64,
-    elapsed: u64,
-}
-
-impl Clock {
-    fn new(period: u64) -> Self {
-        Clock { period, elapsed: 0 }
-    }
-
-    /// Starts a new period now.
-    fn restart(&mut self) {
-        self.elapsed = 0;
-    }
-
-    fn tick(&mut self) -> bool {
-        self.elapsed += 1;
-        if self.elapsed >= self.period {
-            self.elapsed = 0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// One server's node of the replicated log: Sequence Paxos driven by Ballot Leader Election.
 ///
