@@ -50,6 +50,23 @@ impl<T: Clone> ChunkedLog<T> {
         self.len
     }
 
+    /// Checks the invariants (debug builds; after every change).
+    fn check(&self) {
+        if cfg!(debug_assertions) {
+            let n = self.chunks.len();
+            let mut total = 0;
+            for (i, c) in self.chunks.iter().enumerate() {
+                debug_assert!(!c.is_empty(), "an empty chunk is kept");
+                debug_assert!(
+                    i == 0 || i + 1 == n || c.len() == c.capacity(),
+                    "a middle chunk has room"
+                );
+                total += c.len();
+            }
+            debug_assert_eq!(total, self.len, "the chunks do not add up to the length");
+        }
+    }
+
     /// The last chunk, if it has room; else a new one.
     fn tail_with_room(&mut self) -> &mut Vec<T> {
         let full = self.chunks.back().map_or(true, |c| c.len() >= c.capacity());
@@ -63,6 +80,7 @@ impl<T: Clone> ChunkedLog<T> {
     pub(crate) fn push(&mut self, entry: T) {
         self.tail_with_room().push(entry);
         self.len += 1;
+        self.check();
     }
 
     /// Moves every entry of `entries` to the end.
@@ -72,6 +90,7 @@ impl<T: Clone> ChunkedLog<T> {
             if tail.capacity() - tail.len() >= entries.len() {
                 // The common case: they fit in the last chunk (moved in one copy).
                 tail.append(&mut entries);
+                self.check();
                 return;
             }
         }
@@ -81,6 +100,7 @@ impl<T: Clone> ChunkedLog<T> {
             let room = (tail.capacity() - tail.len()).max(1);
             tail.extend(it.by_ref().take(room));
         }
+        self.check();
     }
 
     /// Keeps the first `n` entries.
@@ -99,6 +119,7 @@ impl<T: Clone> ChunkedLog<T> {
                 self.len = n;
             }
         }
+        self.check();
     }
 
     /// Removes the first `n` entries (all of them if there are fewer).
@@ -117,6 +138,7 @@ impl<T: Clone> ChunkedLog<T> {
                 left = 0;
             }
         }
+        self.check();
     }
 
     /// Clones of the entries at `from..to` (positions in this log); `to <= len`.
