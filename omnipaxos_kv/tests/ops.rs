@@ -91,7 +91,7 @@ async fn metrics_endpoint_reports_a_real_cluster() {
     };
     let cluster = ProcessCluster::start(server_bin(), dir.path(), opts).unwrap();
     let _logs = LogsOnFailure(dir.path().to_path_buf());
-    let leader = cluster
+    cluster
         .wait_for_leader(Duration::from_secs(20))
         .await
         .expect("a leader");
@@ -105,25 +105,33 @@ async fn metrics_endpoint_reports_a_real_cluster() {
         c.put(&format!("k{i}"), "v").await.unwrap();
         assert_eq!(c.get(&format!("k{i}")).await.unwrap().as_deref(), Some("v"));
     }
-    // Every server applies the 40 writes (the 40 reads write nothing to the log), and names the
-    // leader. (A leader that heard no quorum in its last heartbeat round, as replies delayed by
-    // a busy machine can make it, names no leader for that round: check-quorum. A scrape in such
-    // a round is taken again.)
+    // Every server applies the 40 writes (the 40 reads write nothing to the log), is connected
+    // to both peers, and names one and the same leader. (A leader that heard no quorum in its
+    // last heartbeat round, as replies delayed by a busy machine can make it, names no leader for
+    // that round: check-quorum; and on a busy machine the leadership may move, from the first
+    // leader seen to another. A scrape in such a moment is taken again.)
     let start = Instant::now();
     let after = loop {
         let after = futures_scrape(&cluster).await;
         let applied = after
             .iter()
             .all(|m| get(m, "omnipaxos_kv_applied_index") >= 40.0);
-        let named = after
+        let named = get(&after[0], "omnipaxos_kv_leader_id");
+        let agreed = named > 0.0
+            && after
+                .iter()
+                .all(|m| get(m, "omnipaxos_kv_leader_id") == named);
+        let connected = after
             .iter()
-            .all(|m| get(m, "omnipaxos_kv_leader_id") == leader as f64);
-        if applied && named {
+            .all(|m| get(m, "omnipaxos_kv_peers_connected") == 2.0);
+        if applied && agreed && connected {
             break after;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "{after:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The leader they agree on (the first one seen, unless the leadership moved since).
+    let leader = get(&after[0], "omnipaxos_kv_leader_id") as NodeId;
     let leaders: Vec<NodeId> = after
         .iter()
         .filter(|m| get(m, "omnipaxos_kv_role{role=\"leader\"}") == 1.0)
