@@ -7,40 +7,16 @@
 //! appends its node held (the forwarding contract: an append that returned `Ok` is decided or
 //! handed back), not lose them with the old node.
 
+mod common;
+
+use common::{cluster_config, server, Node, V};
 use omnipaxos::{
     messages::Message,
-    storage::{Entry, NoSnapshot},
     util::{AppendOutcome, NodeId},
-    ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
+    OmniPaxosConfig,
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::collections::BTreeMap;
-
-#[derive(Clone, Debug, PartialEq)]
-struct V(u64);
-
-impl Entry for V {
-    type Snapshot = NoSnapshot;
-}
-
-type Node = OmniPaxos<V, MemoryStorage<V>>;
-
-fn server(pid: NodeId) -> ServerConfig {
-    ServerConfig {
-        pid,
-        election_tick_timeout: 5,
-        resend_message_tick_timeout: 10,
-        ..Default::default()
-    }
-}
-
-fn cluster_config(id: u32) -> ClusterConfig {
-    ClusterConfig {
-        configuration_id: id,
-        nodes: vec![1, 2, 3],
-        ..Default::default()
-    }
-}
 
 /// Moves messages among `nodes` until none is left; messages to `held` are kept aside in
 /// `held_msgs` (handed to it later), and `held` itself sends nothing.

@@ -6,41 +6,22 @@
 //! `with_writes_at_once(false)`) is written once per take: the decision shows after the take.
 //! Either way the application's appends wait for the take, and nothing unwritten is sent.
 
+mod common;
+
+use common::{cluster_config, server, Node, V};
 use omnipaxos::{
-    messages::Message,
-    storage::{Entry, NoSnapshot, Storage},
-    util::{LogEntry, NodeId},
-    ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
+    messages::Message, storage::Storage, util::LogEntry, util::NodeId, OmniPaxosConfig,
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, PartialEq)]
-struct V(u64);
-
-impl Entry for V {
-    type Snapshot = NoSnapshot;
-}
-
-type Node = OmniPaxos<V, MemoryStorage<V>>;
-
 fn cluster(at_once: bool) -> BTreeMap<NodeId, Node> {
-    let cluster = ClusterConfig {
-        configuration_id: 1,
-        nodes: vec![1, 2, 3],
-        ..Default::default()
-    };
     let mut nodes: BTreeMap<NodeId, Node> = [1, 2, 3]
         .into_iter()
         .map(|pid| {
             let cfg = OmniPaxosConfig {
-                cluster_config: cluster.clone(),
-                server_config: ServerConfig {
-                    pid,
-                    election_tick_timeout: 5,
-                    resend_message_tick_timeout: 10,
-                    ..Default::default()
-                },
+                cluster_config: cluster_config(1),
+                server_config: server(pid),
             };
             let storage = MemoryStorage::default().with_writes_at_once(at_once);
             assert_eq!(storage.writes_at_once(), at_once);
@@ -181,4 +162,34 @@ fn a_follower_shows_what_an_accept_decided_when_its_storage_is_written() {
     let (before, after, base) = follower_sees(false);
     assert_eq!(before, (base, base + 1), "per take: not before the take");
     assert_eq!(after, (base + 1, base + 2));
+}
+
+#[test]
+fn with_batch_size_one_appends_go_into_the_log_together_at_the_take() {
+    let mut nodes = cluster(true);
+    let l = leader(&nodes).unwrap();
+    let base = nodes[&l].get_accepted_idx();
+    let n = nodes.get_mut(&l).unwrap();
+    for i in 0..3 {
+        n.append(V(100 + i)).unwrap();
+    }
+    // Nothing leaves or shows before the take: the appends wait together.
+    assert_eq!(n.get_batched_len(), 3);
+    assert_eq!(n.get_accepted_idx(), base);
+    let mut out = Vec::new();
+    n.take_outgoing_messages(&mut out);
+    // At the take they are placed and written at once, and each follower gets one message.
+    assert_eq!(n.get_batched_len(), 0);
+    assert_eq!(n.get_accepted_idx(), base + 3);
+    for f in [1, 2, 3].into_iter().filter(|p| *p != l) {
+        assert_eq!(out.iter().filter(|m| m.get_receiver() == f).count(), 1);
+    }
+    for m in out {
+        let to = m.get_receiver();
+        nodes.get_mut(&to).unwrap().handle_incoming(m);
+    }
+    settle(&mut nodes);
+    for node in nodes.values() {
+        assert_eq!(node.get_decided_idx(), base + 3);
+    }
 }

@@ -131,16 +131,13 @@ pub struct MemoryBackend<T: Entry> {
 impl<T: Entry> Default for MemoryBackend<T> {
     /// Stores written once per take of the outgoing messages (the timing of a durable backend).
     fn default() -> Self {
-        MemoryBackend {
-            stores: BTreeMap::new(),
-            at_once: false,
-        }
+        Self::with_writes_at_once(false)
     }
 }
 
 impl<T: Entry> MemoryBackend<T> {
-    /// Stores that ask to be written after every input (`true`, as `MemoryStorage` does by
-    /// default) or once per take (`false`).
+    /// Stores that ask to be written after every message handled (`true`, as `MemoryStorage`
+    /// does by default) or once per take (`false`).
     pub fn with_writes_at_once(at_once: bool) -> Self {
         MemoryBackend {
             stores: BTreeMap::new(),

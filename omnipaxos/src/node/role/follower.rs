@@ -63,26 +63,21 @@ pub(crate) fn standing<T: Entry, B: Storage<T>>(
     n: Ballot,
 ) -> Standing {
     let prom = core.log.promise();
-    if n == prom && n.pid == from {
-        // The common case first: a message of the leader we promised.
-        return if core.log.accepted_round() == n {
+    if n.pid != from {
+        Standing::Other
+    } else if n == prom {
+        // The common case (a message of the leader we promised) is decided by equality alone.
+        if core.log.accepted_round() == n {
             Standing::Synced
         } else {
             Standing::Promised
-        };
-    }
-    if n.pid != from {
-        Standing::Other
+        }
     } else if n < prom {
         core.send(from, RoleMsg::NotAccepted(NotAccepted { n, n_prom: prom }));
         Standing::Other
-    } else if n > prom {
+    } else {
         core.send(from, RoleMsg::PrepareReq(PrepareReq { n, n_prom: prom }));
         Standing::Other
-    } else if core.log.accepted_round() == n {
-        Standing::Synced
-    } else {
-        Standing::Promised
     }
 }
 
