@@ -143,6 +143,7 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
         };
         // A backend whose decided index runs past its log cannot be trusted beyond its log.
         state.decided_idx = state.decided_idx.min(state.accepted_idx());
+        let at_once = backend.writes_at_once();
         let mut log = Log {
             backend,
             durable: state.clone(),
@@ -153,9 +154,8 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
             record,
             record_touched: true,
             legacy: false,
-            at_once: false,
+            at_once,
         };
-        log.at_once = log.backend.writes_at_once();
         log.record.incarnation = log.record.incarnation.wrapping_add(1);
         let bytes = log.record.encode();
         match log.backend.write_atomically_with_record(Vec::new(), bytes) {

@@ -301,7 +301,7 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
     /// The end of a tick: what it staged is written, so that a node whose application rarely
     /// takes its messages (a single server has none to send) still shows its state.
     pub(crate) fn end_tick(&mut self) {
-        self.touched = true;
+        // (`tick`, which comes first, marked the node.)
         self.role.place_unbatched(&mut self.core);
         self.route_notes();
         self.core.log.flush();

@@ -242,8 +242,6 @@ impl<T: Entry> Leader<T> {
 
     /// Appends the batch (then a proposed stop sign) to our log. Nothing in the prepare phase:
     /// proposals wait for the adopted log.
-    // Out of line: `propose`, which calls it once per batch, stays small.
-    #[inline(never)]
     pub(crate) fn flush_batch<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
         if !self.is_accepting() || core.log.stopsign().is_some() {
             return;
