@@ -139,6 +139,10 @@ pub(crate) struct Ble {
     can_lead: bool,
     /// The fast-failover rules' state (see the module docs).
     ff: FastFailover,
+    /// Per peer, the newest of our rounds it answered; a peer missing here never answered. An
+    /// answer after a round of ours that got none means the link was down one way or both (an
+    /// answer needs both), and what was sent meanwhile may be lost.
+    last_reply: Vec<(NodeId, u32)>,
 }
 
 /// The heartbeat round in progress.
@@ -213,6 +217,7 @@ impl Ble {
                 expected: Vec::new(),
                 confirm_next: false,
             },
+            last_reply: Vec::new(),
         }
     }
 
@@ -472,12 +477,16 @@ impl Ble {
         self.outgoing.push((to, HeartbeatMsg::Reply(reply)));
     }
 
-    /// Handles a heartbeat message from `from` (already checked to be a peer).
-    pub(crate) fn handle(&mut self, from: NodeId, m: HeartbeatMsg) {
+    /// Handles a heartbeat message from `from` (already checked to be a peer). Returns whether
+    /// it is a reply after at least one whole round without any reply of `from`: the link to it
+    /// is back, and the caller repairs what it may have lost (as after
+    /// [`crate::OmniPaxos::reconnected`]).
+    pub(crate) fn handle(&mut self, from: NodeId, m: HeartbeatMsg) -> bool {
+        let mut link_restored = false;
         match m {
             HeartbeatMsg::Request(req) => {
                 if req.config_id != self.config_id {
-                    return;
+                    return false;
                 }
                 match self.ff.answered.iter_mut().find(|(p, _)| *p == from) {
                     Some(a) => a.1 = req.round,
@@ -486,6 +495,7 @@ impl Ble {
                 self.reply(from, req.round);
             }
             HeartbeatMsg::Reply(r) => {
+                link_restored = self.note_reply(from, r.round);
                 let well_formed = r.round == self.rnd.n
                     && r.ballot.pid == from
                     && self.valid_ballot(&r.ballot)
@@ -506,6 +516,32 @@ impl Ble {
                         None => self.rnd.replies.push(Reply { from, r }),
                     }
                 }
+            }
+        }
+        link_restored
+    }
+
+    /// Records that `from` answered our request of `round`; whether a round of ours before it,
+    /// after the last one it answered, got no answer (never for a peer that never answered: at
+    /// a start nothing was lost). A late reply still counts for its round, and a repeated
+    /// answer to an old request (a fast-failover notice) proves nothing about the link now.
+    fn note_reply(&mut self, from: NodeId, round: u32) -> bool {
+        if round.wrapping_sub(self.rnd.n) < u32::MAX / 2 && round != self.rnd.n {
+            // From a round we did not start: not an answer to us.
+            return false;
+        }
+        match self.last_reply.iter_mut().find(|(p, _)| *p == from) {
+            Some((_, at)) => {
+                let ahead = round.wrapping_sub(*at);
+                if ahead == 0 || ahead >= u32::MAX / 2 {
+                    return false;
+                }
+                *at = round;
+                ahead >= 2
+            }
+            None => {
+                self.last_reply.push((from, round));
+                false
             }
         }
     }

@@ -340,7 +340,11 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
                 }
                 if b.from != self.node.pid() && self.node.is_peer(b.from) && !self.node.is_sealed()
                 {
-                    self.ble.handle(b.from, b.msg);
+                    if self.ble.handle(b.from, b.msg) {
+                        // The link to this peer was down for a round or more: what was sent to
+                        // it meanwhile may be lost, so a leader repairs as after a reconnect.
+                        self.node.link_restored(b.from);
+                    }
                     if self.ble.round_complete_early() {
                         // A confirmation round has its replies: end it now, and give the next
                         // round a full timeout.

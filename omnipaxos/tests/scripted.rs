@@ -71,6 +71,7 @@ scripts! {
     accept_batching,
     forwarding,
     forwarding_lost_placed,
+    link_restored,
     returned_appends,
     deposed_leader,
     returned_appends_kept,

@@ -428,6 +428,11 @@ fn seeds_that_once_failed() {
         (262_752, 3),
         (1_205_182, 5),
         (1_245_851, 5),
+        // The link from the leader to both followers was down one way while it kept the
+        // lead: the entries it streamed meanwhile were lost, its flow-control window filled,
+        // and after the heal nothing was sent until its resend timeout. A heartbeat reply
+        // after a silent round now restarts the stream at once.
+        (724_962, 3),
     ] {
         run_seed_profile(seed, nodes, TICKS, Profile::Full);
     }

@@ -340,6 +340,17 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         }
     }
 
+    /// The leader election heard `pid` again after a round in which it did not: the link was
+    /// down and what was sent meanwhile may be lost. A leader streams to it again from what it
+    /// confirmed. (Only the leader acts: the follower sees the same silence, and its
+    /// `ResyncReq` would make the leader send the same sync twice.)
+    pub(crate) fn link_restored(&mut self, pid: NodeId) {
+        if self.core.is_peer(pid) && self.role.leader().is_some() {
+            self.role.reconnected(&mut self.core, pid);
+            self.settle();
+        }
+    }
+
     pub(crate) fn fail_recovery(&mut self) {
         self.role.recover(&mut self.core);
         self.settle();
