@@ -463,11 +463,12 @@ fn a_lost_quorum_a_silent_leader_and_the_next_leader_are_reported() {
         let down = at_old("stepped_down");
         assert_eq!(down.len(), 1, "{down:?}");
         assert_eq!(down[0].num("ballot"), old_ballot);
-        // It steps down as soon as its election follows the higher ballot, before the new
-        // leader's prepare reaches it: its promise is still its own ballot then.
+        // It steps down on the new leader's prepare: the new leader hears it again after the
+        // heal (a heartbeat reply after silent rounds) and prepares it at once, before the old
+        // leader's own election ends a round. Its promise is the new ballot then.
         assert_eq!(
             (down[0].num("promise"), down[0].num("promised_to")),
-            (old_ballot, old)
+            (new_ballot, new)
         );
         assert_eq!(down[0].get("stopped"), "false");
         let follows = at_old("following");

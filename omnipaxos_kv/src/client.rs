@@ -137,7 +137,7 @@ async fn open(
             }
             None => Box::new(tcp),
         };
-        let (mut reader, mut writer) = tokio::io::split(stream);
+        let (mut reader, mut writer) = crate::net::split(stream);
         write_frame(&mut writer, hello)
             .await
             .map_err(|e| format!("{addr}: {e}"))?;

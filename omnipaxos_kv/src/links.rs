@@ -206,7 +206,7 @@ async fn handle_incoming(tcp: TcpStream, shared: Arc<Shared>) -> Result<(), Fram
     let _ = tcp.set_nodelay(true);
     let handshake = async {
         let (stream, auth) = secure(tcp, &shared).await?;
-        let (mut reader, writer) = tokio::io::split(stream);
+        let (mut reader, writer) = crate::net::split(stream);
         let hello: Hello = read_frame(&mut reader).await?;
         Ok::<_, FrameError>((reader, writer, auth, hello))
     };
@@ -378,7 +378,7 @@ async fn connect_once(peer: NodeId, addr: &str, shared: &Shared) -> Result<(), F
         }
         None => Box::new(tcp),
     };
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, mut writer) = crate::net::split(stream);
     write_frame(
         &mut writer,
         &Hello::Server {

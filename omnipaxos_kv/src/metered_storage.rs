@@ -84,6 +84,11 @@ impl<T: Entry, S: Storage<T>> Storage<T> for MeteredStorage<S> {
         self.timed(synced, entries, |s| s.write_atomically(ops))
     }
 
+    fn write_atomically_draining(&mut self, ops: &mut Vec<StorageOp<T>>) -> StorageResult<()> {
+        let (synced, entries) = self.count(ops);
+        self.timed(synced, entries, |s| s.write_atomically_draining(ops))
+    }
+
     fn write_atomically_with_record(
         &mut self,
         ops: Vec<StorageOp<T>>,

@@ -20,10 +20,20 @@ pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
 /// A connection's stream, whatever its transport.
 pub type BoxStream = Box<dyn AsyncStream>;
-/// The reading half of a [`BoxStream`].
-pub type StreamReader = tokio::io::ReadHalf<BoxStream>;
-/// The writing half of a [`BoxStream`].
+/// The reading half of a [`BoxStream`], buffered: a frame's length prefix and body, and the
+/// frames that arrived with them, come in one read from the socket instead of two per frame.
+pub type StreamReader = tokio::io::BufReader<tokio::io::ReadHalf<BoxStream>>;
+/// The writing half of a [`BoxStream`] (writers batch their frames themselves).
 pub type StreamWriter = tokio::io::WriteHalf<BoxStream>;
+
+/// Bytes a [`StreamReader`] reads from the socket at once at most.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Splits a connection's stream into its buffered reading half and its writing half.
+pub fn split(stream: BoxStream) -> (StreamReader, StreamWriter) {
+    let (r, w) = tokio::io::split(stream);
+    (tokio::io::BufReader::with_capacity(READ_BUFFER, r), w)
+}
 
 /// Largest frame accepted or sent on a client connection and in a handshake (bytes of
 /// bincode after the length prefix).

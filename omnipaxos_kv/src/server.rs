@@ -12,8 +12,10 @@
 //! 3. handles the client events (cheap: appends), then peer events until the pass has spent
 //!    [`PEER_PASS_BUDGET`] (the rest waits for the next pass, in order);
 //! 4. ends the pass (`State::end_pass`): closes the node's batch (what arrived during the
-//!    pass goes into one write), hands the node's outgoing messages to the connections (the
-//!    node writes what they depend on first: one write per pass), applies what was decided
+//!    pass goes into one write), hands the node's outgoing messages to the connections (a
+//!    leader's accepts of new entries first, before its own write, so that the followers'
+//!    writes overlap it; then the rest, after the node wrote what they depend on: one write
+//!    per pass), applies what was decided
 //!    (answering the clients this server coordinates), answers the reads that are ready, and
 //!    publishes a snapshot of its state for status requests and metrics.
 //!
@@ -646,8 +648,17 @@ impl State {
         }
     }
 
+    /// Sends the node's messages: first the accepts that may leave before this node's own
+    /// write (a leader's new entries: the followers' writes then overlap ours), then, once the
+    /// node wrote what they depend on, the rest.
     fn flush(&mut self) {
+        self.node.take_messages_ahead_of_write(&mut self.outgoing);
+        self.send_outgoing();
         self.node.take_outgoing_messages(&mut self.outgoing);
+        self.send_outgoing();
+    }
+
+    fn send_outgoing(&mut self) {
         for msg in self.outgoing.drain(..) {
             let to = msg.get_receiver();
             if let Some((_, sender)) = self.peers.get(&to).and_then(|c| c.last()) {

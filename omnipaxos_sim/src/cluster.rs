@@ -47,6 +47,9 @@ impl<T: Entry, S: Storage<T>> Storage<T> for Shared<S> {
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
         self.0.borrow_mut().write_atomically(ops)
     }
+    fn write_atomically_draining(&mut self, ops: &mut Vec<StorageOp<T>>) -> StorageResult<()> {
+        self.0.borrow_mut().write_atomically_draining(ops)
+    }
     fn writes_at_once(&self) -> bool {
         self.0.borrow().writes_at_once()
     }

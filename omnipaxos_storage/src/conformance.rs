@@ -291,6 +291,7 @@ pub fn run_all<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
     snapshot(b);
     write_atomically_applies_in_order(b);
     write_atomically_all_or_nothing(b);
+    write_atomically_draining(b);
     get_entries_empty_for_partially_missing_ranges(b);
     large_reads(b);
     node_record_fresh_is_none(b);
@@ -596,6 +597,49 @@ pub fn write_atomically_all_or_nothing<S: Storage<TestEntry>>(b: &mut Backend<'_
     s.append_entry(entry(5))
         .expect("append_entry after a failed batch");
     assert_eq!(s.get_entries(4, 6).expect("get_entries"), entries(4..6));
+}
+
+/// `write_atomically_draining` writes like `write_atomically` (in order, all or nothing) and
+/// always returns with the vector empty, so that the caller can reuse it.
+pub fn write_atomically_draining<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
+    let mut s = b.fresh();
+    let mut m = MemoryStorage::default();
+    let mut ops = vec![
+        StorageOp::AppendEntries(entries(0..5)),
+        StorageOp::AppendOnPrefix(3, entries(10..12)),
+        StorageOp::SetPromise(ballot(2)),
+        StorageOp::SetDecidedIndex(2),
+    ];
+    m.write_atomically(clone_ops(&ops)).expect("model");
+    s.write_atomically_draining(&mut ops)
+        .expect("write_atomically_draining");
+    assert!(ops.is_empty(), "write_atomically_draining left operations");
+    // The same vector again, for the next batch.
+    ops.push(StorageOp::AppendEntry(entry(20)));
+    ops.push(StorageOp::SetAcceptedRound(ballot(2)));
+    m.write_atomically(clone_ops(&ops)).expect("model");
+    s.write_atomically_draining(&mut ops)
+        .expect("write_atomically_draining, reused vector");
+    assert!(ops.is_empty(), "write_atomically_draining left operations");
+    // A batch that fails applies nothing and still leaves the vector empty.
+    ops.push(StorageOp::AppendEntry(entry(30)));
+    ops.push(StorageOp::AppendOnPrefix(100, entries(40..41)));
+    assert!(
+        s.write_atomically_draining(&mut ops).is_err(),
+        "write_atomically_draining: AppendOnPrefix past the end must fail"
+    );
+    assert!(
+        ops.is_empty(),
+        "a failed write_atomically_draining left operations"
+    );
+    assert!(
+        same_state(&s, &m),
+        "write_atomically_draining: {:?} != {:?}",
+        observe(&s, 0),
+        observe(&m, 0)
+    );
+    s = b.reopen(s);
+    assert!(same_state(&s, &m), "after reopen: {:?}", observe(&s, 0));
 }
 
 /// `get_entries(from, to)` is empty if any of `from..to` is not stored, and for empty ranges.

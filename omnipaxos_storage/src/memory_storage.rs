@@ -99,11 +99,26 @@ impl<T: Entry> MemoryStorage<T> {
         }
         Ok(())
     }
+
+    /// [`Self::apply_all`], leaving `ops` empty with its allocation.
+    fn apply_draining(&mut self, ops: &mut Vec<StorageOp<T>>) -> Result<(), InvalidOpError> {
+        if let Err(e) = check_ops(self.trimmed_idx, self.end(), ops) {
+            ops.clear();
+            return Err(e);
+        }
+        for op in ops.drain(..) {
+            self.apply(op);
+        }
+        Ok(())
+    }
 }
 
 impl<T: Entry> Storage<T> for MemoryStorage<T> {
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
         Ok(self.apply_all(ops)?)
+    }
+    fn write_atomically_draining(&mut self, ops: &mut Vec<StorageOp<T>>) -> StorageResult<()> {
+        Ok(self.apply_draining(ops)?)
     }
     fn write_atomically_with_record(
         &mut self,

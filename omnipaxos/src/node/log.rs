@@ -346,16 +346,18 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
         if self.ops.is_empty() && !record_changed {
             return;
         }
-        // The backend takes the operations; a few slots are ready for the next ones (a write
-        // rarely has more than entries, a decided index and a promise).
-        let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(4));
         self.staged_entries = 0;
         let r = if record_changed && !self.legacy {
+            // The backend takes the operations; a few slots are ready for the next ones (a
+            // write rarely has more than entries, a decided index and a promise).
+            let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(4));
             self.backend
                 .write_atomically_with_record(ops, self.record.encode())
         } else {
-            self.backend.write_atomically(ops)
+            // The vector comes back empty, with its allocation if the backend kept it.
+            self.backend.write_atomically_draining(&mut self.ops)
         };
+        debug_assert!(self.ops.is_empty(), "the backend left operations unwritten");
         expect_storage(r, "write_atomically");
         self.durable = self.staged.clone();
         if record_changed {

@@ -149,6 +149,19 @@ pub trait Storage<T: Entry> {
     /// before the call (also after a crash in the middle of it).
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()>;
 
+    /// [`write_atomically`](Self::write_atomically) that leaves the vector to the caller:
+    /// applies all of `ops` in order or none of them, and returns with `ops` empty (whatever
+    /// the result) but keeping its allocation, which the node reuses for its next write.
+    ///
+    /// The node writes its operations through this method (those that come with a new node
+    /// record go through [`write_atomically_with_record`](Self::write_atomically_with_record)).
+    /// The default takes the vector and calls `write_atomically`, so a backend need not
+    /// implement it; a backend whose writes cost next to nothing (memory) overrides it to
+    /// spare an allocation per write.
+    fn write_atomically_draining(&mut self, ops: &mut Vec<StorageOp<T>>) -> StorageResult<()> {
+        self.write_atomically(std::mem::take(ops))
+    }
+
     /// Applies all `ops` in order and then replaces the node record with `record`, all or
     /// nothing (like [`write_atomically`](Self::write_atomically)).
     ///
