@@ -15,9 +15,10 @@ use std::time::Instant;
 pub struct MeteredStorage<S> {
     inner: S,
     metrics: Arc<StorageMetrics>,
-    /// Whether every write of the inner backend is synced (e.g. `Durability::Immediate`).
-    /// Otherwise only writes that change the promise or the accepted round count as synced,
-    /// which is what `PersistentStorage` with `Durability::Deferred` does.
+    /// Whether the inner backend syncs its writes (e.g. `Durability::Immediate`: all but those
+    /// that only set the decided index). Otherwise only writes that change the promise or the
+    /// accepted round count as synced, which is what `PersistentStorage` with
+    /// `Durability::Deferred` does.
     sync_all: bool,
 }
 
@@ -36,8 +37,12 @@ impl<S> MeteredStorage<S> {
         &self.inner
     }
 
+    /// Whether a write of `ops` is synced, and the entries it writes. A write that only sets
+    /// the decided index is not synced on its own (see `Durability::Immediate`; the rare one
+    /// that decides a stop sign is, and is counted as not).
     fn count<T: Entry>(&self, ops: &[StorageOp<T>]) -> (bool, u64) {
-        let mut synced = self.sync_all;
+        let mut guarded = false;
+        let mut only_decided = true;
         let mut entries = 0u64;
         for op in ops {
             match op {
@@ -45,11 +50,13 @@ impl<S> MeteredStorage<S> {
                 StorageOp::AppendEntries(v) | StorageOp::AppendOnPrefix(_, v) => {
                     entries += v.len() as u64
                 }
-                StorageOp::SetPromise(_) | StorageOp::SetAcceptedRound(_) => synced = true,
+                StorageOp::SetPromise(_) | StorageOp::SetAcceptedRound(_) => guarded = true,
+                StorageOp::SetDecidedIndex(_) => continue,
                 _ => {}
             }
+            only_decided = false;
         }
-        (synced, entries)
+        (guarded || (self.sync_all && !only_decided), entries)
     }
 
     fn timed<R>(
@@ -124,8 +131,8 @@ impl<T: Entry, S: Storage<T>> Storage<T> for MeteredStorage<S> {
     }
 
     fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
-        let sync = self.sync_all;
-        self.timed(sync, 0, |s| s.set_decided_idx(ld))
+        // Synced with the next write (see `count`).
+        self.timed(false, 0, |s| s.set_decided_idx(ld))
     }
 
     fn get_decided_idx(&self) -> StorageResult<usize> {

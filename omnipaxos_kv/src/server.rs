@@ -95,8 +95,7 @@ pub fn serve_from_env() -> i32 {
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -317,6 +316,11 @@ async fn run(settings: ServerSettings) -> Result<(), ServerError> {
             }
         }
         peer_events = rest.collect();
+        if state.send_ahead() {
+            // Let the connection tasks put those accepts on the wire before this thread
+            // blocks in the write (on a one-thread runtime they run only when we yield).
+            tokio::task::yield_now().await;
+        }
         state.end_pass()?;
         metrics.pass_events.fetch_add(handled as u64, Relaxed);
         metrics.pass_seconds.observe(pass_start.elapsed());
@@ -591,19 +595,27 @@ impl State {
         }
     }
 
-    /// Ends a pass of the event loop: everything that must follow the events of the pass.
-    ///
-    /// The order matters: commands handed back are appended again first, so that they travel
-    /// with this pass's messages; the batch is closed (unless a batch timer was configured),
-    /// so that everything appended during the pass goes out now, in one write; the outgoing
-    /// messages are sent (the node wrote what they depend on to storage before handing them
-    /// out); what is decided is applied and its clients answered; ready reads are answered
-    /// from the map; and the state seen by status requests and metrics is published.
-    fn end_pass(&mut self) -> Result<(), ServerError> {
+    /// The first part of ending a pass: commands handed back are appended again (so that they
+    /// travel with this pass's messages), the batch is closed (unless a batch timer was
+    /// configured), and the accepts that may leave before this node's own write are sent (a
+    /// leader's new entries: the followers' writes then overlap ours). Whether any were sent.
+    fn send_ahead(&mut self) -> bool {
         self.retry_returned();
         if self.cfg.flush_batch_ticks.is_none() {
             self.node.flush_batch();
         }
+        self.node.take_messages_ahead_of_write(&mut self.outgoing);
+        let any = !self.outgoing.is_empty();
+        self.send_outgoing();
+        any
+    }
+
+    /// Ends a pass of the event loop, after [`Self::send_ahead`]: the outgoing messages are
+    /// sent (the node writes what they depend on first: everything appended during the pass
+    /// goes out in one write); what is decided is applied and its clients answered; ready reads
+    /// are answered from the map; and the state seen by status requests and metrics is
+    /// published.
+    fn end_pass(&mut self) -> Result<(), ServerError> {
         self.flush();
         self.apply_decided()?;
         self.answer_reads();
@@ -648,12 +660,8 @@ impl State {
         }
     }
 
-    /// Sends the node's messages: first the accepts that may leave before this node's own
-    /// write (a leader's new entries: the followers' writes then overlap ours), then, once the
-    /// node wrote what they depend on, the rest.
+    /// Sends the node's messages, after the node wrote what they depend on.
     fn flush(&mut self) {
-        self.node.take_messages_ahead_of_write(&mut self.outgoing);
-        self.send_outgoing();
         self.node.take_outgoing_messages(&mut self.outgoing);
         self.send_outgoing();
     }

@@ -22,6 +22,13 @@ pub enum Durability {
     /// write survives a process kill and a power loss. The sync is paid per write, whatever
     /// its size: batch entries (`examples/storage_bench.rs` measures the cost against a plain
     /// file with one `fsync` per batch).
+    ///
+    /// One exception, as in etcd's raft: a write that only raises the decided index (no
+    /// entries, no other change, no stop sign) is appended but synced with the next write. A
+    /// decided index is knowledge the cluster holds, not a vote: after a power loss the node
+    /// may reopen with an older decided index (never with fewer entries, promises or accepted
+    /// rounds than it acknowledged) and learns it again from its leader. A process kill loses
+    /// nothing.
     #[default]
     Immediate,
     /// Writes return once the data is handed to the OS; it reaches the disk when the OS writes

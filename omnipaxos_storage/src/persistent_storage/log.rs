@@ -127,6 +127,8 @@ pub(crate) struct Log {
     /// Whether appends happened since the last sync, and whether files were created.
     dirty: bool,
     dir_dirty: bool,
+    /// Syncs of the segment files since the log was opened (each `fdatasync` counts).
+    syncs: u64,
     /// Largest record (header + payload) and total record bytes, to size reads.
     max_record: usize,
     total_bytes: u64,
@@ -228,6 +230,7 @@ impl Log {
             unsynced: Vec::new(),
             dirty: false,
             dir_dirty: true,
+            syncs: 0,
             max_record: 0,
             total_bytes: 0,
             buf: MessageBuf::default(),
@@ -352,6 +355,7 @@ impl Log {
             unsynced: Vec::new(),
             dirty: false,
             dir_dirty: false,
+            syncs: 0,
             max_record,
             total_bytes,
             buf: MessageBuf::default(),
@@ -499,6 +503,11 @@ impl Log {
         Ok(())
     }
 
+    /// Syncs of the active segment since the log was opened.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
     /// Makes everything appended so far durable: `fdatasync` of the touched segment files,
     /// and of the directory when segments were created.
     pub(crate) fn sync(&mut self) -> Result<(), StorageError> {
@@ -510,6 +519,7 @@ impl Log {
                 .1
                 .sync_data()
                 .map_err(io_err("syncing the active segment"))?;
+            self.syncs += 1;
             self.dirty = false;
         }
         if self.dir_dirty {

@@ -185,6 +185,18 @@ impl State {
         (self.promise, self.accepted_round)
     }
 
+    /// Whether this state differs from `before` only in a higher decided index.
+    pub(crate) fn only_decided_above(&self, before: &State) -> bool {
+        self.decided_idx > before.decided_idx
+            && self.map == before.map
+            && self.promise == before.promise
+            && self.accepted_round == before.accepted_round
+            && self.compacted_idx == before.compacted_idx
+            && self.stopsign == before.stopsign
+            && self.snapshot == before.snapshot
+            && self.node_record == before.node_record
+    }
+
     /// Applies `op`. `entries` yields the log offsets of the entry records of the op's group,
     /// in order; `Append(n)` takes the next `n` of them.
     pub(crate) fn apply(

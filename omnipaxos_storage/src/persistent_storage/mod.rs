@@ -96,7 +96,9 @@
 //!
 //! With [`Durability::Immediate`] (the default) a write that returned `Ok` is on disk: one
 //! append and one `fdatasync` of the segment file per write (commitlog's own `flush()` does
-//! not sync), plus a directory sync when the write created a segment. sled is not on this
+//! not sync), plus a directory sync when the write created a segment. A write that only raises
+//! the decided index is synced with the next write instead (see [`Durability::Immediate`]:
+//! the cluster holds that knowledge; a power loss may only take the node's copy of it). sled is not on this
 //! path: it is written when a snapshot changes (flush and `fdatasync` of its files: sled 0.34's
 //! `flush()` only calls `sync_file_range` and never syncs its blob files) and for a checkpoint
 //! (the same, once per checkpoint interval). A write that changes the promise or the accepted
@@ -410,6 +412,12 @@ where
         &self.root
     }
 
+    /// How many times the storage synced its log (one `fdatasync` of the segment appended to)
+    /// since it was opened: the cost [`Durability`] names, for tests and metrics.
+    pub fn log_syncs(&self) -> u64 {
+        self.log.syncs()
+    }
+
     /// Computes the state after `ops` (and the node record) and the records to append;
     /// writes nothing. `None` if the write changes nothing.
     fn plan(
@@ -554,7 +562,14 @@ where
         };
         let seq = self.seq + 1;
         let guard_changed = next.guard() != self.state.guard();
-        let sync = self.durability == Durability::Immediate || guard_changed;
+        // A write that only raises the decided index is synced with the next write (as etcd's
+        // raft does): a decided index is knowledge the cluster holds, not a vote; losing it
+        // to a power loss only makes the node learn it again. A decided stop sign is synced.
+        let only_decided = entries.len() == 0
+            && snapshot.is_none()
+            && next.stopsign.is_none()
+            && next.only_decided_above(&self.state);
+        let sync = (self.durability == Durability::Immediate && !only_decided) || guard_changed;
         if let Some(bytes) = &snapshot {
             // Under a key of its own: the committed state still refers to the old one.
             self.db.insert(snapshot_key(seq), bytes.as_slice())?;
