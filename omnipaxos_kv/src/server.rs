@@ -84,8 +84,9 @@ impl std::error::Error for ServerError {}
 
 /// The whole server program: logging to stderr (see [`crate::logging`]), settings from
 /// `CLUSTER_CONFIG_FILE`, `SERVER_CONFIG_FILE` and `OMNIPAXOS_*`, then [`run_server`] on a
-/// two-thread runtime. Returns the process exit code: 0 after a clean stop, 2 for bad settings,
-/// 1 for any other failure (each printed on stderr first).
+/// one-thread runtime (the tasks of a server wake each other without crossing threads).
+/// Returns the process exit code: 0 after a clean stop, 2 for bad settings, 1 for any other
+/// failure (each printed on stderr first).
 pub fn serve_from_env() -> i32 {
     crate::logging::init_logging(crate::logging::SERVER_DEFAULT_FILTER);
     let settings = match ServerSettings::from_env() {
