@@ -6,45 +6,16 @@
 
 use bincode::Options;
 use libfuzzer_sys::fuzz_target;
-use omnipaxos::{
-    messages::Message, storage::NoSnapshot, util::LogEntry, ClusterConfig, OmniPaxos,
-    OmniPaxosConfig, ServerConfig,
-};
-use omnipaxos_storage::memory_storage::MemoryStorage;
-use serde::{Deserialize, Serialize};
+use omnipaxos::{messages::Message, util::LogEntry};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct E(u64);
-
-impl omnipaxos::storage::Entry for E {
-    type Snapshot = NoSnapshot;
-}
-
-type Node = OmniPaxos<E, MemoryStorage<E>>;
-
-fn node() -> Node {
-    OmniPaxosConfig {
-        cluster_config: ClusterConfig {
-            configuration_id: 1,
-            nodes: vec![1, 2, 3],
-            flexible_quorum: None,
-        },
-        server_config: ServerConfig {
-            pid: 1,
-            election_tick_timeout: 2,
-            resend_message_tick_timeout: 4,
-            ..Default::default()
-        },
-    }
-    .build(MemoryStorage::default())
-    .expect("a valid configuration")
-}
+mod common;
+use common::{node, E};
 
 fuzz_target!(|data: &[u8]| {
     let codec = bincode::DefaultOptions::new()
         .with_limit(1 << 16)
         .allow_trailing_bytes();
-    let mut n = node();
+    let mut n = node(1);
     let mut out = Vec::new();
     let mut decided = 0;
     let mut next = 0u64;

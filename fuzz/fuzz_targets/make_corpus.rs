@@ -5,34 +5,9 @@
 //!   cargo +nightly run --manifest-path fuzz/Cargo.toml --bin make_corpus -- fuzz/corpus/handle_message
 
 use bincode::Options;
-use omnipaxos::{storage::NoSnapshot, ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig};
-use omnipaxos_storage::memory_storage::MemoryStorage;
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct E(u64);
-
-impl omnipaxos::storage::Entry for E {
-    type Snapshot = NoSnapshot;
-}
-
-fn node(pid: u64) -> OmniPaxos<E, MemoryStorage<E>> {
-    OmniPaxosConfig {
-        cluster_config: ClusterConfig {
-            configuration_id: 1,
-            nodes: vec![1, 2, 3],
-            flexible_quorum: None,
-        },
-        server_config: ServerConfig {
-            pid,
-            election_tick_timeout: 2,
-            resend_message_tick_timeout: 4,
-            ..Default::default()
-        },
-    }
-    .build(MemoryStorage::default())
-    .expect("a valid configuration")
-}
+mod common;
+use common::{node, E};
 
 fn main() {
     let dir = std::env::args()
