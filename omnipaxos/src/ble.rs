@@ -478,8 +478,8 @@ impl Ble {
     }
 
     /// Handles a heartbeat message from `from` (already checked to be a peer). Returns whether
-    /// it is a reply after at least one whole round without any reply of `from`: the link to it
-    /// is back, and the caller repairs what it may have lost (as after
+    /// it answers a round of ours after an earlier round that `from` never answered: the link
+    /// to it is back, and the caller repairs what it may have lost (as after
     /// [`crate::OmniPaxos::reconnected`]).
     pub(crate) fn handle(&mut self, from: NodeId, m: HeartbeatMsg) -> bool {
         let mut link_restored = false;
