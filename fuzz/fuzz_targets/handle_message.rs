@@ -1,79 +1,11 @@
-//! Arbitrary bytes as a node's input: messages decoded from the bytes (whatever they claim),
-//! interleaved with ticks, appends, takes, reads, compaction and leadership requests. A node
-//! must never panic on its input, and what it shows must stay consistent: its decided index
-//! never falls, and the decided log it hands out has exactly the entries it claims.
+//! Fuzz target: arbitrary bytes as a node's input (see `harness.rs`). `FUZZ_TRACE=1` prints
+//! what a failing input does: `FUZZ_TRACE=1 cargo +nightly fuzz run handle_message <file>`.
 #![no_main]
 
-use bincode::Options;
 use libfuzzer_sys::fuzz_target;
-use omnipaxos::{messages::Message, util::LogEntry};
 
-mod common;
-use common::{node, E};
+mod harness;
 
 fuzz_target!(|data: &[u8]| {
-    let codec = bincode::DefaultOptions::new()
-        .with_limit(1 << 16)
-        .allow_trailing_bytes();
-    let mut n = node(1);
-    let mut out = Vec::new();
-    let mut decided = 0;
-    let mut next = 0u64;
-    let mut i = 0;
-    while i < data.len() {
-        let op = data[i];
-        i += 1;
-        match op {
-            0..=159 => {
-                // A message of up to 255 bytes, decoded as the node's wire type.
-                let len = usize::from(op).min(data.len() - i);
-                if let Ok(m) = codec.deserialize::<Message<E>>(&data[i..i + len]) {
-                    n.handle_incoming(m);
-                }
-                i += len;
-            }
-            160..=191 => n.tick(),
-            192..=207 => {
-                let _ = n.append(E(next));
-                next += 1;
-            }
-            208..=215 => {
-                out.clear();
-                n.take_outgoing_messages(&mut out);
-            }
-            216..=219 => n.try_become_leader(),
-            220..=223 => {
-                let _ = n.request_read();
-                let _ = n.take_ready_reads();
-            }
-            224..=227 => {
-                let _ = n.trim(None);
-            }
-            228..=231 => n.reconnected(u64::from(op % 4)),
-            232..=235 => {
-                let _ = n.take_returned_appends();
-            }
-            _ => {
-                n.take_messages_ahead_of_write(&mut out);
-            }
-        }
-        let d = n.get_decided_idx();
-        assert!(d >= decided, "the decided index fell from {decided} to {d}");
-        decided = d;
-    }
-    // The decided log is what the node says it is.
-    if let Some(entries) = n.read_decided_suffix(0) {
-        let shown: usize = entries
-            .iter()
-            .map(|e| match e {
-                LogEntry::Trimmed(i) => *i,
-                LogEntry::Snapshotted(s) => s.trimmed_idx,
-                _ => 1,
-            })
-            .sum();
-        assert_eq!(
-            shown, decided,
-            "read_decided_suffix(0) does not cover the decided log"
-        );
-    }
+    harness::run(data, std::env::var_os("FUZZ_TRACE").is_some());
 });

@@ -6,8 +6,9 @@
 
 use bincode::Options;
 
-mod common;
-use common::{node, E};
+#[allow(dead_code)]
+mod harness;
+use harness::{node, E};
 
 fn main() {
     let dir = std::env::args()

@@ -296,6 +296,12 @@ pub(crate) fn plan_log_sync<T: Entry, B: Storage<T>>(
         start = keep;
     }
     let end = start.checked_add(suffix.len())?;
+    if core.log.stopsign_decided() && (end != log_end || stopsign.as_ref() != core.log.stopsign()) {
+        // Our configuration's end is decided, stop sign included (which `keep` does not
+        // count): a sync may only confirm it. A leader always adopts a decided stop sign, so
+        // only a malformed message asks otherwise.
+        return None;
+    }
     let accepted = end + usize::from(stopsign.is_some());
     ops.push(StorageOp::AppendOnPrefix(start, suffix));
     ops.push(StorageOp::SetStopsign(stopsign));
