@@ -408,9 +408,12 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     }
 
     /// Moves into `buffer` the messages that may be sent *before* this node writes what it
-    /// staged: a leader's accepts of entries it appended but has not written yet. Send them, then
-    /// call [`take_outgoing_messages`](Self::take_outgoing_messages), which writes and hands out
-    /// the rest: the followers' writes then overlap the leader's own, as in etcd's raft.
+    /// staged: a leader's accepts of entries it appended but has not written yet, and the
+    /// read-index protocol's messages (requests, confirmation rounds and read indices depend
+    /// on no write). Send them, then call
+    /// [`take_outgoing_messages`](Self::take_outgoing_messages), which writes and hands out
+    /// the rest: the followers' writes then overlap the leader's own, as in etcd's raft, and
+    /// reads do not wait for writes.
     ///
     /// Optional: without it, the accepts leave with the other messages, after the leader's
     /// write. It is safe because an accept acknowledges nothing: the leader counts itself

@@ -193,3 +193,68 @@ fn with_batch_size_one_appends_go_into_the_log_together_at_the_take() {
         assert_eq!(node.get_decided_idx(), base + 3);
     }
 }
+
+/// The read-index protocol's messages depend on no write, so they leave ahead of it
+/// (`take_messages_ahead_of_write`): a follower that staged an accept hands out its read
+/// request at once, and its `Accepted` only with the take that writes it.
+#[test]
+fn read_requests_leave_ahead_of_the_write_and_acknowledgements_after_it() {
+    let mut nodes = cluster(false);
+    let l = leader(&nodes).unwrap();
+    let f = *nodes.keys().find(|p| **p != l).unwrap();
+    nodes.get_mut(&l).unwrap().append(V(7)).unwrap();
+    let mut from_leader = Vec::new();
+    nodes
+        .get_mut(&l)
+        .unwrap()
+        .take_outgoing_messages(&mut from_leader);
+    // Everything decided anywhere when the read is asked; entry 7 is not yet.
+    let decided_before = nodes.values().map(|n| n.get_decided_idx()).max().unwrap();
+    let fo = nodes.get_mut(&f).unwrap();
+    let accepted = fo.get_accepted_idx();
+    for m in from_leader.iter().filter(|m| m.get_receiver() == f) {
+        fo.handle_incoming(m.clone());
+    }
+    let read = fo.request_read();
+    let mut ahead = Vec::new();
+    fo.take_messages_ahead_of_write(&mut ahead);
+    let kinds: Vec<&str> = ahead.iter().map(Message::kind).collect();
+    assert_eq!(kinds, ["ReadReq"], "{ahead:?}");
+    assert_eq!(fo.get_accepted_idx(), accepted, "not written yet");
+    let mut rest = Vec::new();
+    fo.take_outgoing_messages(&mut rest);
+    let kinds: Vec<&str> = rest.iter().map(Message::kind).collect();
+    assert!(kinds.contains(&"Accepted"), "{rest:?}");
+    assert!(!kinds.contains(&"ReadReq"), "sent twice: {rest:?}");
+    assert_eq!(fo.get_accepted_idx(), accepted + 1);
+    // The leader's confirmation round leaves ahead of its write too, and the read is answered
+    // with an index that covers everything decided when it was asked.
+    for m in ahead.into_iter().chain(rest) {
+        let to = m.get_receiver();
+        nodes.get_mut(&to).unwrap().handle_incoming(m);
+    }
+    let mut confirm = Vec::new();
+    nodes
+        .get_mut(&l)
+        .unwrap()
+        .take_messages_ahead_of_write(&mut confirm);
+    assert!(
+        confirm.iter().any(|m| m.kind() == "ReadConfirm"),
+        "{confirm:?}"
+    );
+    for m in confirm {
+        let to = m.get_receiver();
+        nodes.get_mut(&to).unwrap().handle_incoming(m);
+    }
+    settle(&mut nodes);
+    let ready = nodes.get_mut(&f).unwrap().take_ready_reads();
+    let r = ready
+        .iter()
+        .find(|r| r.id == read)
+        .expect("the read is ready");
+    assert!(
+        r.index >= decided_before,
+        "read index {} below {decided_before}, decided before the read",
+        r.index
+    );
+}

@@ -446,7 +446,27 @@ impl<T: Entry, B: Storage<T>> Node<T, B> {
         }
         self.role.place_unbatched(&mut self.core);
         self.route_notes();
-        // Only what `build_ahead` adds: messages queued before may depend on the write.
+        // Of the messages queued so far, only the read-index protocol's: they depend on no
+        // write (a request, a leader's confirmation round, a promise confirmed as staged, and
+        // a read index that the reader waits for in the decided log it learns after our
+        // write). The others may depend on the write.
+        if self
+            .core
+            .out
+            .iter()
+            .any(|(_, m)| matches!(m, PaxosMsg::Read(_)))
+        {
+            let mut rest = Vec::with_capacity(self.core.out.len());
+            for (to, m) in self.core.out.drain(..) {
+                if matches!(m, PaxosMsg::Read(_)) {
+                    f(to, m);
+                } else {
+                    rest.push((to, m));
+                }
+            }
+            self.core.out = rest;
+        }
+        // And what `build_ahead` adds.
         let queued = self.core.out.len();
         self.role.build_ahead(&mut self.core);
         for (to, m) in self.core.out.drain(queued..) {
