@@ -209,3 +209,34 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         Ok(self.snapshot.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnipaxos::storage::NoSnapshot;
+
+    #[derive(Clone, Debug)]
+    struct E;
+    impl Entry for E {
+        type Snapshot = NoSnapshot;
+    }
+
+    /// What `write_atomically_draining` is for: the node's operations vector comes back
+    /// empty with its allocation, so a write allocates no vector of its own.
+    #[test]
+    fn draining_writes_keep_the_callers_allocation() {
+        let mut s = MemoryStorage::<E>::default();
+        let mut ops = Vec::with_capacity(8);
+        for i in 0..3 {
+            ops.push(StorageOp::AppendEntry(E));
+            ops.push(StorageOp::SetDecidedIndex(i + 1));
+            let buf = ops.as_ptr();
+            s.write_atomically_draining(&mut ops).expect("write");
+            assert!(ops.is_empty());
+            assert_eq!(ops.capacity(), 8, "the allocation was given away");
+            assert_eq!(ops.as_ptr(), buf, "the allocation was replaced");
+        }
+        assert_eq!(s.get_log_len().unwrap(), 3);
+        assert_eq!(s.get_decided_idx().unwrap(), 3);
+    }
+}

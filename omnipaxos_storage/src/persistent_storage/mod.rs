@@ -565,10 +565,8 @@ where
         // A write that only raises the decided index is synced with the next write (as etcd's
         // raft does): a decided index is knowledge the cluster holds, not a vote; losing it
         // to a power loss only makes the node learn it again. A decided stop sign is synced.
-        let only_decided = entries.len() == 0
-            && snapshot.is_none()
-            && next.stopsign.is_none()
-            && next.only_decided_above(&self.state);
+        // (New entries or a snapshot change the state's map or snapshot reference too.)
+        let only_decided = next.stopsign.is_none() && next.only_decided_above(&self.state);
         let sync = (self.durability == Durability::Immediate && !only_decided) || guard_changed;
         if let Some(bytes) = &snapshot {
             // Under a key of its own: the committed state still refers to the old one.
