@@ -151,6 +151,10 @@ impl<T: Entry, S: Storage<T>> Storage<T> for MeteredStorage<S> {
         self.inner.get_entries(from, to)
     }
 
+    fn get_entries_with<F: FnMut(T)>(&self, from: usize, to: usize, f: F) -> StorageResult<usize> {
+        self.inner.get_entries_with(from, to, f)
+    }
+
     fn get_log_len(&self) -> StorageResult<usize> {
         self.inner.get_log_len()
     }

@@ -92,6 +92,9 @@ impl<T: Entry, S: Storage<T>> Storage<T> for Shared<S> {
     fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
         self.0.borrow().get_entries(from, to)
     }
+    fn get_entries_with<F: FnMut(T)>(&self, from: usize, to: usize, f: F) -> StorageResult<usize> {
+        self.0.borrow().get_entries_with(from, to, f)
+    }
     fn get_log_len(&self) -> StorageResult<usize> {
         self.0.borrow().get_log_len()
     }

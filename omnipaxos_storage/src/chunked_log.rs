@@ -141,19 +141,44 @@ impl<T: Clone> ChunkedLog<T> {
         self.check();
     }
 
+    /// Hands clones of the entries at `from..to` (positions in this log; `to <= len`) to `f`,
+    /// in order.
+    pub(crate) fn for_each_cloned(&self, from: usize, to: usize, mut f: impl FnMut(T)) {
+        debug_assert!(from <= to && to <= self.len, "range beyond the log");
+        if from >= to {
+            return;
+        }
+        let (mut i, mut pos) = self.chunk_of(from);
+        while pos < to {
+            let c = &self.chunks[i];
+            let end = pos + c.len();
+            c[from.max(pos) - pos..to.min(end) - pos]
+                .iter()
+                .for_each(|e| f(e.clone()));
+            pos = end;
+            i += 1;
+        }
+    }
+
+    /// The chunk that holds position `at` (`< len`), and the position of its first entry.
+    /// Reads are mostly of the newest entries: the search starts from the back.
+    fn chunk_of(&self, at: usize) -> (usize, usize) {
+        let mut i = self.chunks.len();
+        let mut pos = self.len;
+        while pos > at {
+            i -= 1;
+            pos -= self.chunks[i].len();
+        }
+        (i, pos)
+    }
+
     /// Clones of the entries at `from..to` (positions in this log); `to <= len`.
     pub(crate) fn range_to_vec(&self, from: usize, to: usize) -> Vec<T> {
         debug_assert!(from <= to && to <= self.len, "range beyond the log");
         if from >= to {
             return Vec::new();
         }
-        // Reads are mostly of the newest entries: find the first chunk from the back.
-        let mut i = self.chunks.len();
-        let mut pos = self.len;
-        while pos > from {
-            i -= 1;
-            pos -= self.chunks[i].len();
-        }
+        let (i, mut pos) = self.chunk_of(from);
         if to <= pos + self.chunks[i].len() {
             // All in one chunk.
             return self.chunks[i][from - pos..to - pos].to_vec();

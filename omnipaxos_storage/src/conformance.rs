@@ -293,6 +293,7 @@ pub fn run_all<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
     write_atomically_all_or_nothing(b);
     write_atomically_draining(b);
     get_entries_empty_for_partially_missing_ranges(b);
+    get_entries_with_matches_get_entries(b);
     large_reads(b);
     node_record_fresh_is_none(b);
     node_record_written_with_ops(b);
@@ -670,6 +671,53 @@ pub fn get_entries_empty_for_partially_missing_ranges<S: Storage<TestEntry>>(
     assert_eq!(s.get_entries(3, 10).expect("get_entries"), entries(3..10));
     assert!(s.get_suffix(11).expect("get_suffix").is_empty());
     assert!(s.get_suffix(2).expect("get_suffix").is_empty());
+}
+
+/// `get_entries_with(from, to, f)` hands `f` exactly what `get_entries(from, to)` returns, in
+/// order, and returns that count: over chunk and trim boundaries, for ranges partly missing
+/// (none), and after a reopen.
+pub fn get_entries_with_matches_get_entries<S: Storage<TestEntry>>(b: &mut Backend<'_, S>) {
+    let mut s = b.fresh();
+    // Appends of different sizes, so that an in-memory backend's internal pieces vary.
+    let mut next = 0u64;
+    for n in [1u64, 7, 64, 300, 2, 1000] {
+        s.append_entries(entries(next..next + n))
+            .expect("append_entries");
+        next += n;
+    }
+    write(
+        &mut s,
+        vec![StorageOp::Trim(5), StorageOp::SetCompactedIdx(5)],
+    );
+    let end = next as usize;
+    let check = |s: &S, stage: &str| {
+        let mut ranges = vec![(0, 6), (4, 5), (5, 5), (9, 3), (end - 1, end + 1), (0, 0)];
+        for from in [5, 6, 8, 71, 72, 300, 373, 374, 375, end - 1] {
+            for len in [1, 2, 63, 700, end] {
+                ranges.push((from, (from + len).min(end)));
+            }
+        }
+        for (from, to) in ranges {
+            let want = s.get_entries(from, to).expect("get_entries");
+            let mut got = Vec::new();
+            let n = s
+                .get_entries_with(from, to, |e| got.push(e))
+                .expect("get_entries_with");
+            assert_eq!(got, want, "{stage}: get_entries_with({from}, {to})");
+            assert_eq!(
+                n,
+                want.len(),
+                "{stage}: get_entries_with({from}, {to}) count"
+            );
+        }
+        let mut all = Vec::new();
+        s.get_entries_with(5, end, |e| all.push(e))
+            .expect("get_entries_with");
+        assert_eq!(all, entries(5..next), "{stage}: the whole stored log");
+    };
+    check(&s, "written");
+    s = b.reopen(s);
+    check(&s, "after reopen");
 }
 
 /// Reads of many entries and many bytes (more than any internal read or batch limit) return

@@ -174,6 +174,14 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
             .log
             .range_to_vec(from - self.trimmed_idx, to - self.trimmed_idx))
     }
+    fn get_entries_with<F: FnMut(T)>(&self, from: usize, to: usize, f: F) -> StorageResult<usize> {
+        if from < self.trimmed_idx || from >= to || to > self.end() {
+            return Ok(0);
+        }
+        self.log
+            .for_each_cloned(from - self.trimmed_idx, to - self.trimmed_idx, f);
+        Ok(to - from)
+    }
     fn get_log_len(&self) -> StorageResult<usize> {
         Ok(self.log.len())
     }

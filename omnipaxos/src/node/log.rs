@@ -422,24 +422,24 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
         let entries_from = from.max(d.compacted_idx);
         let entries_to = to.min(d.log_end);
         if entries_from < entries_to {
-            let v = expect_storage(
-                self.backend.get_entries(entries_from, entries_to),
+            let decided = d.decided_idx;
+            let mut at = entries_from;
+            let n = expect_storage(
+                self.backend
+                    .get_entries_with(entries_from, entries_to, |e| {
+                        out.push(if at < decided {
+                            LogEntry::Decided(e)
+                        } else {
+                            LogEntry::Undecided(e)
+                        });
+                        at += 1;
+                    }),
                 "get_entries",
             );
-            assert_eq!(
-                v.len(),
-                entries_to - entries_from,
-                "OmniPaxos: storage operation `get_entries({entries_from}, {entries_to})` returned {} entries",
-                v.len()
+            assert!(
+                n == entries_to - entries_from && at == entries_to,
+                "OmniPaxos: storage operation `get_entries({entries_from}, {entries_to})` returned {n} entries",
             );
-            let decided = d.decided_idx;
-            out.extend(v.into_iter().enumerate().map(|(i, e)| {
-                if entries_from + i < decided {
-                    LogEntry::Decided(e)
-                } else {
-                    LogEntry::Undecided(e)
-                }
-            }));
         }
         if to > d.log_end {
             if let Some(ss) = &d.stopsign {

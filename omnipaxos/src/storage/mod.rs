@@ -237,6 +237,30 @@ pub trait Storage<T: Entry> {
     /// beyond the end), returns an empty vector.
     fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>>;
 
+    /// [`get_entries`](Self::get_entries) handed to `f` one entry at a time, in index order,
+    /// with no vector in between. Returns how many entries `f` received: `to - from`, or 0 when
+    /// any of them is not stored (as `get_entries` returns an empty vector then). On `Err`, `f`
+    /// received none of them.
+    ///
+    /// The node reads the log for the application ([`read`](crate::OmniPaxos::read) and
+    /// friends) through this method. The default calls `get_entries`, so a backend need not
+    /// implement it; a backend that holds its entries in memory overrides it to clone each
+    /// entry straight into the node's answer, sparing a vector per read.
+    fn get_entries_with<F: FnMut(T)>(
+        &self,
+        from: usize,
+        to: usize,
+        mut f: F,
+    ) -> StorageResult<usize>
+    where
+        Self: Sized,
+    {
+        let v = self.get_entries(from, to)?;
+        let n = v.len();
+        v.into_iter().for_each(&mut f);
+        Ok(n)
+    }
+
     /// The number of entries stored, i.e. after the compacted prefix. The absolute end of the
     /// log is `get_compacted_idx() + get_log_len()`.
     fn get_log_len(&self) -> StorageResult<usize>;
