@@ -45,7 +45,7 @@ fn expect_storage<R>(r: crate::storage::StorageResult<R>, operation: &str) -> R 
 const STAGED_ENTRIES_MAX: usize = 1 << 16;
 
 /// The small state of the log.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 struct State {
     promise: Ballot,
     accepted_round: Ballot,
@@ -55,6 +55,38 @@ struct State {
     log_end: usize,
     stopsign: Option<StopSign>,
     has_snapshot: bool,
+}
+
+impl Clone for State {
+    fn clone(&self) -> Self {
+        State {
+            stopsign: self.stopsign.clone(),
+            ..*self
+        }
+    }
+
+    /// Every write copies the staged state to the durable one: the stop sign, which rarely
+    /// changes, is cloned only when it did.
+    fn clone_from(&mut self, source: &Self) {
+        if self.stopsign != source.stopsign {
+            self.stopsign.clone_from(&source.stopsign);
+        }
+        let State {
+            promise,
+            accepted_round,
+            decided_idx,
+            compacted_idx,
+            log_end,
+            stopsign: _,
+            has_snapshot,
+        } = *source;
+        self.promise = promise;
+        self.accepted_round = accepted_round;
+        self.decided_idx = decided_idx;
+        self.compacted_idx = compacted_idx;
+        self.log_end = log_end;
+        self.has_snapshot = has_snapshot;
+    }
 }
 
 impl State {
@@ -359,7 +391,7 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
         };
         debug_assert!(self.ops.is_empty(), "the backend left operations unwritten");
         expect_storage(r, "write_atomically");
-        self.durable = self.staged.clone();
+        self.durable.clone_from(&self.staged);
         if record_changed {
             self.durable_record = self.record.clone();
             self.record_touched = false;
