@@ -223,11 +223,16 @@ impl<T: Entry> Forwarding<T> {
     }
 
     /// We lead: appends that waited here for a leader go into our batch.
+    #[inline]
     pub(crate) fn propose_queued<B: Storage<T>>(
         &mut self,
         core: &mut Core<T, B>,
         role: &mut Role<T>,
     ) {
+        // Nothing waits (the common case): settled at every input.
+        if self.queued.is_empty() && self.pending_stopsign.is_none() {
+            return;
+        }
         let Some(l) = role.leader_mut() else {
             return;
         };
@@ -458,7 +463,17 @@ impl<T: Entry> Forwarding<T> {
 
     /// After every input: appends whose index our decided log passed in their round are done;
     /// what was sent to a replaced leader comes back.
+    #[inline]
     pub(crate) fn settle<B: Storage<T>>(&mut self, core: &Core<T, B>) {
+        // Nothing of ours in flight and no intake open (a follower whose application appends
+        // nothing): nothing to settle, at every input.
+        if self.placed.is_empty() && self.sent.is_none() && self.intake.is_none() {
+            return;
+        }
+        self.settle_now(core);
+    }
+
+    fn settle_now<B: Storage<T>>(&mut self, core: &Core<T, B>) {
         let decided = core.log.decided_idx();
         let round = core.log.accepted_round();
         while let Some(p) = self.placed.front() {

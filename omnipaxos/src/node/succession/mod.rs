@@ -194,7 +194,27 @@ impl<T: Entry> Succession<T> {
 
     /// After every input: a pending prefix (a sync may have just told us of it) is being
     /// pulled.
+    #[inline]
     pub(crate) fn settle<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
+        // The steady state, at every input: nothing to drive, pull or offer, nothing pending,
+        // and a log that reaches where the configuration starts (so no catch-up to start).
+        let log = &core.log;
+        let quiet = !self.kick
+            && self.pulling.is_none()
+            && self.learned.is_none()
+            && log.record().pending_below == 0
+            && !log.stopsign_decided()
+            && log
+                .record()
+                .start
+                .index()
+                .is_some_and(|s| log.log_end() >= s);
+        if !quiet {
+            self.settle_now(core);
+        }
+    }
+
+    fn settle_now<B: Storage<T>>(&mut self, core: &mut Core<T, B>) {
         if std::mem::take(&mut self.kick) {
             self.drive(core);
         }
