@@ -80,6 +80,7 @@ scripts! {
     compaction,
     reconfiguration,
     straggler,
+    offer_held_stops,
     read_index,
     read_ready,
     read_stopped_config,

@@ -30,8 +30,13 @@ impl<T: Entry> Succession<T> {
     }
 
     pub(super) fn offer<B: Storage<T>>(&self, core: &Core<T, B>, about: ConfigurationId) -> Offer {
+        let held_to = core.decided_entries();
         let mut chain = core.log.record().chain.clone();
-        chain.extend(self.own_stop(core));
+        // An offer names no stop beyond what it holds as decided (the receiver drops such an
+        // offer whole): the stop of our configuration that we learned but whose tail we are
+        // still pulling waits until we hold it. Without this, a straggler of the next
+        // configuration silenced the stragglers of the one before, whose stop it does hold.
+        chain.extend(self.own_stop(core).filter(|s| s.end <= held_to));
         let pending = core.log.record().pending_below;
         let compacted = core.log.compacted_idx();
         let snapshot = core.log.has_snapshot() && pending == 0;
@@ -39,7 +44,7 @@ impl<T: Entry> Succession<T> {
             about,
             chain,
             held_from: compacted.max(pending),
-            held_to: core.decided_entries(),
+            held_to,
             snapshot,
             trimmed: compacted > 0 && !snapshot && pending == 0,
         }
