@@ -242,10 +242,11 @@ pub trait Storage<T: Entry> {
     /// any of them is not stored (as `get_entries` returns an empty vector then). On `Err`, `f`
     /// received none of them.
     ///
-    /// The node reads the log for the application ([`read`](crate::OmniPaxos::read) and
-    /// friends) through this method. The default calls `get_entries`, so a backend need not
-    /// implement it; a backend that holds its entries in memory overrides it to clone each
-    /// entry straight into the node's answer, sparing a vector per read.
+    /// The node reads a few entries for the application ([`read`](crate::OmniPaxos::read) and
+    /// friends, up to 32 entries at a time; longer reads use `get_entries`) through this
+    /// method. The default calls `get_entries`, so a backend need not implement it; a backend
+    /// that holds its entries in memory overrides it to clone each entry straight into the
+    /// node's answer, sparing a vector per read.
     fn get_entries_with<F: FnMut(T)>(
         &self,
         from: usize,
