@@ -466,25 +466,20 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
                     LogEntry::Undecided(e)
                 }
             };
-            let n = if entries_to - entries_from <= SMALL_READ {
+            // What the backend handed over is counted in `out`, and must agree with what it
+            // reported: both are `to - from`, or the read is wrong.
+            let start = out.len();
+            let reported = if entries_to - entries_from <= SMALL_READ {
                 // Straight into the answer, with no vector in between (one entry per decision
                 // when few are in flight: the allocation would be most of the read).
-                let mut at = entries_from;
-                let n = expect_storage(
+                expect_storage(
                     self.backend
                         .get_entries_with(entries_from, entries_to, |e| {
-                            out.push(tag(at, e));
-                            at += 1;
+                            let i = entries_from + (out.len() - start);
+                            out.push(tag(i, e));
                         }),
                     "get_entries",
-                );
-                // (An entry handed over but not counted, or counted but not handed over, is
-                // as wrong as a short read.)
-                if at - entries_from == n {
-                    n
-                } else {
-                    usize::MAX
-                }
+                )
             } else {
                 // Many entries: one vector, copied in bulk, costs less per entry.
                 let v = expect_storage(
@@ -499,10 +494,10 @@ impl<T: Entry, B: Storage<T>> Log<T, B> {
                 );
                 n
             };
-            assert_eq!(
-                n,
-                entries_to - entries_from,
-                "OmniPaxos: storage operation `get_entries({entries_from}, {entries_to})` returned {n} entries",
+            let got = out.len() - start;
+            assert!(
+                reported == got && got == entries_to - entries_from,
+                "OmniPaxos: storage operation `get_entries({entries_from}, {entries_to})` returned {got} entries (reported {reported})",
             );
         }
         if to > d.log_end {
