@@ -628,27 +628,69 @@ fn damage_followed_by_later_writes_is_refused_after_a_crash() {
     }
 }
 
+/// `n` writes of three entries of `len` bytes each, and a decided index.
+fn appends_of(n: usize, len: usize) -> Vec<Vec<StorageOp<TestEntry>>> {
+    (0..n as u64)
+        .map(|i| {
+            let batch = (i * 3..i * 3 + 3)
+                .map(|id| entry_with_len(id, len))
+                .collect();
+            vec![
+                StorageOp::AppendEntries(batch),
+                StorageOp::SetDecidedIndex(i as usize * 3),
+            ]
+        })
+        .collect()
+}
+
 #[test]
 fn a_torn_last_write_is_cut_off() {
-    let n = 5;
-    // The file ends inside the last write's group, or its last record is damaged.
-    for damage in 0..3 {
-        let img = crash_image(appends(n));
-        let last = img.write(n);
-        match damage {
-            0 => img.cut_at(last[1].pos + 7),
-            1 => img.cut_at(last[last.len() - 1].pos + 3),
-            _ => flip(&img.segment, last[last.len() - 1].pos + 30),
+    // Writes of three small entries (one record each: the entries of a write share a
+    // record), and of three entries too large to share one (two records per write: 20 KiB
+    // entries, records filled up to 64 KiB; three writes stay in one segment).
+    for (len, records, n) in [(8, 1, 5), (24 << 10, 2, 3)] {
+        // The file ends inside the last write's group, or its last record is damaged.
+        for damage in 0..3 {
+            let img = crash_image(appends_of(n, len));
+            let last = img.write(n);
+            assert_eq!(last.len(), records, "records of a write of {len} B entries");
+            match damage {
+                0 => img.cut_at(last[0].pos + 7),
+                1 => img.cut_at(last[last.len() - 1].pos + 3),
+                _ => flip(&img.segment, last[last.len() - 1].pos + 30),
+            }
+            let s = img.open().expect("a torn last write opens");
+            assert!(
+                same_state(&s, &img.models[n - 1]),
+                "{len} B, damage {damage}: {:?}",
+                observe(&s, 0)
+            );
+            // And the storage goes on from there.
+            let mut s = s;
+            s.append_entry(entry(999)).expect("append after the cut");
         }
-        let s = img.open().expect("a torn last write opens");
-        assert!(
-            same_state(&s, &img.models[n - 1]),
-            "damage {damage}: {:?}",
-            observe(&s, 0)
-        );
-        // And the storage goes on from there.
-        let mut s = s;
-        s.append_entry(entry(999)).expect("append after the cut");
+    }
+}
+
+#[test]
+fn damage_inside_a_record_of_several_entries_is_found() {
+    // Every byte of the second write's record (three entries in one record) flipped in turn:
+    // commitlog's checksum of the record covers the count, the table of entry ends and the
+    // entries, so each flip is found (the later writes make it damage, not a torn end).
+    let base = crash_image(appends(4));
+    let victim = base.write(2);
+    assert_eq!(victim.len(), 1, "one record for the write's three entries");
+    let rec = victim[0];
+    for at in 20..20 + rec.size {
+        let img = crash_image(appends(4));
+        flip(&img.segment, rec.pos + at);
+        match img.open() {
+            Ok(s) => panic!("byte {at}: opened {:?}", observe(&s, 0)),
+            Err(e) => assert!(
+                matches!(e, PersistentStorageError::Corrupt { .. }),
+                "byte {at}: {e}"
+            ),
+        }
     }
 }
 
@@ -730,13 +772,13 @@ fn directories_of_another_format_are_refused_with_its_version() {
     assert!(
         matches!(
             e,
-            PersistentStorageError::UnsupportedFormat { supported: 2, .. }
+            PersistentStorageError::UnsupportedFormat { supported: 3, .. }
         ),
         "{e}"
     );
     let msg = e.to_string();
     assert!(
-        msg.contains("format version 1") && msg.contains("format version 2"),
+        msg.contains("format version 1") && msg.contains("format versions 2 and 3"),
         "{msg}"
     );
     // A RocksDB directory of omnipaxos_storage 0.2.

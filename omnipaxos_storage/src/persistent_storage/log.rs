@@ -13,8 +13,10 @@
 use super::{
     config::LogLimits,
     crc::crc32c_append,
+    entries::{entry_count, for_each_entry},
     error::{io_err, open_io, PersistentStorageError, StorageError},
-    meta::{sync_dir, KIND_ENTRY},
+    meta::{sync_dir, KIND_ENTRIES, KIND_ENTRY},
+    slots::Slots,
 };
 use commitlog::{
     message::{MessageBuf, MessageSet},
@@ -118,6 +120,8 @@ pub(crate) struct Log {
     log: CommitLog,
     /// Number of records (= commitlog's next offset).
     records: u64,
+    /// The entry slots of the records (see [`Slots`]); `slots.records() == records`.
+    slots: Slots,
     /// Chain checksum over all record headers.
     chain: u32,
     /// Base offset and a handle of the segment appends go to, for syncing.
@@ -137,6 +141,8 @@ pub(crate) struct Log {
     buf: MessageBuf,
     buf_bytes: usize,
     buf_records: usize,
+    /// The entries each record of `buf` holds (0 for other kinds), for the slot table.
+    buf_entries: Vec<u64>,
     group_len: u32,
     group_crc: u32,
 }
@@ -149,6 +155,9 @@ pub(crate) struct TailRecord {
     pub(crate) hash: u32,
     /// The first payload byte (`meta::KIND_*`), 0 for an empty payload.
     pub(crate) kind: u8,
+    /// The record's first entry slot, and how many entries it holds (0 for other kinds).
+    pub(crate) slot: u64,
+    pub(crate) entries: u64,
     pub(crate) commit: Option<CommitMark>,
     /// The state changes the commit mark carries (the metadata after the mark), if any.
     pub(crate) state: Option<Vec<u8>>,
@@ -191,6 +200,8 @@ pub(crate) struct Scan {
     pub(crate) damage: Option<Damage>,
     /// The payload of record 0 (the generation's header), if intact.
     pub(crate) header: Option<Vec<u8>>,
+    /// The entry slots of the intact records.
+    slots: Slots,
 }
 
 impl Scan {
@@ -200,13 +211,32 @@ impl Scan {
     }
 
     /// The kind byte of intact record `off`.
-    pub(crate) fn kind(&self, off: u64) -> Option<u8> {
+    fn kind(&self, off: u64) -> Option<u8> {
         let i = self
             .segs
             .partition_point(|s| s.base <= off)
             .checked_sub(1)?;
         let s = &self.segs[i];
         s.kinds.get((off - s.base) as usize).copied()
+    }
+
+    /// The first entry slot of intact record `rec` (the number of slots of the records
+    /// before it).
+    pub(crate) fn slot_of(&self, rec: u64) -> u64 {
+        self.slots.slot_of(rec.min(self.slots.records()))
+    }
+
+    /// Whether slots `slot..slot + n` (`n > 0`) lie in intact entry records.
+    pub(crate) fn entry_slots(&self, slot: u64, n: u64) -> bool {
+        let Some(last) = slot.checked_add(n - 1) else {
+            return false;
+        };
+        if last >= self.slots.len() {
+            return false;
+        }
+        let (first, _) = self.slots.locate(slot);
+        let (last, _) = self.slots.locate(last);
+        (first..=last).all(|r| matches!(self.kind(r), Some(KIND_ENTRY | KIND_ENTRIES)))
     }
 }
 
@@ -225,6 +255,7 @@ impl Log {
             limits,
             log,
             records: 0,
+            slots: Slots::default(),
             chain: 0,
             active: (0, active),
             unsynced: Vec::new(),
@@ -236,6 +267,7 @@ impl Log {
             buf: MessageBuf::default(),
             buf_bytes: 0,
             buf_records: 0,
+            buf_entries: Vec::new(),
             group_len: 0,
             group_crc: 0,
         })
@@ -345,11 +377,14 @@ impl Log {
         let active_base = scan.segs[last].base;
         let active =
             File::open(segment_path(&dir, active_base)).map_err(open_io(ctx("opening segment")))?;
+        let mut slots = scan.slots;
+        slots.truncate(keep);
         Ok(Log {
             dir,
             limits,
             log,
             records: keep,
+            slots,
             chain: chain_acc,
             active: (active_base, active),
             unsynced: Vec::new(),
@@ -361,9 +396,16 @@ impl Log {
             buf: MessageBuf::default(),
             buf_bytes: 0,
             buf_records: 0,
+            buf_entries: Vec::new(),
             group_len: 0,
             group_crc: 0,
         })
+    }
+
+    /// Number of entry slots of all records (see [`Slots`]): the slot the next write's first
+    /// entry gets.
+    pub(crate) fn slots(&self) -> u64 {
+        self.slots.len()
     }
 
     /// Number of records.
@@ -450,6 +492,15 @@ impl Log {
             None => self.buf.push(payload),
         }
         .map_err(|e| StorageError::Codec(format!("commitlog message: {e:?}")))?;
+        // Our own records: the head of a record of several entries is trusted here (the scan
+        // checks the whole layout when the log is opened).
+        self.buf_entries.push(match payload.first() {
+            Some(&KIND_ENTRY) => 1,
+            Some(&KIND_ENTRIES) => payload.get(1..5).map_or(0, |b| {
+                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            _ => 0,
+        });
         self.buf_bytes += rec;
         self.buf_records += 1;
         self.group_len += 1;
@@ -465,6 +516,7 @@ impl Log {
         let mut buf = std::mem::take(&mut self.buf);
         self.buf_bytes = 0;
         self.buf_records = 0;
+        let counts = std::mem::take(&mut self.buf_entries);
         let range = self.log.append(&mut buf).map_err(|e| StorageError::Io {
             context: format!("appending to the commitlog in {}", self.dir.display()),
             source: match e {
@@ -497,9 +549,21 @@ impl Log {
             self.total_bytes += rec as u64;
         }
         self.records = self.log.next_offset();
+        for &n in &counts {
+            self.slots.push(n);
+        }
+        if self.slots.records() != self.records {
+            return Err(StorageError::Corrupt(format!(
+                "commitlog holds {} records, {} expected",
+                self.records,
+                self.slots.records()
+            )));
+        }
         self.dirty = true;
         buf.clear();
         self.buf = buf;
+        self.buf_entries = counts;
+        self.buf_entries.clear();
         Ok(())
     }
 
@@ -593,6 +657,41 @@ impl Log {
                 f(m.payload())?;
                 next += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the encoded entries in slots `slot..slot + n`, in order. An error if a
+    /// slot of them is not an entry.
+    pub(crate) fn read_entries(
+        &self,
+        slot: u64,
+        n: u64,
+        mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let end = slot.saturating_add(n);
+        if end > self.slots.len() {
+            return Err(StorageError::Corrupt(format!(
+                "read of entry slots {slot}..{end} past the log end {}",
+                self.slots.len()
+            )));
+        }
+        let (first, mut skip) = self.slots.locate(slot);
+        let (last, _) = self.slots.locate(end - 1);
+        let mut left = n;
+        self.read(first, last - first + 1, |p| {
+            let got = for_each_entry(p, skip as usize, left as usize, &mut f)?;
+            skip = 0;
+            left -= got as u64;
+            Ok(())
+        })?;
+        if left != 0 {
+            return Err(StorageError::Corrupt(format!(
+                "entry slots {slot}..{end}: {left} not found in their records"
+            )));
         }
         Ok(())
     }
@@ -716,6 +815,7 @@ pub(crate) fn scan(
     let mut tail = Vec::new();
     let mut damage: Option<Damage> = None;
     let mut header = None;
+    let mut slots = Slots::default();
     // Where the damage was found: segment index and byte position, to search after it.
     let mut damage_pos: Option<(usize, u64)> = None;
     for (si, &base) in segments.iter().enumerate() {
@@ -753,10 +853,12 @@ pub(crate) fn scan(
         };
         let mut stopped_at: Option<u64> = None;
         let magic = for_each_record(&path, |r| {
+            let entries = entry_count(r.payload());
             let intact = r.offset == count
                 && r.header_ok
                 && r.crc_ok
-                && (r.meta_len == 0 || r.meta_len >= CommitMark::LEN);
+                && (r.meta_len == 0 || r.meta_len >= CommitMark::LEN)
+                && entries.is_some();
             if count < verified {
                 if !intact {
                     return Err(corrupt(
@@ -766,6 +868,8 @@ pub(crate) fn scan(
                                 "bad record header at byte {} (offset {}, expected {count})",
                                 r.pos, r.offset
                             )
+                        } else if r.crc_ok {
+                            format!("malformed record {count} at byte {}", r.pos)
                         } else {
                             format!("checksum mismatch in record {count} at byte {}", r.pos)
                         },
@@ -783,10 +887,13 @@ pub(crate) fn scan(
                     size: r.size,
                     hash: r.hash,
                     kind,
+                    slot: slots.len(),
+                    entries: u64::from(entries.unwrap_or(0)),
                     commit: CommitMark::from_bytes(&r.body[..r.meta_len]),
                     state: (r.meta_len > CommitMark::LEN)
                         .then(|| r.body[CommitMark::LEN..r.meta_len].to_vec()),
-                    body: (kind != KIND_ENTRY).then(|| payload.get(1..).unwrap_or(&[]).to_vec()),
+                    body: (kind != KIND_ENTRY && kind != KIND_ENTRIES)
+                        .then(|| payload.get(1..).unwrap_or(&[]).to_vec()),
                 });
             }
             if r.offset == 0 {
@@ -798,6 +905,7 @@ pub(crate) fn scan(
             seg.positions.push(p32);
             seg.kinds.push(r.payload().first().copied().unwrap_or(0));
             seg.end = r.end();
+            slots.push(u64::from(entries.unwrap_or(0)));
             count += 1;
             Ok(true)
         })?;
@@ -861,6 +969,7 @@ pub(crate) fn scan(
         chain_verified: chain_acc,
         damage,
         header,
+        slots,
     })
 }
 

@@ -294,12 +294,19 @@ pub(crate) struct LogHeader {
     pub(crate) gen: u64,
 }
 
-/// The on-disk format this version writes and reads. Version 1 (the state in sled, written
-/// and synced by every write) was used by the 0.3 development versions before it.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The on-disk format this version writes. Version 3 adds records of several entries
+/// (`KIND_ENTRIES`) to version 2, which had one record per entry; version 2 is read too, and
+/// its anchor is rewritten as version 3 when it is opened (before anything of version 3 is
+/// written). Version 1 (the state in sled, written and synced by every write) was used by
+/// the 0.3 development versions before them and is not read.
+pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this version reads.
+pub(crate) const OLDEST_FORMAT_READ: u32 = 2;
+/// The log header's magic (the same in versions 2 and 3: the anchor tells them apart).
 pub(crate) const LOG_MAGIC: [u8; 8] = *b"OPXLOG02";
 /// The anchor's magic: `OPXANC` and the format version in two digits.
-pub(crate) const ANCHOR_MAGIC: [u8; 8] = *b"OPXANC02";
+pub(crate) const ANCHOR_MAGIC: [u8; 8] = *b"OPXANC03";
+const ANCHOR_MAGIC_V2: [u8; 8] = *b"OPXANC02";
 const ANCHOR_MAGIC_PREFIX: &[u8; 6] = b"OPXANC";
 
 /// The first byte of every log record's payload: what the record holds.
@@ -308,6 +315,8 @@ pub(crate) const KIND_HEADER: u8 = 1;
 pub(crate) const KIND_ENTRY: u8 = 2;
 /// The state changes of one write: `KIND_STATE ++ bincode(Vec<LogOp>)`.
 pub(crate) const KIND_STATE: u8 = 3;
+/// Several entries of one write (format version 3; layout in `entries.rs`).
+pub(crate) const KIND_ENTRIES: u8 = 4;
 
 /// The anchor file: written once at creation and again (atomically, before the write is
 /// committed) whenever a write changes the promise or the accepted round. It lets `open` refuse
@@ -367,7 +376,7 @@ impl Anchor {
         if body.len() < 8 || &body[..6] != ANCHOR_MAGIC_PREFIX {
             return Ok(AnchorRead::Damaged("bad magic".into()));
         }
-        if body[..8] != ANCHOR_MAGIC {
+        if body[..8] != ANCHOR_MAGIC && body[..8] != ANCHOR_MAGIC_V2 {
             let digits = std::str::from_utf8(&body[6..8]).ok();
             return Ok(match digits.and_then(|d| d.parse::<u32>().ok()) {
                 Some(v) => AnchorRead::OtherFormat(v),
@@ -375,7 +384,12 @@ impl Anchor {
             });
         }
         Ok(match decode::<Anchor>(body) {
-            Ok(a) if a.format == FORMAT_VERSION => AnchorRead::Ok(a),
+            Ok(a)
+                if (a.format == FORMAT_VERSION && a.magic == ANCHOR_MAGIC)
+                    || (a.format == OLDEST_FORMAT_READ && a.magic == ANCHOR_MAGIC_V2) =>
+            {
+                AnchorRead::Ok(a)
+            }
             Ok(a) => AnchorRead::OtherFormat(a.format),
             Err(e) => AnchorRead::Damaged(e),
         })

@@ -183,11 +183,13 @@
 
 mod config;
 mod crc;
+mod entries;
 mod error;
 mod log;
 mod meta;
 mod recovery;
 mod sled_files;
+mod slots;
 
 pub use config::{
     Durability, PersistentStorageConfig, DEFAULT_CHECKPOINT_INTERVAL,
@@ -199,11 +201,12 @@ use crate::InvalidOpError;
 use bincode::Options as _;
 use config::LogLimits;
 use crc::crc32c;
+use entries::EncodedEntries;
 use error::io_err;
 use log::Log;
 use meta::{
     codec, decode, encode, seal, snapshot_key, Anchor, ApplyError, Checkpoint, Extent, LogHeader,
-    LogMap, LogOp, SnapshotRef, State, KIND_ENTRY, KIND_HEADER, KIND_STATE, LOG_MAGIC,
+    LogMap, LogOp, SnapshotRef, State, KIND_HEADER, KIND_STATE, LOG_MAGIC,
 };
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
 use recovery::{path_state, PathState};
@@ -221,8 +224,8 @@ const DB_DIR: &str = "db";
 /// the live entries (writes without entries between writes with entries, and
 /// `AppendOnPrefix`, start new extents).
 const MAX_EXTENTS: u64 = 4096;
-/// Records copied per step of a rewrite.
-const REWRITE_CHUNK: u64 = 1024;
+/// Entries copied per step of a rewrite.
+const REWRITE_CHUNK: u64 = 4096;
 /// A checkpoint is also written after this many bytes of log.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
@@ -278,44 +281,13 @@ impl<T: Entry> fmt::Debug for PersistentStorage<T> {
 struct Plan {
     /// The state after the write.
     next: State,
-    /// The entry records (`KIND_ENTRY ++ bincode`).
-    entries: Encoded,
+    /// The write's entries, encoded.
+    entries: EncodedEntries,
     /// The write's state changes (`bincode(ops)`), unless it only appends entries; carried in
     /// the commit mark's metadata of its last entry, or in a state record of their own.
     state: Option<Vec<u8>>,
     /// The new snapshot bytes, if the write sets a snapshot.
     snapshot: Option<Vec<u8>>,
-}
-
-/// Encoded records in one buffer (one allocation for a whole batch, not one per entry).
-#[derive(Default)]
-struct Encoded {
-    bytes: Vec<u8>,
-    /// The end of each record in `bytes`.
-    ends: Vec<usize>,
-}
-
-impl Encoded {
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
-    }
-
-    /// Appends `KIND_ENTRY ++ bincode(e)`; returns its length.
-    fn push_entry<E: Serialize>(&mut self, e: &E) -> Result<usize, StorageError> {
-        let start = self.bytes.len();
-        self.bytes.push(KIND_ENTRY);
-        if let Err(err) = codec().serialize_into(&mut self.bytes, e) {
-            self.bytes.truncate(start);
-            return Err(StorageError::Codec(err.to_string()));
-        }
-        self.ends.push(self.bytes.len());
-        Ok(self.bytes.len() - start)
-    }
 }
 
 fn log_dir(root: &Path, gen: u64) -> PathBuf {
@@ -426,10 +398,12 @@ where
         record: Option<Vec<u8>>,
     ) -> Result<Option<Plan>, StorageError> {
         let mut next = self.state.clone();
-        let mut entries = Encoded::default();
+        let mut entries = EncodedEntries::default();
         let mut prog: Vec<LogOp> = Vec::new();
         let mut snapshot = None;
-        let base = self.log.records();
+        // The write's entries take the slots from here on (its records come after the log's
+        // records, entries first).
+        let base = self.log.slots();
         let max = self.log.max_payload();
         let seq = self.seq + 1;
         let too_large = |len: usize| StorageError::TooLarge {
@@ -438,13 +412,13 @@ where
         };
         let apply = |next: &mut State,
                      prog: &mut Vec<LogOp>,
-                     entries: &mut Encoded,
+                     entries: &mut EncodedEntries,
                      op: LogOp,
                      new: Vec<T>|
          -> Result<(), StorageError> {
             let first = base + entries.len() as u64;
             for e in &new {
-                let len = entries.push_entry(e)?;
+                let len = entries.push(e)?;
                 if len > max {
                     return Err(too_large(len));
                 }
@@ -596,20 +570,21 @@ where
         // consecutive writes stay next to each other in the log), or, for a write without
         // entries or with too many changes for the metadata, in a state record of their own.
         let state = state.unwrap_or_default();
-        let n = entries.len();
-        let last_len = if n > 0 { entries.get(n - 1).len() } else { 0 };
+        let records = entries.records(self.log.max_payload());
+        let n = records.len();
+        let last_len = records.last().map_or(0, Vec::len);
         let in_meta = n > 0
             && state.len() + log::CommitMark::LEN <= log::MAX_META
             && last_len + state.len() + log::CommitMark::LEN + log::HEADER
                 <= self.limits.max_batch_bytes();
         if in_meta {
-            for i in 0..n - 1 {
-                self.log.push(entries.get(i))?;
+            for r in &records[..n - 1] {
+                self.log.push(r)?;
             }
-            self.log.commit(entries.get(n - 1), seq, &state)?;
+            self.log.commit(&records[n - 1], seq, &state)?;
         } else {
-            for i in 0..n {
-                self.log.push(entries.get(i))?;
+            for r in &records {
+                self.log.push(r)?;
             }
             let mut record = Vec::with_capacity(state.len() + 1);
             record.push(KIND_STATE);
@@ -671,7 +646,7 @@ where
     /// the module documentation). Crash-safe; on error before its commit nothing changed.
     fn maybe_rewrite(&mut self) -> Result<(), StorageError> {
         let live = self.state.map.len();
-        let dead = self.log.records() - live;
+        let dead = self.log.slots() - live;
         let extents = self.state.map.extents.len() as u64;
         let due = (dead >= self.rewrite_threshold && dead >= 2 * live)
             || extents > MAX_EXTENTS.max(live / 4);
@@ -719,18 +694,18 @@ where
         let mut log = Log::create(dir, self.limits).map_err(io_err("creating a log generation"))?;
         log.push(&header_record(self.id, gen).map_err(StorageError::Codec)?)?;
         let map = &self.state.map;
-        let mut chunk: Vec<Vec<u8>> = Vec::new();
+        let mut chunk = EncodedEntries::default();
         for (off, n) in map.runs(map.start, map.end()) {
             let mut done = 0;
             while done < n {
                 let k = (n - done).min(REWRITE_CHUNK);
                 chunk.clear();
-                self.log.read(off + done, k, |p| {
-                    chunk.push(p.to_vec());
+                self.log.read_entries(off + done, k, |p| {
+                    chunk.push_encoded(p);
                     Ok(())
                 })?;
-                for p in &chunk {
-                    log.push(p)?;
+                for r in chunk.records(log.max_payload()) {
+                    log.push(&r)?;
                 }
                 done += k;
             }
@@ -742,17 +717,6 @@ where
         Ok(log)
     }
 
-    fn decode_entry(bytes: &[u8]) -> Result<T, StorageError> {
-        match bytes.split_first() {
-            Some((&KIND_ENTRY, body)) => {
-                decode(body).map_err(|e| StorageError::Corrupt(format!("entry: {e}")))
-            }
-            _ => Err(StorageError::Corrupt(
-                "a record the log map names is not an entry".into(),
-            )),
-        }
-    }
-
     fn entries(&self, from: u64, to: u64) -> Result<Vec<T>, StorageError> {
         let map = &self.state.map;
         if from >= to || from < map.start || to > map.end() {
@@ -760,8 +724,8 @@ where
         }
         let mut out = Vec::with_capacity((to - from).min(1 << 20) as usize);
         for (off, n) in map.runs(from, to) {
-            self.log.read(off, n, |p| {
-                out.push(Self::decode_entry(p)?);
+            self.log.read_entries(off, n, |p| {
+                out.push(decode(p).map_err(|e| StorageError::Corrupt(format!("entry: {e}")))?);
                 Ok(())
             })?;
         }

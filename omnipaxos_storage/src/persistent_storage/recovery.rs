@@ -11,8 +11,8 @@ use super::{
     log_dir,
     meta::{
         decode, encode, seal, snapshot_key, sync_dir, unseal, Anchor, AnchorRead, Checkpoint,
-        LogHeader, LogOp, State, ANCHOR_FILE, ANCHOR_MAGIC, FORMAT_VERSION, KIND_ENTRY,
-        KIND_HEADER, KIND_STATE, LOG_MAGIC, SNAPSHOT_PREFIX,
+        LogHeader, LogOp, State, ANCHOR_FILE, ANCHOR_MAGIC, FORMAT_VERSION, KIND_ENTRIES,
+        KIND_ENTRY, KIND_HEADER, KIND_STATE, LOG_MAGIC, SNAPSHOT_PREFIX,
     },
     sled_files::{open_sled, sync_tree, SledFiles},
     state_record, PersistentStorage, PersistentStorageConfig, PersistentStorageError, StorageError,
@@ -152,7 +152,7 @@ fn replay(
         }
         let (body, last_is_state) = match group[n - 1].kind {
             KIND_STATE => (&group[..n - 1], true),
-            KIND_ENTRY => (&group[..], false),
+            KIND_ENTRY | KIND_ENTRIES => (&group[..], false),
             k => {
                 return Err(corrupt(format!(
                     "record {} of kind {k} ends a write",
@@ -163,7 +163,7 @@ fn replay(
         let mut entries = Vec::with_capacity(body.len());
         for (i, g) in body.iter().enumerate() {
             match g.kind {
-                KIND_ENTRY => entries.push(g.offset),
+                KIND_ENTRY | KIND_ENTRIES => entries.extend(g.slot..g.slot + g.entries),
                 KIND_HEADER if !based && i == 0 && g.offset == 0 => {}
                 k => {
                     return Err(corrupt(format!(
@@ -462,7 +462,8 @@ where
         let Replayed {
             state, seq, keep, ..
         } = replayed;
-        // Every live entry must be an entry record the log keeps.
+        // Every live entry must be in an entry record the log keeps.
+        let kept_slots = scan.slot_of(keep);
         let map_ok = state.map.start.checked_add(state.map.len()).is_some()
             && state
                 .map
@@ -472,8 +473,8 @@ where
             && state.map.extents.iter().all(|e| {
                 e.len > 0
                     && e.off >= 1
-                    && e.off.checked_add(e.len).is_some_and(|x| x <= keep)
-                    && (e.off..e.off + e.len).all(|o| scan.kind(o) == Some(KIND_ENTRY))
+                    && e.off.checked_add(e.len).is_some_and(|x| x <= kept_slots)
+                    && scan.entry_slots(e.off, e.len)
             });
         if !map_ok {
             return Err(corrupt(
@@ -507,10 +508,21 @@ where
         drop(incomplete);
         let _ = fs::remove_file(root.join(format!("{ANCHOR_FILE}.tmp")));
         let mut anchor = anchor;
+        let mut anchor_changed = false;
         if seq < anchor.guard_seq {
             // The guarded write did not commit: the anchor names the state we have.
             anchor.guard_seq = seq;
             anchor.guards = [state.guard(); 2];
+            anchor_changed = true;
+        }
+        if anchor.format != FORMAT_VERSION {
+            // A storage of format version 2: from now on it may hold records of version 3,
+            // which version 2 cannot read; the anchor says so before any is written.
+            anchor.format = FORMAT_VERSION;
+            anchor.magic = ANCHOR_MAGIC;
+            anchor_changed = true;
+        }
+        if anchor_changed {
             anchor
                 .write(&root)
                 .map_err(open_io(format!("writing the anchor in {}", root.display())))?;

@@ -1,0 +1,296 @@
+//! The payloads of entry records, and the entries of one write encoded before they become
+//! records.
+//!
+//! * `KIND_ENTRY ++ bincode(entry)`: one entry (the only entry record of format version 2; a
+//!   write of one entry still writes this).
+//! * `KIND_ENTRIES ++ count ++ end × count ++ bincode(entry) × count`: `count` (at least 2)
+//!   entries of one write in one record; `count` and each `end` are `u32` little endian, and
+//!   entry `i` is the bytes `end[i - 1]..end[i]` (`0..end[0]` for the first) of what follows
+//!   the ends, which is exactly `end[count - 1]` bytes long.
+//!
+//! A write of many entries thus costs one commitlog record (one header, one checksum, one
+//! index slot) instead of one per entry, and a reader finds any entry of a record without
+//! decoding the ones before it.
+
+use super::{
+    error::StorageError,
+    meta::{codec, KIND_ENTRIES, KIND_ENTRY},
+};
+use bincode::Options as _;
+use serde::Serialize;
+
+/// Bytes a `KIND_ENTRIES` record adds to its entries: the kind and the count.
+const BATCH_HEAD: usize = 1 + 4;
+/// Bytes a `KIND_ENTRIES` record adds per entry: its end.
+const PER_ENTRY: usize = 4;
+/// The payload size a `KIND_ENTRIES` record is filled up to (a single larger entry gets a
+/// record of its own). Bounds what a read of one entry has to read.
+pub(crate) const PACK_BYTES: usize = 64 << 10;
+
+/// The number of entries a record holds, judged by its payload alone: `Some(n)` for a
+/// well-formed entry record, `Some(0)` for a record of another kind, `None` for a
+/// `KIND_ENTRIES` record whose layout does not hold together.
+pub(crate) fn entry_count(payload: &[u8]) -> Option<u32> {
+    match payload.first() {
+        Some(&KIND_ENTRY) => Some(1),
+        Some(&KIND_ENTRIES) => batch(payload).map(|(ends, _)| ends.len() as u32),
+        _ => Some(0),
+    }
+}
+
+/// The ends table and the entries' bytes of a well-formed `KIND_ENTRIES` payload.
+fn batch(payload: &[u8]) -> Option<(Ends<'_>, &[u8])> {
+    let count = u32::from_le_bytes(payload.get(1..BATCH_HEAD)?.try_into().ok()?) as usize;
+    if count < 2 {
+        return None;
+    }
+    let table_end = count.checked_mul(PER_ENTRY)?.checked_add(BATCH_HEAD)?;
+    let ends = Ends(payload.get(BATCH_HEAD..table_end)?);
+    let data = &payload[table_end..];
+    let mut prev = 0;
+    for i in 0..count {
+        let e = ends.get(i);
+        if e < prev {
+            return None;
+        }
+        prev = e;
+    }
+    (prev == data.len()).then_some((ends, data))
+}
+
+/// The table of entry ends of a `KIND_ENTRIES` record.
+#[derive(Copy, Clone)]
+struct Ends<'a>(&'a [u8]);
+
+impl Ends<'_> {
+    fn len(&self) -> usize {
+        self.0.len() / PER_ENTRY
+    }
+    fn get(&self, i: usize) -> usize {
+        let b = &self.0[i * PER_ENTRY..(i + 1) * PER_ENTRY];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    }
+}
+
+/// Calls `f` with the encoded entries `skip..skip + take` of an entry record (fewer if the
+/// record ends first), in order; returns how many it passed. An error if `payload` is not a
+/// well-formed entry record.
+pub(crate) fn for_each_entry(
+    payload: &[u8],
+    skip: usize,
+    take: usize,
+    mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<usize, StorageError> {
+    match payload.first() {
+        Some(&KIND_ENTRY) => {
+            if skip == 0 && take > 0 {
+                f(&payload[1..])?;
+                Ok(1)
+            } else {
+                Ok(0)
+            }
+        }
+        Some(&KIND_ENTRIES) => {
+            let (ends, data) = batch(payload).ok_or_else(|| {
+                StorageError::Corrupt("a record of several entries is malformed".into())
+            })?;
+            let end = ends.len().min(skip.saturating_add(take));
+            let mut start = if skip == 0 { 0 } else { ends.get(skip - 1) };
+            for i in skip..end {
+                let e = ends.get(i);
+                f(&data[start..e])?;
+                start = e;
+            }
+            Ok(end.saturating_sub(skip))
+        }
+        _ => Err(StorageError::Corrupt(
+            "a record the log map names is not an entry".into(),
+        )),
+    }
+}
+
+/// The entries of one write, encoded with bincode into one buffer.
+#[derive(Default)]
+pub(crate) struct EncodedEntries {
+    bytes: Vec<u8>,
+    /// The end of each entry in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl EncodedEntries {
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Encodes `e` after the others; returns the size of the record it would take alone
+    /// (`KIND_ENTRY ++ bincode(e)`).
+    pub(crate) fn push<E: Serialize>(&mut self, e: &E) -> Result<usize, StorageError> {
+        let start = self.bytes.len();
+        if let Err(err) = codec().serialize_into(&mut self.bytes, e) {
+            self.bytes.truncate(start);
+            return Err(StorageError::Codec(err.to_string()));
+        }
+        self.ends.push(self.bytes.len());
+        Ok(1 + self.bytes.len() - start)
+    }
+
+    /// Appends an entry already encoded (a rewrite copies entries this way).
+    pub(crate) fn push_encoded(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Removes every entry, keeping the buffers.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The payloads of the records that hold the entries, in order: consecutive entries
+    /// packed into `KIND_ENTRIES` records of at most `max` bytes (and at most [`PACK_BYTES`]
+    /// unless one entry is larger), a lone entry as a `KIND_ENTRY` record. Each entry must
+    /// fit a `KIND_ENTRY` record of `max` bytes.
+    pub(crate) fn records(&self, max: usize) -> Vec<Vec<u8>> {
+        let max = max.clamp(1, PACK_BYTES);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.len() {
+            // The longest run from `i` that fits one record.
+            let mut j = i + 1;
+            let mut size = BATCH_HEAD + PER_ENTRY + self.get(i).len();
+            while j < self.len() && j - i < u32::MAX as usize {
+                let next = size + PER_ENTRY + self.get(j).len();
+                if next > max {
+                    break;
+                }
+                size = next;
+                j += 1;
+            }
+            out.push(self.record(i, j));
+            i = j;
+        }
+        out
+    }
+
+    /// The record payload of entries `i..j`.
+    fn record(&self, i: usize, j: usize) -> Vec<u8> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let data = &self.bytes[start..self.ends[j - 1]];
+        if j == i + 1 {
+            let mut r = Vec::with_capacity(1 + data.len());
+            r.push(KIND_ENTRY);
+            r.extend_from_slice(data);
+            return r;
+        }
+        let n = j - i;
+        let mut r = Vec::with_capacity(BATCH_HEAD + n * PER_ENTRY + data.len());
+        r.push(KIND_ENTRIES);
+        r.extend_from_slice(&(n as u32).to_le_bytes());
+        for &e in &self.ends[i..j] {
+            r.extend_from_slice(&((e - start) as u32).to_le_bytes());
+        }
+        r.extend_from_slice(data);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(sizes: &[usize]) -> EncodedEntries {
+        let mut e = EncodedEntries::default();
+        for (i, &n) in sizes.iter().enumerate() {
+            e.push(&vec![i as u8; n]).unwrap();
+        }
+        e
+    }
+
+    fn read_all(records: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for r in records {
+            let n = entry_count(r).unwrap() as usize;
+            let got = for_each_entry(r, 0, usize::MAX, |b| {
+                out.push(codec().deserialize::<Vec<u8>>(b).unwrap());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, n);
+        }
+        out
+    }
+
+    #[test]
+    fn records_pack_and_read_back() {
+        let sizes = [3, 0, 100, 7, 2000, 1, 1];
+        let e = encoded(&sizes);
+        for max in [50, 200, 1_000, 5_000, 1 << 20] {
+            let recs = e.records(max);
+            assert!(recs.iter().all(|r| r.len() <= max.max(2009)), "max {max}");
+            let back = read_all(&recs);
+            let want: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| vec![i as u8; n])
+                .collect();
+            assert_eq!(back, want, "max {max}");
+        }
+        // Everything fits: one record of all seven.
+        assert_eq!(e.records(1 << 20).len(), 1);
+        // One entry: a plain entry record.
+        let one = encoded(&[5]).records(1 << 20);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0][0], KIND_ENTRY);
+    }
+
+    #[test]
+    fn skip_and_take_within_a_record() {
+        let e = encoded(&[1, 2, 3, 4, 5]);
+        let recs = e.records(1 << 20);
+        let mut seen = Vec::new();
+        let n = for_each_entry(&recs[0], 2, 2, |b| {
+            seen.push(codec().deserialize::<Vec<u8>>(b).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(seen, vec![vec![2u8; 3], vec![3u8; 4]]);
+        assert_eq!(for_each_entry(&recs[0], 5, 3, |_| Ok(())).unwrap(), 0);
+        assert_eq!(for_each_entry(&recs[0], 4, 9, |_| Ok(())).unwrap(), 1);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_not_panicking() {
+        let good = encoded(&[1, 2, 3]).records(1 << 20).remove(0);
+        assert_eq!(entry_count(&good), Some(3));
+        // Every truncation and every single-byte change of the head and table.
+        for cut in 0..good.len() {
+            let r = &good[..cut];
+            if cut > 0 {
+                assert_eq!(entry_count(r), None, "cut at {cut}");
+                assert!(for_each_entry(r, 0, 9, |_| Ok(())).is_err());
+            }
+        }
+        for i in 1..BATCH_HEAD + 3 * PER_ENTRY {
+            let mut r = good.clone();
+            r[i] ^= 0x80;
+            if entry_count(&r).is_some() {
+                // Still consistent (e.g. a larger end of an entry and a smaller of the next is
+                // impossible here): then reading it must not panic either.
+                let _ = for_each_entry(&r, 0, 9, |_| Ok(()));
+            }
+        }
+        let mut one = good.clone();
+        one[1..5].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(entry_count(&one), None);
+        assert_eq!(entry_count(&[KIND_ENTRIES]), None);
+        assert_eq!(entry_count(&[]), Some(0));
+        assert_eq!(entry_count(&[3, 1, 2]), Some(0));
+    }
+}
