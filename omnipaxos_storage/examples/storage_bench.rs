@@ -26,7 +26,11 @@
 //!   the segment once, so close to 1 is expected);
 //! * `x memory`: time per batch of `PersistentStorage` divided by that of `MemoryStorage`.
 //!
-//! A `Deferred` row shows what the durability setting buys (it does not sync).
+//! A `Deferred` row shows what the durability setting buys (it does not sync). The `plain file
+//! + encoding` row is a second reference: the same file, but each batch is encoded with bincode
+//! (and its entries dropped) inside the clock, as an application writing its own file would
+//! have to; the floor leaves that work out (its bytes are encoded once, before the clock), so
+//! what it does not count is what encoding the entries costs.
 //!
 //! Batches are built before the clock starts; only the writes are timed. The backends of a
 //! case take turns in 10 rounds, so that changes in the disk's load affect them alike, and
@@ -129,6 +133,47 @@ fn storage_runner<S: Storage<BenchEntry> + 'static>(
         }
         Measured { batches, time }
     })
+}
+
+/// A plain file that encodes its entries: each batch (built before the clock, handed over
+/// like a storage's batch and dropped after) is encoded with bincode inside the clock,
+/// appended, and `fsync`ed: what an application writing its own file pays.
+fn encoding_file_runner(path: &Path, n: usize, payload: usize) -> std::io::Result<Runner> {
+    let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut bytes = Vec::new();
+    Ok(Box::new(move |secs| {
+        let mut time = Duration::ZERO;
+        let mut batches = 0u64;
+        while time.as_secs_f64() < secs {
+            let ops: Vec<Vec<BenchEntry>> = (0..CHUNK)
+                .map(|_| {
+                    (0..n)
+                        .map(|i| BenchEntry {
+                            payload: vec![i as u8; payload],
+                        })
+                        .collect()
+                })
+                .collect();
+            let t = Instant::now();
+            for b in ops {
+                bytes.clear();
+                for e in &b {
+                    if let Err(e) = bincode::serialize_into(&mut bytes, e) {
+                        eprintln!("bincode: {e}");
+                        std::process::exit(1);
+                    }
+                }
+                drop(b);
+                if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_all()) {
+                    eprintln!("plain file: {e}");
+                    std::process::exit(1);
+                }
+            }
+            time += t.elapsed();
+            batches += CHUNK as u64;
+        }
+        Measured { batches, time }
+    }))
 }
 
 /// The floor: the encoded bytes of a batch appended to a plain file, one `fsync` per batch.
@@ -304,6 +349,7 @@ fn main() {
                 std::process::exit(1);
             }
             let plain = dir.join("plain-file");
+            let encoding = dir.join("encoding-file");
             let immediate = dir.join("immediate");
             let deferred = dir.join("deferred");
             // Each turn builds its backend afresh and drops it after: two `PersistentStorage`s
@@ -319,6 +365,12 @@ fn main() {
                 }),
                 Box::new(move |_| {
                     storage_runner(MemoryStorage::default, n, payload, Some(MEMORY_RESET))
+                }),
+                Box::new(move |_| {
+                    encoding_file_runner(&encoding, n, payload).unwrap_or_else(|e| {
+                        eprintln!("plain file: {e}");
+                        std::process::exit(1);
+                    })
                 }),
                 persistent_backend(immediate, Durability::Immediate, n, payload),
                 persistent_backend(deferred, Durability::Deferred, n, payload),
@@ -344,7 +396,8 @@ fn main() {
                     settle_disk();
                 }
             }
-            let (floor, memory, immediate, deferred) = (total[0], total[1], total[2], total[3]);
+            let (floor, memory, encoding, immediate, deferred) =
+                (total[0], total[1], total[2], total[3], total[4]);
             let row = |name: &str, m: &Measured| {
                 println!(
                     "{:>6} {:>7}B  {:<22} {:>12.0} {:>10.0} {:>8.2} {:>9.1}",
@@ -359,6 +412,7 @@ fn main() {
             };
             row("plain file + fsync", &floor);
             row("MemoryStorage", &memory);
+            row("plain file + encoding", &encoding);
             row("Persistent Immediate", &immediate);
             row("Persistent Deferred", &deferred);
             // Free the disk space of this case before the next.

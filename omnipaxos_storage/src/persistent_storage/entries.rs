@@ -3,14 +3,15 @@
 //!
 //! * `KIND_ENTRY ++ bincode(entry)`: one entry (the only entry record of format version 2; a
 //!   write of one entry still writes this).
-//! * `KIND_ENTRIES ++ count ++ end × count ++ bincode(entry) × count`: `count` (at least 2)
+//! * `KIND_ENTRIES ++ bincode(entry) × count ++ end × count ++ count`: `count` (at least 2)
 //!   entries of one write in one record; `count` and each `end` are `u32` little endian, and
 //!   entry `i` is the bytes `end[i - 1]..end[i]` (`0..end[0]` for the first) of what follows
-//!   the ends, which is exactly `end[count - 1]` bytes long.
+//!   the kind byte, which is exactly `end[count - 1]` bytes long before the table.
 //!
 //! A write of many entries thus costs one commitlog record (one header, one checksum, one
 //! index slot) instead of one per entry, and a reader finds any entry of a record without
-//! decoding the ones before it.
+//! decoding the ones before it. The table comes last so that a write's entries are encoded
+//! straight into the record that stores them.
 
 use super::{
     error::StorageError,
@@ -40,13 +41,15 @@ pub(crate) fn entry_count(payload: &[u8]) -> Option<u32> {
 
 /// The ends table and the entries' bytes of a well-formed `KIND_ENTRIES` payload.
 fn batch(payload: &[u8]) -> Option<(Ends<'_>, &[u8])> {
-    let count = u32::from_le_bytes(payload.get(1..BATCH_HEAD)?.try_into().ok()?) as usize;
+    let body = payload.get(1..)?;
+    let count_at = body.len().checked_sub(4)?;
+    let count = u32::from_le_bytes(body[count_at..].try_into().ok()?) as usize;
     if count < 2 {
         return None;
     }
-    let table_end = count.checked_mul(PER_ENTRY)?.checked_add(BATCH_HEAD)?;
-    let ends = Ends(payload.get(BATCH_HEAD..table_end)?);
-    let data = &payload[table_end..];
+    let table_at = count_at.checked_sub(count.checked_mul(PER_ENTRY)?)?;
+    let ends = Ends(&body[table_at..count_at]);
+    let data = &body[..table_at];
     let mut prev = 0;
     for i in 0..count {
         let e = ends.get(i);
@@ -109,12 +112,22 @@ pub(crate) fn for_each_entry(
     }
 }
 
-/// The entries of one write, encoded with bincode into one buffer.
-#[derive(Default)]
+/// The entries of one write, encoded with bincode into one buffer that becomes their record
+/// when they fit one.
 pub(crate) struct EncodedEntries {
+    /// A kind byte (set when the records are made), then the entries.
     bytes: Vec<u8>,
-    /// The end of each entry in `bytes`.
+    /// The end of each entry, counted from `bytes[1]`.
     ends: Vec<usize>,
+}
+
+impl Default for EncodedEntries {
+    fn default() -> Self {
+        EncodedEntries {
+            bytes: vec![KIND_ENTRIES],
+            ends: Vec::new(),
+        }
+    }
 }
 
 impl EncodedEntries {
@@ -123,9 +136,21 @@ impl EncodedEntries {
         self.ends.len()
     }
 
+    /// The bytes of the entries (without the kind byte).
+    fn data(&self) -> &[u8] {
+        &self.bytes[1..]
+    }
+
     fn get(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        &self.data()[start..self.ends[i]]
+    }
+
+    /// Makes room for `entries` more entries of about `bytes_each` bytes.
+    pub(crate) fn reserve(&mut self, entries: usize, bytes_each: usize) {
+        self.ends.reserve(entries);
+        self.bytes
+            .reserve(entries.saturating_mul(bytes_each + PER_ENTRY) + BATCH_HEAD);
     }
 
     /// Encodes `e` after the others; returns the size of the record it would take alone
@@ -136,35 +161,45 @@ impl EncodedEntries {
             self.bytes.truncate(start);
             return Err(StorageError::Codec(err.to_string()));
         }
-        self.ends.push(self.bytes.len());
+        self.ends.push(self.bytes.len() - 1);
         Ok(1 + self.bytes.len() - start)
     }
 
     /// Appends an entry already encoded (a rewrite copies entries this way).
     pub(crate) fn push_encoded(&mut self, bytes: &[u8]) {
         self.bytes.extend_from_slice(bytes);
-        self.ends.push(self.bytes.len());
-    }
-
-    /// Removes every entry, keeping the buffers.
-    pub(crate) fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
+        self.ends.push(self.bytes.len() - 1);
     }
 
     /// The payloads of the records that hold the entries, in order: consecutive entries
     /// packed into `KIND_ENTRIES` records of at most `max` bytes (and at most [`PACK_BYTES`]
     /// unless one entry is larger), a lone entry as a `KIND_ENTRY` record. Each entry must
-    /// fit a `KIND_ENTRY` record of `max` bytes.
-    pub(crate) fn records(&self, max: usize) -> Vec<Vec<u8>> {
+    /// fit a `KIND_ENTRY` record of `max` bytes. When all entries fit one record, their
+    /// buffer becomes that record without a copy.
+    pub(crate) fn into_records(mut self, max: usize) -> Vec<Vec<u8>> {
         let max = max.clamp(1, PACK_BYTES);
+        let n = self.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        if n == 1 {
+            self.bytes[0] = KIND_ENTRY;
+            return vec![self.bytes];
+        }
+        if self.bytes.len() + n * PER_ENTRY + 4 <= max && n <= u32::MAX as usize {
+            for &e in &self.ends {
+                self.bytes.extend_from_slice(&(e as u32).to_le_bytes());
+            }
+            self.bytes.extend_from_slice(&(n as u32).to_le_bytes());
+            return vec![self.bytes];
+        }
         let mut out = Vec::new();
         let mut i = 0;
-        while i < self.len() {
+        while i < n {
             // The longest run from `i` that fits one record.
             let mut j = i + 1;
             let mut size = BATCH_HEAD + PER_ENTRY + self.get(i).len();
-            while j < self.len() && j - i < u32::MAX as usize {
+            while j < n && j - i < u32::MAX as usize {
                 let next = size + PER_ENTRY + self.get(j).len();
                 if next > max {
                     break;
@@ -181,7 +216,7 @@ impl EncodedEntries {
     /// The record payload of entries `i..j`.
     fn record(&self, i: usize, j: usize) -> Vec<u8> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        let data = &self.bytes[start..self.ends[j - 1]];
+        let data = &self.data()[start..self.ends[j - 1]];
         if j == i + 1 {
             let mut r = Vec::with_capacity(1 + data.len());
             r.push(KIND_ENTRY);
@@ -191,11 +226,11 @@ impl EncodedEntries {
         let n = j - i;
         let mut r = Vec::with_capacity(BATCH_HEAD + n * PER_ENTRY + data.len());
         r.push(KIND_ENTRIES);
-        r.extend_from_slice(&(n as u32).to_le_bytes());
+        r.extend_from_slice(data);
         for &e in &self.ends[i..j] {
             r.extend_from_slice(&((e - start) as u32).to_le_bytes());
         }
-        r.extend_from_slice(data);
+        r.extend_from_slice(&(n as u32).to_le_bytes());
         r
     }
 }
@@ -229,9 +264,8 @@ mod tests {
     #[test]
     fn records_pack_and_read_back() {
         let sizes = [3, 0, 100, 7, 2000, 1, 1];
-        let e = encoded(&sizes);
         for max in [50, 200, 1_000, 5_000, 1 << 20] {
-            let recs = e.records(max);
+            let recs = encoded(&sizes).into_records(max);
             assert!(recs.iter().all(|r| r.len() <= max.max(2009)), "max {max}");
             let back = read_all(&recs);
             let want: Vec<Vec<u8>> = sizes
@@ -242,17 +276,16 @@ mod tests {
             assert_eq!(back, want, "max {max}");
         }
         // Everything fits: one record of all seven.
-        assert_eq!(e.records(1 << 20).len(), 1);
+        assert_eq!(encoded(&sizes).into_records(1 << 20).len(), 1);
         // One entry: a plain entry record.
-        let one = encoded(&[5]).records(1 << 20);
+        let one = encoded(&[5]).into_records(1 << 20);
         assert_eq!(one.len(), 1);
         assert_eq!(one[0][0], KIND_ENTRY);
     }
 
     #[test]
     fn skip_and_take_within_a_record() {
-        let e = encoded(&[1, 2, 3, 4, 5]);
-        let recs = e.records(1 << 20);
+        let recs = encoded(&[1, 2, 3, 4, 5]).into_records(1 << 20);
         let mut seen = Vec::new();
         let n = for_each_entry(&recs[0], 2, 2, |b| {
             seen.push(codec().deserialize::<Vec<u8>>(b).unwrap());
@@ -267,27 +300,33 @@ mod tests {
 
     #[test]
     fn malformed_batches_are_refused_not_panicking() {
-        let good = encoded(&[1, 2, 3]).records(1 << 20).remove(0);
+        let good = encoded(&[1, 2, 3]).into_records(1 << 20).remove(0);
         assert_eq!(entry_count(&good), Some(3));
-        // Every truncation and every single-byte change of the head and table.
-        for cut in 0..good.len() {
+        // Every truncation is refused, without a panic.
+        for cut in 1..good.len() {
             let r = &good[..cut];
-            if cut > 0 {
-                assert_eq!(entry_count(r), None, "cut at {cut}");
-                assert!(for_each_entry(r, 0, 9, |_| Ok(())).is_err());
-            }
+            assert_eq!(entry_count(r), None, "cut at {cut}");
+            assert!(for_each_entry(r, 0, 9, |_| Ok(())).is_err());
         }
-        for i in 1..BATCH_HEAD + 3 * PER_ENTRY {
-            let mut r = good.clone();
-            r[i] ^= 0x80;
-            if entry_count(&r).is_some() {
-                // Still consistent (e.g. a larger end of an entry and a smaller of the next is
-                // impossible here): then reading it must not panic either.
-                let _ = for_each_entry(&r, 0, 9, |_| Ok(()));
+        // Every bit of the table and the count flipped: a changed count or last end is
+        // refused; a changed inner end may still describe entries within the record (the
+        // record's checksum is what finds that), and reading them must not panic.
+        let table = good.len() - 3 * PER_ENTRY - 4;
+        for i in table..good.len() {
+            for bit in 0..8 {
+                let mut r = good.clone();
+                r[i] ^= 1 << bit;
+                if i >= table + 2 * PER_ENTRY {
+                    assert_eq!(entry_count(&r), None, "byte {i} bit {bit}");
+                    assert!(for_each_entry(&r, 1, 9, |_| Ok(())).is_err());
+                } else {
+                    let _ = for_each_entry(&r, 0, 9, |_| Ok(()));
+                }
             }
         }
         let mut one = good.clone();
-        one[1..5].copy_from_slice(&1u32.to_le_bytes());
+        let at = one.len() - 4;
+        one[at..].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(entry_count(&one), None);
         assert_eq!(entry_count(&[KIND_ENTRIES]), None);
         assert_eq!(entry_count(&[]), Some(0));

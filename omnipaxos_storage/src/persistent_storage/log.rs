@@ -492,13 +492,14 @@ impl Log {
             None => self.buf.push(payload),
         }
         .map_err(|e| StorageError::Codec(format!("commitlog message: {e:?}")))?;
-        // Our own records: the head of a record of several entries is trusted here (the scan
+        // Our own records: the count of a record of several entries is trusted here (the scan
         // checks the whole layout when the log is opened).
         self.buf_entries.push(match payload.first() {
             Some(&KIND_ENTRY) => 1,
-            Some(&KIND_ENTRIES) => payload.get(1..5).map_or(0, |b| {
-                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }),
+            Some(&KIND_ENTRIES) => payload
+                .get(payload.len().saturating_sub(4)..)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, |b| u64::from(u32::from_le_bytes(b))),
             _ => 0,
         });
         self.buf_bytes += rec;

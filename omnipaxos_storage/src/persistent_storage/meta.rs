@@ -206,9 +206,21 @@ impl State {
     ) -> Result<(), ApplyError> {
         match op {
             LogOp::Append(n) => {
+                // Consecutive slots (a write's entries) go into the map as one run.
+                let mut run: Option<(u64, u64)> = None;
                 for _ in 0..*n {
                     let off = entries.next().ok_or(ApplyError::MissingEntries)?;
-                    self.map.push(off, 1);
+                    run = match run {
+                        Some((first, len)) if first + len == off => Some((first, len + 1)),
+                        Some((first, len)) => {
+                            self.map.push(first, len);
+                            Some((off, 1))
+                        }
+                        None => Some((off, 1)),
+                    };
+                }
+                if let Some((first, len)) = run {
+                    self.map.push(first, len);
                 }
             }
             LogOp::Truncate(from) => {

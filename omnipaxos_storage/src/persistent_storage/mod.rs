@@ -21,7 +21,7 @@
 //! Build the node with it (`OmniPaxosConfig::build(storage)`); after a crash, open the same
 //! directory again and build the node with that: it recovers from what the storage holds.
 //!
-//! # On-disk layout (format version 2)
+//! # On-disk layout (format version 3)
 //!
 //! ```text
 //! <path>/anchor                    format version, identity, entry type names,
@@ -35,8 +35,10 @@
 //! * **log**: every record starts with a kind byte. A generation starts with its *base group*:
 //!   a header record (magic, storage id, generation), the live entries copied from the
 //!   previous generation, and a state record holding the whole state. After it, each
-//!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries, one
-//!   record each (bincode). The last record of a group carries a **commit mark** (commitlog
+//!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries
+//!   (bincode), all in one record (`count`, the entries, a table of where each ends; filled
+//!   up to 64 KiB, so a large write takes several), a lone entry in a record of its own. The
+//!   last record of a group carries a **commit mark** (commitlog
 //!   metadata): the write's sequence number, the number of records in the group and a CRC-32C
 //!   over their sizes and checksums, followed by the write's *state changes* in order
 //!   (promise, accepted round, decided index, compacted index, trim, truncation by
@@ -44,7 +46,8 @@
 //!   them), unless the write only appends. A write without entries (or with more changes than
 //!   the 64 KiB of metadata hold) puts its changes into a *state record* of its own, which
 //!   ends its group. Which entries are live (the *log map*: the absolute index of the first
-//!   entry and extents of commitlog offsets) follows from the groups. Keeping the changes in
+//!   entry and extents of entry *slots*, where every record takes one slot and a record of n
+//!   entries takes n) follows from the groups. Keeping the changes in
 //!   the metadata keeps the entries of consecutive writes next to each other, so the map stays
 //!   one extent; each write without entries between writes with entries, and each
 //!   `AppendOnPrefix`, starts a new one.
@@ -417,10 +420,14 @@ where
                      new: Vec<T>|
          -> Result<(), StorageError> {
             let first = base + entries.len() as u64;
-            for e in &new {
+            for (k, e) in new.iter().enumerate() {
                 let len = entries.push(e)?;
                 if len > max {
                     return Err(too_large(len));
+                }
+                if k == 0 && new.len() > 1 {
+                    // Room for the others, judged by the first (fewer reallocations).
+                    entries.reserve(new.len() - 1, len);
                 }
             }
             let mut offsets = first..first + new.len() as u64;
@@ -570,7 +577,7 @@ where
         // consecutive writes stay next to each other in the log), or, for a write without
         // entries or with too many changes for the metadata, in a state record of their own.
         let state = state.unwrap_or_default();
-        let records = entries.records(self.log.max_payload());
+        let records = entries.into_records(self.log.max_payload());
         let n = records.len();
         let last_len = records.last().map_or(0, Vec::len);
         let in_meta = n > 0
@@ -694,17 +701,16 @@ where
         let mut log = Log::create(dir, self.limits).map_err(io_err("creating a log generation"))?;
         log.push(&header_record(self.id, gen).map_err(StorageError::Codec)?)?;
         let map = &self.state.map;
-        let mut chunk = EncodedEntries::default();
         for (off, n) in map.runs(map.start, map.end()) {
             let mut done = 0;
             while done < n {
                 let k = (n - done).min(REWRITE_CHUNK);
-                chunk.clear();
+                let mut chunk = EncodedEntries::default();
                 self.log.read_entries(off + done, k, |p| {
                     chunk.push_encoded(p);
                     Ok(())
                 })?;
-                for r in chunk.records(log.max_payload()) {
+                for r in chunk.into_records(log.max_payload()) {
                     log.push(&r)?;
                 }
                 done += k;
