@@ -8,11 +8,12 @@
 //! * `--dir PATH`: where the files go (default: a temporary directory). Put it on the disk you
 //!   mean to run on: the numbers are mostly the disk's `fsync` latency.
 //! * `--secs S`: measuring time per cell (default 2).
-//! * `--writes N [--batch E] [--payload B] [--deferred]`: instead of the table, do `N` writes
-//!   of `E` entries (default 1) of `B` bytes (default 8) on one fresh storage (`Immediate`,
-//!   or `Deferred`) and exit: for counting the syncs per write with
+//! * `--writes N [--batch E] [--payload B] [--deferred] [--serde-bytes]`: instead of the
+//!   table, do `N` writes of `E` entries (default 1) of `B` bytes (default 8) on one fresh
+//!   storage (`Immediate`, or `Deferred`) and exit: for counting the syncs per write with
 //!   `strace -f -c -e trace=fsync,fdatasync,sync_file_range <binary> --writes 10000`, or for
-//!   a profiler.
+//!   a profiler. `--serde-bytes` gives the entry's payload `#[serde(with = "serde_bytes")]`,
+//!   so that bincode writes it as one byte string instead of byte by byte.
 //!
 //! Each case is a batch of 1, 100 or 1,000 entries with a payload of 8 or 256 bytes, written
 //! with one `write_atomically` call (one `AppendEntries` plus a `SetDecidedIndex`, as a node
@@ -26,9 +27,9 @@
 //!   the segment once, so close to 1 is expected);
 //! * `x memory`: time per batch of `PersistentStorage` divided by that of `MemoryStorage`.
 //!
-//! A `Deferred` row shows what the durability setting buys (it does not sync). The `plain file
-//! + encoding` row is a second reference: the same file, but each batch is encoded with bincode
-//! (and its entries dropped) inside the clock, as an application writing its own file would
+//! A `Deferred` row shows what the durability setting buys (it does not sync). The row
+//! `plain file + encoding` is a second reference: the same file, but each batch is encoded with
+//! bincode (and its entries dropped) inside the clock, as an application writing its own file would
 //! have to; the floor leaves that work out (its bytes are encoded once, before the clock), so
 //! what it does not count is what encoding the entries costs.
 //!
@@ -58,6 +59,34 @@ struct BenchEntry {
 
 impl Entry for BenchEntry {
     type Snapshot = NoSnapshot;
+}
+
+/// The same payload, encoded as one byte string (`serde_bytes`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BytesEntry {
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+}
+
+impl Entry for BytesEntry {
+    type Snapshot = NoSnapshot;
+}
+
+/// An entry type of the benchmark, built from its payload.
+trait Payload: Entry + Serialize + serde::de::DeserializeOwned + 'static {
+    fn with(payload: Vec<u8>) -> Self;
+}
+
+impl Payload for BenchEntry {
+    fn with(payload: Vec<u8>) -> Self {
+        BenchEntry { payload }
+    }
+}
+
+impl Payload for BytesEntry {
+    fn with(payload: Vec<u8>) -> Self {
+        BytesEntry { payload }
+    }
 }
 
 /// Batches built ahead of one timed chunk.
@@ -204,10 +233,10 @@ fn floor_runner(path: &Path, n: usize, payload: usize) -> std::io::Result<Runner
     }))
 }
 
-fn persistent_maker(
+fn persistent_maker<E: Payload>(
     root: PathBuf,
     durability: Durability,
-) -> impl FnMut() -> PersistentStorage<BenchEntry> {
+) -> impl FnMut() -> PersistentStorage<E> {
     let mut k = 0;
     move || {
         k += 1;
@@ -233,6 +262,54 @@ fn persistent_backend(
     })
 }
 
+/// `--writes`: `n` writes on one fresh storage, timed (the batches are built outside the
+/// clock, a chunk at a time, like the table's).
+fn writes<E: Payload>(args: &Args, n: usize, dir: &Path) {
+    let durability = if args.deferred {
+        Durability::Deferred
+    } else {
+        Durability::Immediate
+    };
+    let mut make = persistent_maker::<E>(dir.to_path_buf(), durability);
+    let mut s = make();
+    let mut time = Duration::ZERO;
+    let mut done = 0;
+    while done < n {
+        let k = CHUNK.min(n - done);
+        let ops: Vec<Vec<StorageOp<E>>> = (0..k)
+            .map(|i| {
+                let entries = (0..args.batch)
+                    .map(|j| E::with(vec![j as u8; args.payload]))
+                    .collect();
+                vec![
+                    StorageOp::AppendEntries(entries),
+                    StorageOp::SetDecidedIndex((done + i + 1) * args.batch),
+                ]
+            })
+            .collect();
+        let t = Instant::now();
+        for b in ops {
+            if let Err(e) = s.write_atomically(b) {
+                eprintln!("write_atomically failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        time += t.elapsed();
+        done += k;
+    }
+    println!(
+        "{n} writes of {} entries of {} B ({durability:?}{}) in {time:?}: {:.1} us per write",
+        args.batch,
+        args.payload,
+        if args.serde_bytes {
+            ", serde_bytes"
+        } else {
+            ""
+        },
+        time.as_secs_f64() * 1e6 / n as f64
+    );
+}
+
 /// Writes back every dirty page of the machine (the `sync` command), best effort.
 fn settle_disk() {
     let _ = std::process::Command::new("sync").status();
@@ -245,6 +322,7 @@ struct Args {
     batch: usize,
     payload: usize,
     deferred: bool,
+    serde_bytes: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -255,6 +333,7 @@ fn args() -> Result<Args, String> {
         batch: 1,
         payload: 8,
         deferred: false,
+        serde_bytes: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -281,11 +360,12 @@ fn args() -> Result<Args, String> {
                 a.payload = v.parse().map_err(|_| format!("--payload: not a number: {v}"))?;
             }
             "--deferred" => a.deferred = true,
+            "--serde-bytes" => a.serde_bytes = true,
             // `cargo bench` passes this to every target.
             "--bench" => {}
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (use --dir, --secs, --writes, --batch, --payload, --deferred)"
+                    "unknown argument {other:?} (use --dir, --secs, --writes, --batch, --payload, --deferred, --serde-bytes)"
                 ))
             }
         }
@@ -307,27 +387,11 @@ fn main() {
         std::process::exit(1);
     });
     if let Some(n) = args.writes {
-        let durability = if args.deferred {
-            Durability::Deferred
+        if args.serde_bytes {
+            writes::<BytesEntry>(&args, n, tmp.path());
         } else {
-            Durability::Immediate
-        };
-        let mut make = persistent_maker(tmp.path().to_path_buf(), durability);
-        let mut s = make();
-        let t = Instant::now();
-        for i in 0..n {
-            let b = batch(args.batch, args.payload, (i + 1) * args.batch);
-            if let Err(e) = s.write_atomically(b) {
-                eprintln!("write_atomically failed: {e}");
-                std::process::exit(1);
-            }
+            writes::<BenchEntry>(&args, n, tmp.path());
         }
-        println!(
-            "{n} writes of {} entries of {} B ({durability:?}) in {:?}",
-            args.batch,
-            args.payload,
-            t.elapsed()
-        );
         return;
     }
     println!(
