@@ -59,3 +59,19 @@ fn writes_without_entries_between_appends_do_not_fragment_the_log_for_ever() {
     let t = t.reopen();
     assert!(same_state(&t, &m));
 }
+
+/// The long tier: `OMNIPAXOS_STORAGE_MODEL_SEEDS` seeds (default 200) of 1,000 operations each
+/// on the persistent backend, with reopens and rewrites. Run with
+/// `cargo test -p omnipaxos_storage --all-features --release --test model -- --ignored`.
+#[test]
+#[ignore = "long: run with --ignored"]
+fn persistent_storage_matches_model_many_seeds() {
+    let seeds: u64 = std::env::var("OMNIPAXOS_STORAGE_MODEL_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    for seed in 1_000..1_000 + seeds {
+        let mut b = Backend::new(TempStorage::fresh_deferred).with_reopen(TempStorage::reopen);
+        model_test(&mut b, seed, 1_000);
+    }
+}
