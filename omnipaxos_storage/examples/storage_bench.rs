@@ -193,16 +193,21 @@ fn encoding_file_runner(path: &Path, n: usize, payload: usize) -> std::io::Resul
                     }
                 }
                 drop(b);
-                if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_all()) {
-                    eprintln!("plain file: {e}");
-                    std::process::exit(1);
-                }
+                append_synced(&mut f, &bytes);
             }
             time += t.elapsed();
             batches += CHUNK as u64;
         }
         Measured { batches, time }
     }))
+}
+
+/// Appends `bytes` to the plain file and `fsync`s it (exits on failure).
+fn append_synced(f: &mut File, bytes: &[u8]) {
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        eprintln!("plain file: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// The floor: the encoded bytes of a batch appended to a plain file, one `fsync` per batch.
@@ -221,10 +226,7 @@ fn floor_runner(path: &Path, n: usize, payload: usize) -> std::io::Result<Runner
         while time.as_secs_f64() < secs {
             let t = Instant::now();
             for _ in 0..CHUNK {
-                if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_all()) {
-                    eprintln!("plain file: {e}");
-                    std::process::exit(1);
-                }
+                append_synced(&mut f, &bytes);
             }
             time += t.elapsed();
             batches += CHUNK as u64;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::small_config;
+use common::{copy_dir, small_config};
 use omnipaxos::storage::{Entry, NoSnapshot, Storage, StorageOp};
 use omnipaxos_storage::{
     conformance::{
@@ -355,18 +355,6 @@ fn log_dir_of(p: &Populated) -> PathBuf {
                 .is_some_and(|n| n.to_string_lossy().starts_with("log-"))
         })
         .expect("log dir")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read_dir").flatten() {
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), t).expect("cp");
-        }
-    }
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -9,6 +9,9 @@
 //!
 //! The commitlog index files are left out of the fixtures: `open` writes them anew anyway.
 
+mod common;
+
+use common::copy_dir;
 use omnipaxos::storage::{Snapshot, Storage, StorageOp};
 use omnipaxos_storage::{
     conformance::{ballot, clone_ops, entries, observe, same_state, TestEntry, TestSnapshot},
@@ -44,18 +47,6 @@ fn fixture_writes() -> Vec<Vec<StorageOp<TestEntry>>> {
             StorageOp::SetDecidedIndex(13),
         ],
     ]
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read_dir").flatten() {
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), t).expect("cp");
-        }
-    }
 }
 
 /// The format version in the anchor's magic (`OPXANC` and two digits, after the 4-byte CRC).

@@ -131,3 +131,16 @@ impl Storage<TestEntry> for TempStorage {
         self.s.get_snapshot()
     }
 }
+
+/// Copies the directory tree `from` to `to` (created).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let t = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).expect("cp");
+        }
+    }
+}
