@@ -96,16 +96,24 @@ const ROUNDS: usize = 10;
 /// `MemoryStorage` is replaced by a fresh one (outside the clock) past this many entries.
 const MEMORY_RESET: usize = 2_000_000;
 
-fn batch(n: usize, payload: usize, decided: usize) -> Vec<StorageOp<BenchEntry>> {
-    let entries = (0..n)
-        .map(|i| BenchEntry {
-            payload: vec![i as u8; payload],
-        })
-        .collect();
+fn batch<E: Payload>(n: usize, payload: usize, decided: usize) -> Vec<StorageOp<E>> {
+    let entries = (0..n).map(|i| E::with(vec![i as u8; payload])).collect();
     vec![
         StorageOp::AppendEntries(entries),
         StorageOp::SetDecidedIndex(decided),
     ]
+}
+
+/// Writes the batches `ops` (built before) one `write_atomically` each; the time they took.
+fn write_timed<E: Payload, S: Storage<E>>(s: &mut S, ops: Vec<Vec<StorageOp<E>>>) -> Duration {
+    let t = Instant::now();
+    for b in ops {
+        if let Err(e) = s.write_atomically(b) {
+            eprintln!("write_atomically failed: {e}");
+            std::process::exit(1);
+        }
+    }
+    t.elapsed()
 }
 
 /// One measurement: batches done and the time they took.
@@ -147,16 +155,9 @@ fn storage_runner<S: Storage<BenchEntry> + 'static>(
                 written = 0;
             }
             let ops: Vec<_> = (0..CHUNK)
-                .map(|i| batch(n, payload, written + (i + 1) * n))
+                .map(|i| batch::<BenchEntry>(n, payload, written + (i + 1) * n))
                 .collect();
-            let t = Instant::now();
-            for b in ops {
-                if let Err(e) = s.write_atomically(b) {
-                    eprintln!("write_atomically failed: {e}");
-                    std::process::exit(1);
-                }
-            }
-            time += t.elapsed();
+            time += write_timed(&mut s, ops);
             written += CHUNK * n;
             batches += CHUNK as u64;
         }
@@ -279,24 +280,9 @@ fn writes<E: Payload>(args: &Args, n: usize, dir: &Path) {
     while done < n {
         let k = CHUNK.min(n - done);
         let ops: Vec<Vec<StorageOp<E>>> = (0..k)
-            .map(|i| {
-                let entries = (0..args.batch)
-                    .map(|j| E::with(vec![j as u8; args.payload]))
-                    .collect();
-                vec![
-                    StorageOp::AppendEntries(entries),
-                    StorageOp::SetDecidedIndex((done + i + 1) * args.batch),
-                ]
-            })
+            .map(|i| batch(args.batch, args.payload, (done + i + 1) * args.batch))
             .collect();
-        let t = Instant::now();
-        for b in ops {
-            if let Err(e) = s.write_atomically(b) {
-                eprintln!("write_atomically failed: {e}");
-                std::process::exit(1);
-            }
-        }
-        time += t.elapsed();
+        time += write_timed(&mut s, ops);
         done += k;
     }
     println!(
