@@ -36,21 +36,21 @@
 //!   a header record (magic, storage id, generation), the live entries copied from the
 //!   previous generation, and a state record holding the whole state. After it, each
 //!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries
-//!   (bincode), all in one record (`count`, the entries, a table of where each ends; filled
-//!   up to 64 KiB, so a large write takes several), a lone entry in a record of its own. The
-//!   last record of a group carries a **commit mark** (commitlog
-//!   metadata): the write's sequence number, the number of records in the group and a CRC-32C
-//!   over their sizes and checksums, followed by the write's *state changes* in order
+//!   (bincode), all in one record (the entries, a table of where each ends, and their count;
+//!   filled up to 64 KiB, so a large write takes several), a lone entry in a record of its
+//!   own. The last record of a group carries a **commit mark** (commitlog metadata): the
+//!   write's sequence number, the number of records in the group and a CRC-32C over their
+//!   sizes and checksums, followed by the write's *state changes* in order
 //!   (promise, accepted round, decided index, compacted index, trim, truncation by
 //!   `AppendOnPrefix`, stop sign, snapshot reference, node record; where the entries go among
 //!   them), unless the write only appends. A write without entries (or with more changes than
 //!   the 64 KiB of metadata hold) puts its changes into a *state record* of its own, which
 //!   ends its group. Which entries are live (the *log map*: the absolute index of the first
 //!   entry and extents of entry *slots*, where every record takes one slot and a record of n
-//!   entries takes n) follows from the groups. Keeping the changes in
-//!   the metadata keeps the entries of consecutive writes next to each other, so the map stays
-//!   one extent; each write without entries between writes with entries, and each
-//!   `AppendOnPrefix`, starts a new one.
+//!   entries takes n) follows from the groups. Keeping the changes in the metadata keeps
+//!   the entries of consecutive writes next to each other, so the map stays one extent; each
+//!   write without entries between writes with entries, and each `AppendOnPrefix`, starts a
+//!   new one.
 //! * **checkpoint** (one sled value, `crc32c ++ bincode`): the state after some write, the
 //!   generation, the number of log records it includes and a CRC-32C chain over their headers.
 //!   It is written every [`PersistentStorageConfig::set_checkpoint_interval`] records (or
@@ -142,8 +142,8 @@
 //!
 //! * every record of the log is read once: segment magic, consecutive offsets, lengths, the
 //!   CRC-32C of each record, and the layout of each record of several entries (its count and
-//!   table of ends must describe exactly its bytes); the records up to the checkpoint must match its chain
-//!   checksum (so truncated, deleted, swapped or bit-flipped segments are found), and the
+//!   table of ends must describe exactly its bytes); the records up to the checkpoint must
+//!   match its chain checksum (so truncated, deleted, swapped or bit-flipped segments are found), and the
 //!   groups after it must carry valid commit marks with consecutive sequence numbers;
 //! * a damaged or torn record after the checkpoint ends the log only if no commit mark of a
 //!   later write follows it (searched byte by byte): a crash tears at most the last group,
