@@ -143,8 +143,9 @@
 //! * every record of the log is read once: segment magic, consecutive offsets, lengths, the
 //!   CRC-32C of each record, and the layout of each record of several entries (its count and
 //!   table of ends must describe exactly its bytes); the records up to the checkpoint must
-//!   match its chain checksum (so truncated, deleted, swapped or bit-flipped segments are found), and the
-//!   groups after it must carry valid commit marks with consecutive sequence numbers;
+//!   match its chain checksum (so truncated, deleted, swapped or bit-flipped segments are
+//!   found), and the groups after it must carry valid commit marks with consecutive sequence
+//!   numbers;
 //! * a damaged or torn record after the checkpoint ends the log only if no commit mark of a
 //!   later write follows it (searched byte by byte): a crash tears at most the last group,
 //!   anything else is damage and refused (`Corrupt`);
