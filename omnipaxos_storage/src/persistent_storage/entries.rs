@@ -39,6 +39,20 @@ pub(crate) fn entry_count(payload: &[u8]) -> Option<u32> {
     }
 }
 
+/// The number of entries of a record this version wrote: [`entry_count`] without checking
+/// the layout (the write path's own records; the scan checks every record when the log is
+/// opened).
+pub(crate) fn written_entry_count(payload: &[u8]) -> u64 {
+    match payload.first() {
+        Some(&KIND_ENTRY) => 1,
+        Some(&KIND_ENTRIES) => payload
+            .get(payload.len().saturating_sub(4)..)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from(u32::from_le_bytes(b))),
+        _ => 0,
+    }
+}
+
 /// The ends table and the entries' bytes of a well-formed `KIND_ENTRIES` payload.
 fn batch(payload: &[u8]) -> Option<(Ends<'_>, &[u8])> {
     let body = payload.get(1..)?;
@@ -302,6 +316,7 @@ mod tests {
     fn malformed_batches_are_refused_not_panicking() {
         let good = encoded(&[1, 2, 3]).into_records(1 << 20).remove(0);
         assert_eq!(entry_count(&good), Some(3));
+        assert_eq!(written_entry_count(&good), 3);
         // Every truncation is refused, without a panic.
         for cut in 1..good.len() {
             let r = &good[..cut];

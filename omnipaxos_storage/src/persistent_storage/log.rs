@@ -13,7 +13,7 @@
 use super::{
     config::LogLimits,
     crc::crc32c_append,
-    entries::{entry_count, for_each_entry},
+    entries::{entry_count, for_each_entry, written_entry_count},
     error::{io_err, open_io, PersistentStorageError, StorageError},
     meta::{sync_dir, KIND_ENTRIES, KIND_ENTRY},
     slots::Slots,
@@ -118,9 +118,8 @@ pub(crate) struct Log {
     dir: PathBuf,
     limits: LogLimits,
     log: CommitLog,
-    /// Number of records (= commitlog's next offset).
-    records: u64,
-    /// The entry slots of the records (see [`Slots`]); `slots.records() == records`.
+    /// The entry slots of the records (see [`Slots`]); it counts the records too, and
+    /// `slots.records()` is commitlog's next offset.
     slots: Slots,
     /// Chain checksum over all record headers.
     chain: u32,
@@ -254,7 +253,6 @@ impl Log {
             dir: dir.to_path_buf(),
             limits,
             log,
-            records: 0,
             slots: Slots::default(),
             chain: 0,
             active: (0, active),
@@ -383,7 +381,6 @@ impl Log {
             dir,
             limits,
             log,
-            records: keep,
             slots,
             chain: chain_acc,
             active: (active_base, active),
@@ -410,7 +407,7 @@ impl Log {
 
     /// Number of records.
     pub(crate) fn records(&self) -> u64 {
-        self.records
+        self.slots.records()
     }
 
     /// Chain checksum over all record headers.
@@ -492,16 +489,7 @@ impl Log {
             None => self.buf.push(payload),
         }
         .map_err(|e| StorageError::Codec(format!("commitlog message: {e:?}")))?;
-        // Our own records: the count of a record of several entries is trusted here (the scan
-        // checks the whole layout when the log is opened).
-        self.buf_entries.push(match payload.first() {
-            Some(&KIND_ENTRY) => 1,
-            Some(&KIND_ENTRIES) => payload
-                .get(payload.len().saturating_sub(4)..)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, |b| u64::from(u32::from_le_bytes(b))),
-            _ => 0,
-        });
+        self.buf_entries.push(written_entry_count(payload));
         self.buf_bytes += rec;
         self.buf_records += 1;
         self.group_len += 1;
@@ -513,7 +501,7 @@ impl Log {
         if self.buf_bytes == 0 {
             return Ok(());
         }
-        let first = self.records;
+        let first = self.records();
         let mut buf = std::mem::take(&mut self.buf);
         self.buf_bytes = 0;
         self.buf_records = 0;
@@ -549,14 +537,13 @@ impl Log {
             self.max_record = self.max_record.max(rec);
             self.total_bytes += rec as u64;
         }
-        self.records = self.log.next_offset();
         for &n in &counts {
             self.slots.push(n);
         }
-        if self.slots.records() != self.records {
+        if self.slots.records() != self.log.next_offset() {
             return Err(StorageError::Corrupt(format!(
                 "commitlog holds {} records, {} expected",
-                self.records,
+                self.log.next_offset(),
                 self.slots.records()
             )));
         }
@@ -602,15 +589,15 @@ impl Log {
         mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let end = off + n;
-        if end > self.records {
+        if end > self.records() {
             return Err(StorageError::Corrupt(format!(
                 "read of records {off}..{end} past the log end {}",
-                self.records
+                self.records()
             )));
         }
         let avg = self
             .total_bytes
-            .checked_div(self.records)
+            .checked_div(self.records())
             .map_or(64, |a| a.max(1));
         // Enough for the wanted records (estimated), at least the largest record, at most a
         // few MiB per read call.

@@ -117,6 +117,7 @@ impl LogMap {
     }
 
     /// Appends `len` entries stored at offsets `off..off + len`, after every extent.
+    #[inline]
     pub(crate) fn push(&mut self, off: u64, len: u64) {
         if len == 0 {
             return;
@@ -206,21 +207,9 @@ impl State {
     ) -> Result<(), ApplyError> {
         match op {
             LogOp::Append(n) => {
-                // Consecutive slots (a write's entries) go into the map as one run.
-                let mut run: Option<(u64, u64)> = None;
                 for _ in 0..*n {
                     let off = entries.next().ok_or(ApplyError::MissingEntries)?;
-                    run = match run {
-                        Some((first, len)) if first + len == off => Some((first, len + 1)),
-                        Some((first, len)) => {
-                            self.map.push(first, len);
-                            Some((off, 1))
-                        }
-                        None => Some((off, 1)),
-                    };
-                }
-                if let Some((first, len)) = run {
-                    self.map.push(first, len);
+                    self.map.push(off, 1);
                 }
             }
             LogOp::Truncate(from) => {
