@@ -23,6 +23,7 @@
 pub mod app;
 pub mod checker;
 pub mod cluster;
+pub mod disk;
 pub mod entry;
 pub mod inspect;
 pub mod network;
@@ -32,6 +33,7 @@ pub mod rng;
 pub use cluster::{
     AppendRecord, AppendReport, Backend, MemoryBackend, Shared, Sim, SimConfig, SimStats,
 };
+pub use disk::DiskBackend;
 pub use entry::{FromTag, PlainEntry, SimEntry, SimSnapshot, Tagged};
 pub use network::{Faults, Verdict};
 pub use rng::Rng;

@@ -13,12 +13,15 @@
 //!   with an entry type with snapshots ([`SimEntry`]) or without ([`PlainEntry`]).
 //! * [`Profile::Stable`]: one configuration, entries with snapshots, snapshots for compaction;
 //!   faults, crashes and the checks as in `Full`, except that appends lost silently are only
-//!   counted ([`RunReport::appends_lost`]): the current core still loses a deposed leader's own
-//!   appends (issue 16), and this profile is the tier that stays on meanwhile.
+//!   counted ([`RunReport::appends_lost`]), as they were before the fix of issue 16 (a deposed
+//!   leader's own appends) made the full profile fail on them.
+//!
+//! Either profile runs on in-memory storage or on disk ([`Backing`]).
 
 use crate::{
     checker::Slot,
-    cluster::{MemoryBackend, Sim, SimConfig, SimStats},
+    cluster::{Backend, Sim, SimConfig, SimStats},
+    disk::DiskBackend,
     entry::{FromTag, PlainEntry, SimEntry, Tagged},
     network::{Faults, Filter},
     rng::Rng,
@@ -28,6 +31,7 @@ use omnipaxos::{
     util::{FlexibleQuorum, NodeId},
     ClusterConfig, ServerConfig,
 };
+use omnipaxos_storage::persistent_storage::Durability;
 use serde::{Deserialize, Serialize};
 
 /// What a seed may draw.
@@ -37,6 +41,19 @@ pub enum Profile {
     Full,
     /// One configuration, entries with snapshots, snapshot compaction.
     Stable,
+}
+
+/// Where the simulated nodes keep their storage.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Backing {
+    /// `MemoryStorage` that survives a crash; half the seeds write after every input, half
+    /// once per take of the outgoing messages.
+    #[default]
+    Memory,
+    /// `PersistentStorage` in a directory per node ([`DiskBackend`], `Durability::Deferred`):
+    /// every restart reopens the node's files, so the storage's scan, replay, checkpoints and
+    /// rewrites run under the same faults and checks. About 10 times slower per seed.
+    Disk,
 }
 
 /// What one seed did, and how fast the cluster recovered after healing.
@@ -117,12 +134,10 @@ const TOPOLOGIES: [Topology; 7] = [
     Topology::IsolateLeader,
 ];
 
-type MemSim<T> = Sim<T, MemoryBackend<T>>;
-
 /// A new configuration: replace a follower, replace the leader, add servers, remove servers,
 /// or replace a majority, with fresh pids up to `capacity`.
-fn next_configuration<T: Entry + Tagged + PartialEq>(
-    sim: &MemSim<T>,
+fn next_configuration<T: Entry + Tagged + PartialEq, B: Backend<T>>(
+    sim: &Sim<T, B>,
     rng: &mut Rng,
     capacity: usize,
 ) -> ClusterConfig {
@@ -193,7 +208,11 @@ fn random_pid(rng: &mut Rng, n: usize) -> NodeId {
     rng.index(n) as NodeId + 1
 }
 
-fn apply_topology<T: Entry + Tagged + PartialEq>(sim: &mut MemSim<T>, t: Topology, rng: &mut Rng) {
+fn apply_topology<T: Entry + Tagged + PartialEq, B: Backend<T>>(
+    sim: &mut Sim<T, B>,
+    t: Topology,
+    rng: &mut Rng,
+) {
     let n = sim.config().capacity;
     let leader = sim.leader().unwrap_or_else(|| random_pid(rng, n));
     let net = sim.net();
@@ -264,7 +283,7 @@ struct Straggler {
     release_at: Option<u64>,
 }
 
-fn isolate<T: Entry + Tagged + PartialEq>(sim: &mut MemSim<T>, pid: NodeId) {
+fn isolate<T: Entry + Tagged + PartialEq, B: Backend<T>>(sim: &mut Sim<T, B>, pid: NodeId) {
     let n = sim.config().capacity as NodeId;
     for q in 1..=n {
         sim.net().set_both(pid, q, false);
@@ -281,16 +300,28 @@ pub fn run_seed(seed: u64, nodes: usize, ticks: u64) -> RunReport {
 
 /// Like [`run_seed`], with the given profile. The seed chooses the entry type.
 pub fn run_seed_profile(seed: u64, nodes: usize, ticks: u64, profile: Profile) -> RunReport {
+    run_seed_on(seed, nodes, ticks, profile, Backing::Memory)
+}
+
+/// Like [`run_seed_profile`], with the nodes' storage in `backing`. A seed draws the same run
+/// on either backing; the storage alone differs.
+pub fn run_seed_on(
+    seed: u64,
+    nodes: usize,
+    ticks: u64,
+    profile: Profile,
+    backing: Backing,
+) -> RunReport {
     let snapshots = profile == Profile::Stable || Rng::new(seed ^ 0x00E7_7E57).chance(0.65);
     if snapshots {
-        run_with::<SimEntry>(seed, nodes, ticks, profile, None)
+        run_with_backing::<SimEntry>(seed, nodes, ticks, profile, None, backing)
     } else {
-        run_with::<PlainEntry>(seed, nodes, ticks, profile, None)
+        run_with_backing::<PlainEntry>(seed, nodes, ticks, profile, None, backing)
     }
 }
 
-/// Runs seed `seed` with entries of type `T`, with `filter` (if any) seeing every message sent
-/// (tests use it to capture real messages).
+/// Runs seed `seed` with entries of type `T` on in-memory storage, with `filter` (if any)
+/// seeing every message sent (tests use it to capture real messages).
 pub fn run_with<T>(
     seed: u64,
     nodes: usize,
@@ -300,6 +331,50 @@ pub fn run_with<T>(
 ) -> RunReport
 where
     T: Entry + FromTag + PartialEq + Serialize + for<'a> Deserialize<'a>,
+{
+    run_with_backing(seed, nodes, ticks, profile, filter, Backing::Memory)
+}
+
+/// [`run_with`] on the given backing.
+pub fn run_with_backing<T>(
+    seed: u64,
+    nodes: usize,
+    ticks: u64,
+    profile: Profile,
+    filter: Option<Filter<T>>,
+    backing: Backing,
+) -> RunReport
+where
+    T: Entry + FromTag + PartialEq + Serialize + for<'a> Deserialize<'a>,
+{
+    match backing {
+        Backing::Memory => run_built(seed, nodes, ticks, profile, filter, "", Sim::new),
+        Backing::Disk => run_built(
+            seed,
+            nodes,
+            ticks,
+            profile,
+            filter,
+            " OMNIPAXOS_SIM_BACKING=disk",
+            |cfg| Sim::with_backend(cfg, DiskBackend::new(Durability::Deferred)),
+        ),
+    }
+}
+
+/// The run itself, on the cluster `build` makes from the drawn configuration; `replay_env` is
+/// what the replay command needs besides the seed to choose the same backing.
+fn run_built<T, B>(
+    seed: u64,
+    nodes: usize,
+    ticks: u64,
+    profile: Profile,
+    filter: Option<Filter<T>>,
+    replay_env: &str,
+    build: impl FnOnce(SimConfig) -> Sim<T, B>,
+) -> RunReport
+where
+    T: Entry + FromTag + PartialEq + Serialize + for<'a> Deserialize<'a>,
+    B: Backend<T>,
 {
     let full = profile == Profile::Full;
     let mut rng = Rng::new(seed ^ 0x005E_ED0F_5EED);
@@ -357,14 +432,14 @@ where
         // (a durable backend's timing). A stream of its own: the other choices stay as they were.
         writes_at_once: Rng::new(seed ^ 0x0A70_0CE5).chance(0.5),
     };
-    let mut sim: MemSim<T> = Sim::new(cfg);
+    let mut sim = build(cfg);
     // Sweeps that look for the protocol's own failures behind the applications' may turn the
     // application checks off.
     let app_checks = std::env::var("OMNIPAXOS_SIM_APP_CHECKS").as_deref() != Ok("0");
     sim.set_check_applications(app_checks);
     sim.set_replay(format!(
-        "OMNIPAXOS_SIM_SEED={seed} OMNIPAXOS_SIM_NODES={nodes}{}{} cargo test -p omnipaxos_sim \
-         --test randomized replay -- --nocapture",
+        "OMNIPAXOS_SIM_SEED={seed} OMNIPAXOS_SIM_NODES={nodes}{}{}{replay_env} cargo test -p \
+         omnipaxos_sim --test randomized replay -- --nocapture",
         if profile == Profile::Stable {
             " OMNIPAXOS_SIM_PROFILE=stable"
         } else {

@@ -13,76 +13,11 @@ use omnipaxos::{
     util::{LogEntry, NodeId},
     ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig,
 };
-use omnipaxos_sim::{checker::Slot, Backend, Faults, Rng, Sim, SimConfig, SimEntry};
+use omnipaxos_sim::{checker::Slot, DiskBackend, Faults, Rng, Sim, SimConfig, SimEntry};
 use omnipaxos_storage::persistent_storage::{
     Durability, PersistentStorage, PersistentStorageConfig,
 };
-use std::{
-    cell::Cell,
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    rc::Rc,
-};
-use tempfile::TempDir;
-
-/// One directory per node (and per incarnation: a node that joins a configuration afresh gets
-/// a new one).
-struct DiskBackend {
-    root: TempDir,
-    durability: Durability,
-    incarnation: BTreeMap<NodeId, u32>,
-    /// Number of `open` calls that found an existing storage (reopens after a crash).
-    reopens: Rc<Cell<u64>>,
-}
-
-impl DiskBackend {
-    fn new(durability: Durability) -> (Self, Rc<Cell<u64>>) {
-        let reopens = Rc::new(Cell::new(0));
-        let b = DiskBackend {
-            root: tempfile::tempdir().expect("temporary directory"),
-            durability,
-            incarnation: BTreeMap::new(),
-            reopens: reopens.clone(),
-        };
-        (b, reopens)
-    }
-
-    fn path(&self, pid: NodeId) -> PathBuf {
-        let inc = self.incarnation.get(&pid).copied().unwrap_or(0);
-        self.root.path().join(format!("node-{pid}-{inc}"))
-    }
-
-    fn config(&self, path: &Path) -> PersistentStorageConfig {
-        let mut cfg = PersistentStorageConfig::with_path(path);
-        cfg.set_durability(self.durability);
-        // Small rewrites, so that trims reclaim space (and rewrites happen) during the tests.
-        cfg.set_log_rewrite_threshold(64);
-        cfg
-    }
-}
-
-impl Backend<SimEntry> for DiskBackend {
-    type S = PersistentStorage<SimEntry>;
-
-    fn open(&mut self, pid: NodeId) -> Self::S {
-        let path = self.path(pid);
-        if path.exists() {
-            self.reopens.set(self.reopens.get() + 1);
-        }
-        PersistentStorage::try_open(self.config(&path))
-            .unwrap_or_else(|e| panic!("node {pid}: opening {} failed: {e}", path.display()))
-    }
-
-    fn fresh(&mut self, pid: NodeId) -> Self::S {
-        let old = self.path(pid);
-        *self.incarnation.entry(pid).or_insert(0) += 1;
-        // The old node was dropped before this call; its files are no longer needed.
-        let _ = std::fs::remove_dir_all(old);
-        let path = self.path(pid);
-        PersistentStorage::try_new(self.config(&path))
-            .unwrap_or_else(|e| panic!("node {pid}: creating {} failed: {e}", path.display()))
-    }
-}
+use std::{cell::Cell, rc::Rc};
 
 type DiskSim = Sim<SimEntry, DiskBackend>;
 
@@ -94,7 +29,8 @@ fn disk_sim(
 ) -> (DiskSim, Rc<Cell<u64>>) {
     let mut cfg = SimConfig::new(nodes, seed);
     cfg.faults = faults;
-    let (backend, reopens) = DiskBackend::new(durability);
+    let backend = DiskBackend::new(durability);
+    let reopens = backend.reopens();
     (Sim::with_backend(cfg, backend), reopens)
 }
 

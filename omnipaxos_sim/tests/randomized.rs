@@ -7,6 +7,9 @@
 //!   the full profile (reconfiguration chains, stragglers, restarts in the middle of pulls,
 //!   compaction with and without snapshots); `OMNIPAXOS_SIM_PR_SEEDS` and
 //!   `OMNIPAXOS_SIM_FIRST_SEED` choose its seeds.
+//! * `disk_tier_3_nodes` and `disk_tier_5_nodes` (always on) run the full profile with every
+//!   node on `PersistentStorage` (`OMNIPAXOS_SIM_DISK_SEEDS`, default 50 each).
+//!   `OMNIPAXOS_SIM_BACKING=disk` puts the sweep and the replay on disk too.
 //! * `OMNIPAXOS_SIM_SEEDS=100000 cargo test -p omnipaxos_sim --test randomized -- --ignored
 //!   long_tier` runs the long tier (100x more seeds by default).
 //! * `OMNIPAXOS_SIM_SWEEP_SEEDS=20000 OMNIPAXOS_SIM_NODES=3 cargo test -p omnipaxos_sim --test
@@ -19,7 +22,9 @@
 //!   `OMNIPAXOS_SIM_PROFILE=stable` for the stable profile).
 
 use omnipaxos_sim::{
-    randomized::{run_seed_profile, take_partial_report, Compaction, Profile, RunReport},
+    randomized::{
+        run_seed_on, run_seed_profile, take_partial_report, Backing, Compaction, Profile, RunReport,
+    },
     SimStats,
 };
 use std::{collections::BTreeMap, sync::Mutex};
@@ -34,6 +39,13 @@ fn env_profile() -> Profile {
     match std::env::var("OMNIPAXOS_SIM_PROFILE").as_deref() {
         Ok("stable") => Profile::Stable,
         _ => Profile::Full,
+    }
+}
+
+fn env_backing() -> Backing {
+    match std::env::var("OMNIPAXOS_SIM_BACKING").as_deref() {
+        Ok("disk") => Backing::Disk,
+        _ => Backing::Memory,
     }
 }
 
@@ -114,6 +126,17 @@ fn threads() -> usize {
 
 /// Runs `seeds` seeds of `profile` on `nodes` nodes on all cores; returns the totals.
 fn run_tier(nodes: usize, first_seed: u64, seeds: u64, profile: Profile) -> Totals {
+    run_tier_on(nodes, first_seed, seeds, profile, Backing::Memory)
+}
+
+/// [`run_tier`] on the given backing.
+fn run_tier_on(
+    nodes: usize,
+    first_seed: u64,
+    seeds: u64,
+    profile: Profile,
+    backing: Backing,
+) -> Totals {
     let totals = Mutex::new(Totals::default());
     let next = Mutex::new(first_seed);
     std::thread::scope(|s| {
@@ -129,19 +152,25 @@ fn run_tier(nodes: usize, first_seed: u64, seeds: u64, profile: Profile) -> Tota
                 };
                 // A panic inside a node (not a failed check, which names its seed) still says
                 // which seed to replay.
-                let r = std::panic::catch_unwind(|| run_seed_profile(seed, nodes, TICKS, profile))
-                    .unwrap_or_else(|_| {
-                        panic!(
-                            "seed {seed} panicked; replay: OMNIPAXOS_SIM_SEED={seed} \
-                             OMNIPAXOS_SIM_NODES={nodes}{} cargo test -p omnipaxos_sim --test \
-                             randomized replay -- --nocapture",
-                            if profile == Profile::Stable {
-                                " OMNIPAXOS_SIM_PROFILE=stable"
-                            } else {
-                                ""
-                            }
-                        )
-                    });
+                let r =
+                    std::panic::catch_unwind(|| run_seed_on(seed, nodes, TICKS, profile, backing))
+                        .unwrap_or_else(|_| {
+                            panic!(
+                                "seed {seed} panicked; replay: OMNIPAXOS_SIM_SEED={seed} \
+                         OMNIPAXOS_SIM_NODES={nodes}{}{} cargo test -p omnipaxos_sim --test \
+                         randomized replay -- --nocapture",
+                                if profile == Profile::Stable {
+                                    " OMNIPAXOS_SIM_PROFILE=stable"
+                                } else {
+                                    ""
+                                },
+                                if backing == Backing::Disk {
+                                    " OMNIPAXOS_SIM_BACKING=disk"
+                                } else {
+                                    ""
+                                }
+                            )
+                        });
                 add(&mut totals.lock().unwrap(), &r);
             });
         }
@@ -264,6 +293,44 @@ fn tier_5_nodes() {
     check_full_mix(&t);
 }
 
+/// The full profile with every node on `PersistentStorage` (see [`Backing::Disk`]): restarts
+/// reopen real directories, with small rewrite, checkpoint and segment settings so that all
+/// of those happen within a seed. `OMNIPAXOS_SIM_DISK_SEEDS` seeds per node count (default
+/// 50; about 10 times slower per seed than in memory).
+fn disk_tier(nodes: usize, first: u64) {
+    let seeds = env_u64("OMNIPAXOS_SIM_DISK_SEEDS").unwrap_or(50);
+    let first = first + env_u64("OMNIPAXOS_SIM_FIRST_SEED").unwrap_or(0);
+    let t = run_tier_on(nodes, first, seeds, Profile::Full, Backing::Disk);
+    println!("{t:#?}");
+    assert!(t.stats.crashes > 0, "no node restarted from disk: {t:?}");
+    assert!(
+        t.stats.crashes_mid_pull > 0 || seeds < 20,
+        "no node restarted from disk in the middle of a pull: {t:?}"
+    );
+    assert!(
+        t.stats.trims > 0 && t.stats.snapshots > 0,
+        "no trim or no snapshot on disk: {t:?}"
+    );
+    assert!(
+        t.reconfiguring_seeds > 0 && t.stats.migrations > 0,
+        "no reconfiguration on disk: {t:?}"
+    );
+    assert!(
+        t.stats.reads_answered > 0,
+        "no linearizable read on disk: {t:?}"
+    );
+}
+
+#[test]
+fn disk_tier_3_nodes() {
+    disk_tier(3, 20_000_000);
+}
+
+#[test]
+fn disk_tier_5_nodes() {
+    disk_tier(5, 21_000_000);
+}
+
 #[test]
 #[ignore = "long tier: 100x the per-PR seeds; run with --ignored"]
 fn long_tier() {
@@ -314,6 +381,7 @@ fn sweep() {
     let nodes = env_u64("OMNIPAXOS_SIM_NODES").unwrap_or(3) as usize;
     let first = env_u64("OMNIPAXOS_SIM_FIRST_SEED").unwrap_or(0);
     let profile = env_profile();
+    let backing = env_backing();
     std::panic::set_hook(Box::new(|_| {}));
     let groups: Mutex<BTreeMap<String, Vec<(u64, String)>>> = Mutex::new(BTreeMap::new());
     let totals = Mutex::new(Totals::default());
@@ -330,7 +398,8 @@ fn sweep() {
                     *n += 1;
                     *n - 1
                 };
-                match std::panic::catch_unwind(|| run_seed_profile(seed, nodes, TICKS, profile)) {
+                match std::panic::catch_unwind(|| run_seed_on(seed, nodes, TICKS, profile, backing))
+                {
                     Ok(r) => {
                         add(&mut totals.lock().unwrap(), &r);
                         add(&mut all.lock().unwrap(), &r);
@@ -355,7 +424,8 @@ fn sweep() {
     let groups = groups.into_inner().unwrap();
     let failed: usize = groups.values().map(Vec::len).sum();
     println!(
-        "sweep: {seeds} seeds from {first} on {nodes} nodes ({profile:?}): {failed} failed, in {} groups",
+        "sweep: {seeds} seeds from {first} on {nodes} nodes ({profile:?}, {backing:?}): {failed} \
+         failed, in {} groups",
         groups.len()
     );
     let mut by_size: Vec<_> = groups.into_iter().collect();
@@ -470,6 +540,6 @@ fn replay() {
     };
     let nodes = env_u64("OMNIPAXOS_SIM_NODES").unwrap_or(3) as usize;
     let ticks = env_u64("OMNIPAXOS_SIM_TICKS").unwrap_or(TICKS);
-    let r = run_seed_profile(seed, nodes, ticks, env_profile());
+    let r = run_seed_on(seed, nodes, ticks, env_profile(), env_backing());
     println!("{r:#?}");
 }
