@@ -8,6 +8,8 @@
 //! * `--dir PATH`: where the files go (default: a temporary directory). Put it on the disk you
 //!   mean to run on: the numbers are mostly the disk's `fsync` latency.
 //! * `--secs S`: measuring time per cell (default 2).
+//! * `--case E:B` (repeatable): only the cases of `E` entries of `B` bytes per write (for
+//!   example `--case 1000:8`), to measure one case more often in the same time.
 //! * `--writes N [--batch E] [--payload B] [--deferred] [--serde-bytes]`: instead of the
 //!   table, do `N` writes of `E` entries (default 1) of `B` bytes (default 8) on one fresh
 //!   storage (`Immediate`, or `Deferred`) and exit: for counting the syncs per write with
@@ -311,6 +313,8 @@ struct Args {
     payload: usize,
     deferred: bool,
     serde_bytes: bool,
+    /// `(entries per write, payload bytes)` of the table's cases to run; all when empty.
+    cases: Vec<(usize, usize)>,
 }
 
 fn args() -> Result<Args, String> {
@@ -322,6 +326,7 @@ fn args() -> Result<Args, String> {
         payload: 8,
         deferred: false,
         serde_bytes: false,
+        cases: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -347,13 +352,21 @@ fn args() -> Result<Args, String> {
                 let v = it.next().ok_or("--payload needs a number")?;
                 a.payload = v.parse().map_err(|_| format!("--payload: not a number: {v}"))?;
             }
+            "--case" => {
+                let v = it.next().ok_or("--case needs ENTRIES:BYTES")?;
+                let case = v
+                    .split_once(':')
+                    .and_then(|(e, b)| Some((e.parse().ok()?, b.parse().ok()?)))
+                    .ok_or(format!("--case: not ENTRIES:BYTES: {v}"))?;
+                a.cases.push(case);
+            }
             "--deferred" => a.deferred = true,
             "--serde-bytes" => a.serde_bytes = true,
             // `cargo bench` passes this to every target.
             "--bench" => {}
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (use --dir, --secs, --writes, --batch, --payload, --deferred, --serde-bytes)"
+                    "unknown argument {other:?} (use --dir, --secs, --case, --writes, --batch, --payload, --deferred, --serde-bytes)"
                 ))
             }
         }
@@ -394,6 +407,9 @@ fn main() {
     let mut case = 0;
     for &payload in &[8usize, 256] {
         for &n in &[1usize, 100, 1000] {
+            if !args.cases.is_empty() && !args.cases.contains(&(n, payload)) {
+                continue;
+            }
             case += 1;
             let dir = tmp.path().join(format!("case-{case}"));
             if let Err(e) = std::fs::create_dir_all(&dir) {
