@@ -760,13 +760,13 @@ fn directories_of_another_format_are_refused_with_its_version() {
     assert!(
         matches!(
             e,
-            PersistentStorageError::UnsupportedFormat { supported: 3, .. }
+            PersistentStorageError::UnsupportedFormat { supported: 4, .. }
         ),
         "{e}"
     );
     let msg = e.to_string();
     assert!(
-        msg.contains("format version 1") && msg.contains("format versions 2 and 3"),
+        msg.contains("format version 1") && msg.contains("format versions 2 to 4"),
         "{msg}"
     );
     // A RocksDB directory of omnipaxos_storage 0.2.
@@ -824,13 +824,14 @@ fn forged_payload(rng: &mut SplitMix64, case: u64, original: &[u8]) -> Vec<u8> {
     match case % 4 {
         // Anything, after one of the kind bytes (or none).
         0 => {
-            let mut v = vec![[1u8, 2, 3, 4, 9][rng.below(5) as usize]];
+            let mut v = vec![[1u8, 2, 3, 4, 5, 6, 9][rng.below(7) as usize]];
             let n = rng.below(120);
             v.extend(random(rng, n));
             v
         }
         // A well-formed record of 1 to 5 entries of random bytes (a count other than the
-        // write's three contradicts its state changes).
+        // write's three contradicts its state changes), of either encoding's kind (format
+        // version 3's `KIND_ENTRIES` or this version's).
         1 => {
             let k = 1 + rng.below(5);
             let mut data = Vec::new();
@@ -840,7 +841,7 @@ fn forged_payload(rng: &mut SplitMix64, case: u64, original: &[u8]) -> Vec<u8> {
                 data.extend(random(rng, n));
                 ends.push(data.len() as u32);
             }
-            let mut v = vec![4u8];
+            let mut v = vec![[4u8, 6][rng.below(2) as usize]];
             v.extend(&data);
             for e in ends {
                 v.extend(e.to_le_bytes());

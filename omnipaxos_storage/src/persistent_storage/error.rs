@@ -86,8 +86,8 @@ pub enum PersistentStorageError {
         path: PathBuf,
         /// What the directory holds.
         found: String,
-        /// The format version this version writes (it also reads version 2, which it
-        /// upgrades to this one when it opens it).
+        /// The format version this version writes (it also reads versions 2 and up, which it
+        /// upgrades to this one when it opens them).
         supported: u32,
     },
     /// The configuration cannot be used; the message says which setting.
@@ -143,7 +143,7 @@ impl fmt::Display for PersistentStorageError {
                 supported,
             } => write!(
                 f,
-                "storage {path:?} holds {found}; this version of omnipaxos_storage reads format versions 2 and {supported}"
+                "storage {path:?} holds {found}; this version of omnipaxos_storage reads format versions 2 to {supported}"
             ),
             InvalidConfig(m) => write!(f, "invalid storage configuration: {m}"),
             Io { context, source } => write!(f, "{context}: {source}"),

@@ -13,9 +13,9 @@
 use super::{
     config::LogLimits,
     crc::crc32c_append,
-    entries::{entry_count, for_each_entry, written_entry_count},
+    entries::{entry_count, for_each_entry, is_entry_kind, written_entry_count, EntryCodec},
     error::{io_err, open_io, PersistentStorageError, StorageError},
-    meta::{sync_dir, KIND_ENTRIES, KIND_ENTRY},
+    meta::sync_dir,
     slots::Slots,
 };
 use commitlog::{
@@ -235,7 +235,7 @@ impl Scan {
         }
         let (first, _) = self.slots.locate(slot);
         let (last, _) = self.slots.locate(last);
-        (first..=last).all(|r| matches!(self.kind(r), Some(KIND_ENTRY | KIND_ENTRIES)))
+        (first..=last).all(|r| self.kind(r).is_some_and(is_entry_kind))
     }
 }
 
@@ -655,7 +655,7 @@ impl Log {
         &self,
         slot: u64,
         n: u64,
-        mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
+        mut f: impl FnMut(EntryCodec, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         if n == 0 {
             return Ok(());
@@ -880,8 +880,7 @@ pub(crate) fn scan(
                     commit: CommitMark::from_bytes(&r.body[..r.meta_len]),
                     state: (r.meta_len > CommitMark::LEN)
                         .then(|| r.body[CommitMark::LEN..r.meta_len].to_vec()),
-                    body: (kind != KIND_ENTRY && kind != KIND_ENTRIES)
-                        .then(|| payload.get(1..).unwrap_or(&[]).to_vec()),
+                    body: (!is_entry_kind(kind)).then(|| payload.get(1..).unwrap_or(&[]).to_vec()),
                 });
             }
             if r.offset == 0 {

@@ -20,6 +20,12 @@ pub(crate) fn codec() -> impl Options {
     bincode::DefaultOptions::new().with_fixint_encoding()
 }
 
+/// The bincode settings of the entries of format version 4: [`codec`] with variable-length
+/// integers (a length or an integer below 251 takes one byte).
+pub(crate) fn entry_codec() -> impl Options {
+    bincode::DefaultOptions::new()
+}
+
 /// Encodes `v` with [`codec`].
 pub(crate) fn encode<V: Serialize + ?Sized>(v: &V) -> Result<Vec<u8>, String> {
     codec().serialize(v).map_err(|e| e.to_string())
@@ -295,29 +301,55 @@ pub(crate) struct LogHeader {
     pub(crate) gen: u64,
 }
 
-/// The on-disk format this version writes. Version 3 adds records of several entries
-/// (`KIND_ENTRIES`) to version 2, which had one record per entry; version 2 is read too, and
-/// its anchor is rewritten as version 3 when it is opened (before anything of version 3 is
-/// written). Version 1 (the state in sled, written and synced by every write) was used by
-/// the 0.3 development versions before them and is not read.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The on-disk format this version writes.
+///
+/// * Version 2: one log record per entry (`KIND_ENTRY`), entries in [`codec`].
+/// * Version 3: the entries of one write share records (`KIND_ENTRIES`).
+/// * Version 4: new entries are encoded with variable-length integers ([`entry_codec`]) in
+///   records of their own kinds (`KIND_ENTRY_VARINT`, `KIND_ENTRIES_VARINT`): an entry of 8
+///   bytes in a `Vec<u8>` takes 9 bytes instead of 16.
+///
+/// Versions 2 and 3 are read too: their records keep their kinds (and so their encoding),
+/// and their anchor is rewritten as version 4 when they are opened, before anything of
+/// version 4 is written. A rewrite of the log re-encodes their entries. Version 1 (the
+/// state in sled, written and synced by every write) was used by the 0.3 development
+/// versions before them and is not read.
+pub(crate) const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this version reads.
 pub(crate) const OLDEST_FORMAT_READ: u32 = 2;
-/// The log header's magic (the same in versions 2 and 3: the anchor tells them apart).
+/// The log header's magic (the same in versions 2 to 4: the anchor tells them apart).
 pub(crate) const LOG_MAGIC: [u8; 8] = *b"OPXLOG02";
-/// The anchor's magic: `OPXANC` and the format version in two digits.
-pub(crate) const ANCHOR_MAGIC: [u8; 8] = *b"OPXANC03";
-const ANCHOR_MAGIC_V2: [u8; 8] = *b"OPXANC02";
+/// The anchor's magic of the version this version writes.
+pub(crate) const ANCHOR_MAGIC: [u8; 8] = anchor_magic(FORMAT_VERSION);
+/// Every format version starts its anchor body with this and the version in two digits.
 const ANCHOR_MAGIC_PREFIX: &[u8; 6] = b"OPXANC";
+
+/// The anchor's magic of format version `v` (below 100): `OPXANC` and two digits.
+const fn anchor_magic(v: u32) -> [u8; 8] {
+    let mut m = *b"OPXANC00";
+    m[6] = b'0' + (v / 10 % 10) as u8;
+    m[7] = b'0' + (v % 10) as u8;
+    m
+}
+
+/// Whether this version reads format version `v`.
+fn reads_format(v: u32) -> bool {
+    (OLDEST_FORMAT_READ..=FORMAT_VERSION).contains(&v)
+}
 
 /// The first byte of every log record's payload: what the record holds.
 pub(crate) const KIND_HEADER: u8 = 1;
-/// An entry: `KIND_ENTRY ++ bincode(entry)`.
+/// An entry: `KIND_ENTRY ++ bincode(entry)` (format versions 2 and 3; read, not written).
 pub(crate) const KIND_ENTRY: u8 = 2;
 /// The state changes of one write: `KIND_STATE ++ bincode(Vec<LogOp>)`.
 pub(crate) const KIND_STATE: u8 = 3;
-/// Several entries of one write (format version 3; layout in `entries.rs`).
+/// Several entries of one write (format version 3; layout in `entries.rs`). Not written
+/// since version 4, whose entry records are [`KIND_ENTRY_VARINT`] and [`KIND_ENTRIES_VARINT`].
 pub(crate) const KIND_ENTRIES: u8 = 4;
+/// [`KIND_ENTRY`] with the entry in [`entry_codec`] (format version 4).
+pub(crate) const KIND_ENTRY_VARINT: u8 = 5;
+/// [`KIND_ENTRIES`] with the entries in [`entry_codec`] (format version 4).
+pub(crate) const KIND_ENTRIES_VARINT: u8 = 6;
 
 /// The anchor file: written once at creation and again (atomically, before the write is
 /// committed) whenever a write changes the promise or the accepted round. It lets `open` refuse
@@ -377,18 +409,14 @@ impl Anchor {
         if body.len() < 8 || &body[..6] != ANCHOR_MAGIC_PREFIX {
             return Ok(AnchorRead::Damaged("bad magic".into()));
         }
-        if body[..8] != ANCHOR_MAGIC && body[..8] != ANCHOR_MAGIC_V2 {
-            let digits = std::str::from_utf8(&body[6..8]).ok();
-            return Ok(match digits.and_then(|d| d.parse::<u32>().ok()) {
-                Some(v) => AnchorRead::OtherFormat(v),
-                None => AnchorRead::Damaged("bad magic".into()),
-            });
+        let digits = std::str::from_utf8(&body[6..8]).ok();
+        match digits.and_then(|d| d.parse::<u32>().ok()) {
+            Some(v) if reads_format(v) => {}
+            Some(v) => return Ok(AnchorRead::OtherFormat(v)),
+            None => return Ok(AnchorRead::Damaged("bad magic".into())),
         }
         Ok(match decode::<Anchor>(body) {
-            Ok(a)
-                if (a.format == FORMAT_VERSION && a.magic == ANCHOR_MAGIC)
-                    || (a.format == OLDEST_FORMAT_READ && a.magic == ANCHOR_MAGIC_V2) =>
-            {
+            Ok(a) if reads_format(a.format) && a.magic == anchor_magic(a.format) => {
                 AnchorRead::Ok(a)
             }
             Ok(a) => AnchorRead::OtherFormat(a.format),

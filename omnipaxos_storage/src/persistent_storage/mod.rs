@@ -21,7 +21,7 @@
 //! Build the node with it (`OmniPaxosConfig::build(storage)`); after a crash, open the same
 //! directory again and build the node with that: it recovers from what the storage holds.
 //!
-//! # On-disk layout (format version 3)
+//! # On-disk layout (format version 4)
 //!
 //! ```text
 //! <path>/anchor                    format version, identity, entry type names,
@@ -36,7 +36,8 @@
 //!   a header record (magic, storage id, generation), the live entries copied from the
 //!   previous generation, and a state record holding the whole state. After it, each
 //!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries
-//!   (bincode), all in one record (the entries, a table of where each ends, and their count;
+//!   (bincode with variable-length integers: 9 bytes for an entry of 8 bytes in a `Vec<u8>`;
+//!   format versions 2 and 3, which are read too, used fixed-size ones), all in one record (the entries, a table of where each ends, and their count;
 //!   filled up to 64 KiB, so a large write takes several), a lone entry in a record of its
 //!   own. The last record of a group carries a **commit mark** (commitlog metadata): the
 //!   write's sequence number, the number of records in the group and a CRC-32C over their
@@ -206,7 +207,7 @@ use crate::InvalidOpError;
 use bincode::Options as _;
 use config::LogLimits;
 use crc::crc32c;
-use entries::EncodedEntries;
+use entries::{EncodedEntries, EntryCodec};
 use error::io_err;
 use log::Log;
 use meta::{
@@ -708,8 +709,18 @@ where
             while done < n {
                 let k = (n - done).min(REWRITE_CHUNK);
                 let mut chunk = EncodedEntries::default();
-                self.log.read_entries(off + done, k, |p| {
-                    chunk.push_encoded(p);
+                self.log.read_entries(off + done, k, |codec, p| {
+                    match codec {
+                        EntryCodec::Varint => chunk.push_encoded(p),
+                        // An entry of format version 2 or 3: re-encoded for this version's
+                        // records.
+                        EntryCodec::Fixint => {
+                            let e: T = codec
+                                .decode(p)
+                                .map_err(|e| StorageError::Corrupt(format!("entry: {e}")))?;
+                            chunk.push(&e)?;
+                        }
+                    }
                     Ok(())
                 })?;
                 for r in chunk.into_records(log.max_payload()) {
@@ -732,8 +743,12 @@ where
         }
         let mut out = Vec::with_capacity((to - from).min(1 << 20) as usize);
         for (off, n) in map.runs(from, to) {
-            self.log.read_entries(off, n, |p| {
-                out.push(decode(p).map_err(|e| StorageError::Corrupt(format!("entry: {e}")))?);
+            self.log.read_entries(off, n, |codec, p| {
+                out.push(
+                    codec
+                        .decode(p)
+                        .map_err(|e| StorageError::Corrupt(format!("entry: {e}")))?,
+                );
                 Ok(())
             })?;
         }

@@ -5,14 +5,15 @@
 use super::{
     config::{sled_config_for, LogLimits},
     crc::crc32c,
+    entries::is_entry_kind,
     error::open_io,
     header_record,
     log::{self, group_chain, Log, Scan, TailRecord},
     log_dir,
     meta::{
         decode, encode, seal, snapshot_key, sync_dir, unseal, Anchor, AnchorRead, Checkpoint,
-        LogHeader, LogOp, State, ANCHOR_FILE, ANCHOR_MAGIC, FORMAT_VERSION, KIND_ENTRIES,
-        KIND_ENTRY, KIND_HEADER, KIND_STATE, LOG_MAGIC, SNAPSHOT_PREFIX,
+        LogHeader, LogOp, State, ANCHOR_FILE, ANCHOR_MAGIC, FORMAT_VERSION, KIND_HEADER,
+        KIND_STATE, LOG_MAGIC, SNAPSHOT_PREFIX,
     },
     sled_files::{open_sled, sync_tree, SledFiles},
     state_record, PersistentStorage, PersistentStorageConfig, PersistentStorageError, StorageError,
@@ -152,7 +153,7 @@ fn replay(
         }
         let (body, last_is_state) = match group[n - 1].kind {
             KIND_STATE => (&group[..n - 1], true),
-            KIND_ENTRY | KIND_ENTRIES => (&group[..], false),
+            k if is_entry_kind(k) => (&group[..], false),
             k => {
                 return Err(corrupt(format!(
                     "record {} of kind {k} ends a write",
@@ -163,7 +164,7 @@ fn replay(
         let mut entries = Vec::with_capacity(body.len());
         for (i, g) in body.iter().enumerate() {
             match g.kind {
-                KIND_ENTRY | KIND_ENTRIES => entries.extend(g.slot..g.slot + g.entries),
+                k if is_entry_kind(k) => entries.extend(g.slot..g.slot + g.entries),
                 KIND_HEADER if !based && i == 0 && g.offset == 0 => {}
                 k => {
                     return Err(corrupt(format!(
@@ -516,8 +517,9 @@ where
             anchor_changed = true;
         }
         if anchor.format != FORMAT_VERSION {
-            // A storage of format version 2: from now on it may hold records of version 3,
-            // which version 2 cannot read; the anchor says so before any is written.
+            // A storage of an earlier format version: from now on it may hold records of
+            // this version, which earlier versions cannot read; the anchor says so before any
+            // is written.
             anchor.format = FORMAT_VERSION;
             anchor.magic = ANCHOR_MAGIC;
             anchor_changed = true;
