@@ -1,9 +1,9 @@
 //! Entry slots: how the log map addresses entries inside the records of a log generation.
 //!
-//! Every record takes one slot, except a record of several entries (`KIND_ENTRIES`), which
-//! takes one per entry. Slots are numbered from 0 in record order, so in a log of records of
-//! one entry each (all of format version 2) slot and record offset are the same number, and
-//! a log map written by format version 2 is valid as it is.
+//! Every record takes one slot, except a record of several entries (`KIND_ENTRIES` or
+//! `KIND_ENTRIES_VARINT`), which takes one per entry. Slots are numbered from 0 in record
+//! order, so in a log of records of one entry each (all of format version 2) slot and record
+//! offset are the same number, and a log map written by format version 2 is valid as it is.
 //!
 //! Only the records of several entries are stored here ([`Span`]s, 24 bytes each, in record
 //! order); between them, one slot is one record.
