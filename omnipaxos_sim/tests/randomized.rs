@@ -296,7 +296,7 @@ fn tier_5_nodes() {
 /// The full profile with every node on `PersistentStorage` (see [`Backing::Disk`]): restarts
 /// reopen real directories, with small rewrite, checkpoint and segment settings so that all
 /// of those happen within a seed. `OMNIPAXOS_SIM_DISK_SEEDS` seeds per node count (default
-/// 50; about 10 times slower per seed than in memory).
+/// 50; a seed takes about 80 times as long as in memory).
 fn disk_tier(nodes: usize, first: u64) {
     let seeds = env_u64("OMNIPAXOS_SIM_DISK_SEEDS").unwrap_or(50);
     let first = first + env_u64("OMNIPAXOS_SIM_FIRST_SEED").unwrap_or(0);
