@@ -230,8 +230,8 @@ impl EncodedEntries {
     /// The payloads of the records that hold the entries, in order: consecutive entries
     /// packed into `KIND_ENTRIES_VARINT` records of at most `max` bytes (and at most
     /// [`PACK_BYTES`] unless one entry is larger), a lone entry as a `KIND_ENTRY_VARINT`
-    /// record. Each entry must fit a `KIND_ENTRY_VARINT` record of `max` bytes. When all entries fit one record, their
-    /// buffer becomes that record without a copy.
+    /// record. Each entry must fit a `KIND_ENTRY_VARINT` record of `max` bytes. When all
+    /// entries fit one record, their buffer becomes that record without a copy.
     pub(crate) fn into_records(mut self, max: usize) -> Vec<Vec<u8>> {
         let max = max.clamp(1, PACK_BYTES);
         let n = self.len();

@@ -37,9 +37,9 @@
 //!   previous generation, and a state record holding the whole state. After it, each
 //!   [`write_atomically`](Storage::write_atomically) appends one **group**: its entries
 //!   (bincode with variable-length integers: 9 bytes for an entry of 8 bytes in a `Vec<u8>`;
-//!   format versions 2 and 3, which are read too, used fixed-size ones), all in one record (the entries, a table of where each ends, and their count;
-//!   filled up to 64 KiB, so a large write takes several), a lone entry in a record of its
-//!   own. The last record of a group carries a **commit mark** (commitlog metadata): the
+//!   format versions 2 and 3, which are read too, used fixed-size ones), all in one record
+//!   (the entries, a table of where each ends, and their count; filled up to 64 KiB, so a
+//!   large write takes several), a lone entry in a record of its own. The last record of a group carries a **commit mark** (commitlog metadata): the
 //!   write's sequence number, the number of records in the group and a CRC-32C over their
 //!   sizes and checksums, followed by the write's *state changes* in order
 //!   (promise, accepted round, decided index, compacted index, trim, truncation by
