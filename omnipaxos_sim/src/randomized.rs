@@ -98,6 +98,8 @@ pub struct RunReport {
     /// Neither, at nodes that never crashed since: lost silently (a failure of the full
     /// profile; only counted in the stable one).
     pub appends_lost: u64,
+    /// Storages reopened from their directories ([`Backing::Disk`]; 0 in memory).
+    pub disk_reopens: u64,
 }
 
 /// How a seed compacts its log.
@@ -350,15 +352,21 @@ where
 {
     match backing {
         Backing::Memory => run_built(seed, nodes, ticks, profile, filter, "", Sim::new),
-        Backing::Disk => run_built(
-            seed,
-            nodes,
-            ticks,
-            profile,
-            filter,
-            " OMNIPAXOS_SIM_BACKING=disk",
-            |cfg| Sim::with_backend(cfg, DiskBackend::new(Durability::Deferred)),
-        ),
+        Backing::Disk => {
+            let backend = DiskBackend::new(Durability::Deferred);
+            let reopens = backend.reopens();
+            let mut report = run_built(
+                seed,
+                nodes,
+                ticks,
+                profile,
+                filter,
+                " OMNIPAXOS_SIM_BACKING=disk",
+                |cfg| Sim::with_backend(cfg, backend),
+            );
+            report.disk_reopens = reopens.get();
+            report
+        }
     }
 }
 
@@ -873,6 +881,7 @@ where
             appends_handed_back: appends.handed_back,
             appends_lost_at_crashed: appends.lost_at_crashed,
             appends_lost: appends.lost.len() as u64,
+            disk_reopens: 0,
         }
     }));
     match outcome {
@@ -898,6 +907,7 @@ where
                 appends_handed_back: appends.handed_back,
                 appends_lost_at_crashed: appends.lost_at_crashed,
                 appends_lost: appends.lost.len() as u64,
+                disk_reopens: 0,
             };
             PARTIAL.with(|p| *p.borrow_mut() = Some(partial));
             std::panic::resume_unwind(e)

@@ -95,6 +95,16 @@ impl Populated {
     fn open(&self) -> Result<PersistentStorage<TestEntry>, PersistentStorageError> {
         PersistentStorage::try_open(self.cfg.clone())
     }
+    /// Opening fails with `Corrupt` (`what` names the damage in the failure message).
+    fn assert_refused(&self, what: &str) {
+        match self.open() {
+            Ok(s) => panic!("{what}: opened {:?}", observe(&s, 0)),
+            Err(e) => assert!(
+                matches!(e, PersistentStorageError::Corrupt { .. }),
+                "{what}: {e}"
+            ),
+        }
+    }
 }
 
 fn populate() -> Populated {
@@ -521,6 +531,16 @@ impl CrashImage {
     fn open(&self) -> Result<PersistentStorage<TestEntry>, PersistentStorageError> {
         PersistentStorage::try_open(self.cfg.clone())
     }
+    /// Opening fails with `Corrupt` (`what` names the damage in the failure message).
+    fn assert_refused(&self, what: &str) {
+        match self.open() {
+            Ok(s) => panic!("{what}: opened {:?}", observe(&s, 0)),
+            Err(e) => assert!(
+                matches!(e, PersistentStorageError::Corrupt { .. }),
+                "{what}: {e}"
+            ),
+        }
+    }
     /// The records of write `w` (1-based).
     fn write(&self, w: usize) -> Vec<Rec> {
         let mut groups = vec![Vec::new()];
@@ -606,13 +626,7 @@ fn damage_followed_by_later_writes_is_refused_after_a_crash() {
         let img = crash_image(appends(5));
         let victim = img.write(2)[0];
         flip(&img.segment, victim.pos + field);
-        match img.open() {
-            Ok(s) => panic!("{what}: opened {:?}", observe(&s, 0)),
-            Err(e) => assert!(
-                matches!(e, PersistentStorageError::Corrupt { .. }),
-                "{what}: {e}"
-            ),
-        }
+        img.assert_refused(what);
     }
 }
 
@@ -672,13 +686,7 @@ fn damage_inside_a_record_of_several_entries_is_found() {
     for at in 20..20 + rec.size {
         let img = crash_image(appends(4));
         flip(&img.segment, rec.pos + at);
-        match img.open() {
-            Ok(s) => panic!("byte {at}: opened {:?}", observe(&s, 0)),
-            Err(e) => assert!(
-                matches!(e, PersistentStorageError::Corrupt { .. }),
-                "byte {at}: {e}"
-            ),
-        }
+        img.assert_refused(&format!("byte {at}"));
     }
 }
 
