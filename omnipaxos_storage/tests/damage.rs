@@ -95,16 +95,6 @@ impl Populated {
     fn open(&self) -> Result<PersistentStorage<TestEntry>, PersistentStorageError> {
         PersistentStorage::try_open(self.cfg.clone())
     }
-    /// Opening fails with `Corrupt` (`what` names the damage in the failure message).
-    fn assert_refused(&self, what: &str) {
-        match self.open() {
-            Ok(s) => panic!("{what}: opened {:?}", observe(&s, 0)),
-            Err(e) => assert!(
-                matches!(e, PersistentStorageError::Corrupt { .. }),
-                "{what}: {e}"
-            ),
-        }
-    }
 }
 
 fn populate() -> Populated {
